@@ -84,3 +84,57 @@ def cli_main(fn):
             return 2
 
     return wrapper
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Field docstrings of a dataclass (the string literal under each field), read with `ast`,
+    so configs document themselves in code and in `--help` from one source."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, nxt in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def add_config_args(parser, cls, skip: tuple[str, ...] = ()) -> None:
+    """Add `--field-name` options for each field of dataclass `cls`, with its docstring as help."""
+    import dataclasses
+
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kind = type(default) if isinstance(default, int | float) and not isinstance(default, bool) else str
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse_bool(), default=default, help=docs.get(f.name, ""))
+        else:
+            parser.add_argument(flag, type=kind, default=default,
+                                help=f"{docs.get(f.name, '')} (default: {default})")
+
+
+def argparse_bool():
+    import argparse
+
+    return argparse.BooleanOptionalAction
+
+
+def config_from_args(cls, args, **overrides):
+    """Build dataclass `cls` from parsed args (fields present on `args`) plus `overrides`."""
+    import dataclasses
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls(**{**values, **overrides})
