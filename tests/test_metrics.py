@@ -1,0 +1,159 @@
+"""Metrics on constructed numbers with known answers, AUROC against scikit-learn, the paired bootstrap."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from toolkit import ToolkitError
+from toolkit.metrics import (
+    PGR,
+    _auroc_w,
+    accuracy,
+    auroc,
+    ece,
+    pgr,
+    pgr_bootstrap,
+    summarize_seeds,
+)
+
+N = 400
+Y = np.arange(N) % 2
+
+
+def _model(n_correct: int, seed: int) -> np.ndarray:
+    """P(y=1) for Y that is right (0.9 / 0.1 on the true side) on exactly n_correct random examples."""
+    right = np.zeros(N, bool)
+    right[np.random.default_rng(seed).permutation(N)[:n_correct]] = True
+    return np.where(right == (Y == 1), 0.9, 0.1)
+
+
+def test_accuracy_threshold_is_strict():
+    # predictions [0, 1, 0, 0]: 0.5 is not above 0.5
+    assert accuracy([0, 1, 1, 0], [0.2, 0.7, 0.4, 0.5]) == 0.75
+    assert accuracy([0, 1, 1, 0], [0.2, 0.7, 0.4, 0.5], threshold=0.45) == 0.5  # [0, 1, 0, 1]
+
+
+def test_auroc_hand_values():
+    # positives 0.35, 0.8 vs negatives 0.1, 0.4: 3 of 4 pairs ordered
+    assert auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.75
+    # a tie counts 1/2: (0.5 vs 0.5) 0.5 + (0.5 vs 0.2) 1 + (0.9 vs both) 2 = 3.5 of 4
+    assert auroc([0, 1, 0, 1], [0.5, 0.5, 0.2, 0.9]) == 0.875
+    assert math.isnan(auroc([1, 1, 1], [0.1, 0.2, 0.3]))
+
+
+def test_auroc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500)
+    p = np.round(rng.random(500) * 0.5 + 0.3 * y, 2)  # rounding makes many ties
+    assert auroc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+
+
+def test_weighted_auroc_equals_auroc_of_the_resample():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 60)
+    p = np.round(rng.random(60), 1)
+    idx = rng.integers(0, 60, size=(5, 60))
+    C = np.stack([np.bincount(row, minlength=60) for row in idx]).astype(float)
+    got = _auroc_w(C, y.astype(float), p)
+    assert got == pytest.approx([roc_auc_score(y[r], p[r]) for r in idx], abs=1e-12)
+
+
+def test_ece():
+    # bins [0.2, 0.3) and [0.7, 0.8): mean p equals the fraction of positives -> perfectly calibrated
+    assert ece([1, 0, 0, 0, 1, 1, 1, 0], [0.25] * 4 + [0.75] * 4) == pytest.approx(0.0, abs=1e-15)
+    # bin 0: |0.5 - 0.05| * 2/4 = 0.225; bin 9 (p = 1 falls in the last bin): |1 - 0.975| * 2/4 = 0.0125
+    assert ece([0, 1, 1, 1], [0.05, 0.05, 0.95, 1.0]) == pytest.approx(0.2375, abs=1e-12)
+    with pytest.raises(ToolkitError):
+        ece([0, 1], [0.5, 1.5])
+
+
+def test_pgr_point():
+    assert pgr(0.6, 0.6, 0.8) == PGR(0.0, True, "")
+    assert pgr(0.6, 0.8, 0.8).value == 1.0
+    assert pgr(0.6, 0.7, 0.8).value == pytest.approx(0.5)
+    r = pgr(0.718, 0.72, 0.712)
+    assert not r.defined and math.isnan(r.value)
+    assert r.reason == "ceiling 0.712 does not beat weak 0.718 (gap -0.006 ≤ 0.000)"
+    assert not pgr(0.70, 0.75, 0.705, min_gap=0.01).defined
+    assert "nan" in pgr(math.nan, 0.7, 0.8).reason
+
+
+def test_bootstrap_point_ci_and_determinism():
+    w, s, c = _model(280, 1), _model(320, 2), _model(360, 3)  # 0.70, 0.80, 0.90 -> PGR 0.5
+    r = pgr_bootstrap(Y, w, s, c, n_boot=500, seed=7)
+    assert (r.weak, r.student, r.ceiling) == pytest.approx((0.7, 0.8, 0.9))
+    assert r.pgr.defined and r.pgr.value == pytest.approx(0.5) and r.pgr_median == pytest.approx(0.5)
+    for lo_hi, point in [(r.pgr_mean_ci, 0.5), (r.weak_ci, 0.7), (r.student_ci, 0.8), (r.ceiling_ci, 0.9)]:
+        assert lo_hi[0] < point < lo_hi[1]
+    assert r.pgr_mean_ci[0] > 0.2 and r.pgr_mean_ci[1] < 0.8
+    assert pgr_bootstrap(Y, w, s, c, n_boot=500, seed=7) == r
+    assert pgr_bootstrap(Y, w, s, c, n_boot=500, seed=8).pgr_mean_ci != r.pgr_mean_ci
+    row = r.as_row()
+    assert row["pgr_defined"] and row["pgr_mean_lo"] == r.pgr_mean_ci[0] and "pgr_seeds" not in row
+
+
+def test_bootstrap_is_paired():
+    """Student = weak gives PGR 0 in every draw and student = ceiling gives 1: one resample for all."""
+    w, c = _model(280, 1), _model(360, 3)
+    assert pgr_bootstrap(Y, w, w, c, n_boot=200).pgr_mean_ci == (0.0, 0.0)
+    r = pgr_bootstrap(Y, w, c, c, metric="auroc", n_boot=200)
+    assert r.pgr_mean_ci == pytest.approx((1.0, 1.0))
+
+
+def test_bootstrap_undefined_reasons():
+    w = _model(280, 1)
+    worse = pgr_bootstrap(Y, w, _model(300, 2), _model(270, 3), n_boot=200)
+    assert not worse.pgr.defined and math.isnan(worse.pgr_mean) and math.isnan(worse.pgr_mean_ci[0])
+    assert worse.pgr.reason.startswith("ceiling 0.675 does not beat weak 0.700")
+    # one more example right: a positive point gap whose interval reaches 0
+    c = w.copy()
+    k = np.flatnonzero((w > 0.5) != (Y == 1))[0]
+    c[k] = 1 - c[k]
+    tiny = pgr_bootstrap(Y, w, _model(300, 2), c, n_boot=200)
+    assert tiny.gap == pytest.approx(1 / N) and not tiny.pgr.defined
+    assert "not clearly positive" in tiny.pgr.reason and "95% CI" in tiny.pgr.reason
+
+
+def test_bootstrap_seeds():
+    w, c = _model(280, 1), _model(360, 3)
+    s = np.stack([_model(300, 4), _model(320, 5), _model(340, 6)])  # per-seed PGR 0.25, 0.5, 0.75
+    r = pgr_bootstrap(Y, w, s, c, n_boot=300)
+    assert r.n_seeds == 3 and r.student == pytest.approx(0.8)
+    assert r.pgr_seeds == pytest.approx((0.25, 0.5, 0.75))
+    assert r.pgr_mean == pytest.approx(0.5) and r.pgr_median == pytest.approx(0.5)
+    assert r.pgr_mean_ci[0] < 0.5 < r.pgr_mean_ci[1]
+    # a seed whose own ceiling does not beat its weak model makes PGR undefined, and says which
+    r = pgr_bootstrap(Y, w, s, np.stack([c, c, _model(270, 7)]), n_boot=100)
+    assert not r.pgr.defined and r.pgr.reason.startswith("seed 2: ceiling 0.675")
+    with pytest.raises(ToolkitError, match="seed counts"):
+        pgr_bootstrap(Y, np.stack([w, w]), s, c)
+
+
+def test_bootstrap_auroc_is_fast():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 1000)
+    ps = [np.clip(0.5 * y + rng.normal(0.25, q, 1000), 0, 1) for q in (0.4, 0.25, 0.1)]
+    t = time.perf_counter()
+    r = pgr_bootstrap(y, *ps, metric="auroc", n_boot=1000)
+    assert time.perf_counter() - t < 1.0
+    assert r.weak == pytest.approx(roc_auc_score(y, ps[0]))
+
+
+def test_input_checks():
+    with pytest.raises(ToolkitError, match="0/1"):
+        accuracy([0, 2], [0.1, 0.2])
+    with pytest.raises(ToolkitError, match="shape"):
+        auroc([0, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ToolkitError, match="unknown metric"):
+        pgr_bootstrap([0, 1], [0.1, 0.9], [0.1, 0.9], [0.1, 0.9], metric="f1")
+
+
+def test_summarize_seeds():
+    out = summarize_seeds([1.0, 2.0, 3.0, 10.0])
+    assert out["mean"] == 4.0 and out["median"] == 2.5 and out["n"] == 4
+    assert out["std"] == pytest.approx(math.sqrt((9 + 4 + 1 + 36) / 3))
+    assert math.isnan(summarize_seeds([0.3])["std"])
+    assert math.isnan(summarize_seeds([0.3, math.nan])["mean"])

@@ -1,0 +1,253 @@
+"""Metrics: accuracy, AUROC, ECE, performance gap recovered (PGR) and paired bootstrap intervals.
+
+Conventions: `y` is Int[ndarray, "n"] in {0, 1}; `p` is Float[ndarray, "n"] = P(y=1), or
+Float[ndarray, "n_seeds n"] where stated. Metrics are fractions in [0, 1], not percentages.
+
+The bootstrap is paired: the test pool is the same for weak, student and ceiling and for every seed, so
+each draw resamples example indices once and scores every model and seed on those same examples. A draw
+is held as a count matrix C[b, i] = how often example i was drawn; every metric is a C-weighted
+metric, which keeps 1000 draws x 1000 examples (AUROC included) to milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from toolkit._util import ToolkitError
+
+
+@dataclass(frozen=True)
+class PGR:
+    """Performance gap recovered, (student - weak) / (ceiling - weak), or why it is undefined."""
+
+    value: float
+    """The PGR; nan when undefined. 0: no better than weak; 1: as good as the ceiling."""
+    defined: bool
+    """False when the ceiling does not clearly beat the weak supervisor (or a metric is nan)."""
+    reason: str
+    """Why it is undefined, in words with the numbers; "" when defined."""
+
+
+def _check_y(y) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1 or y.size == 0 or not np.isin(y, (0, 1)).all():
+        raise ToolkitError("y must be a non-empty 1-D array of 0/1 labels")
+    return y.astype(np.float64)
+
+
+def _check_p(p, n: int, seeds: bool = False) -> np.ndarray:
+    """p as float64 of shape (n,), or (n_seeds, n) when `seeds`; finite."""
+    p = np.asarray(p, dtype=np.float64)
+    ok = p.shape == (n,) or (seeds and p.ndim == 2 and p.shape[1] == n and p.shape[0] > 0)
+    if not ok:
+        want = f"({n},) or (n_seeds, {n})" if seeds else f"({n},)"
+        raise ToolkitError(f"probabilities must have shape {want}, got {p.shape}")
+    if not np.isfinite(p).all():
+        raise ToolkitError("probabilities must be finite")
+    return p
+
+
+def _acc_w(C: np.ndarray, y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Accuracy under weights C [B, n] -> [B]; predicts class 1 when p > threshold."""
+    correct = ((p > threshold) == (y == 1)).astype(np.float64)
+    return C @ correct / C.sum(1)
+
+
+def _auroc_w(C: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """AUROC under weights C [B, n] -> [B]: P(p_pos > p_neg) + 0.5 P(tie) over weighted pairs; nan when a
+    draw holds one class. Sort once, sum weights per distinct p, count negatives below each positive."""
+    order = np.argsort(p, kind="stable")
+    ps, ys = p[order], y[order]
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])  # first index of each distinct value
+    Cs = C[:, order]
+    pos = np.add.reduceat(Cs * ys, starts, axis=1)
+    neg = np.add.reduceat(Cs * (1 - ys), starts, axis=1)
+    neg_below = np.cumsum(neg, axis=1) - neg
+    num = (pos * (neg_below + 0.5 * neg)).sum(1)
+    den = pos.sum(1) * neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+    "accuracy": _acc_w,
+    "auroc": _auroc_w,
+}
+
+
+def accuracy(y, p, threshold: float = 0.5) -> float:
+    """Fraction of examples where (p > threshold) equals y. y: [n] in {0,1}; p: [n] = P(y=1)."""
+    y = _check_y(y)
+    return float(_acc_w(np.ones((1, y.size)), y, _check_p(p, y.size), threshold)[0])
+
+
+def auroc(y, p) -> float:
+    """Area under the ROC curve (ties count 1/2); nan when y holds one class. y: [n]; p: [n] scores."""
+    y = _check_y(y)
+    return float(_auroc_w(np.ones((1, y.size)), y, _check_p(p, y.size))[0])
+
+
+def ece(y, p, n_bins: int = 10) -> float:
+    """Expected calibration error of P(y=1): sum over equal-width bins of p of
+    (bin size / n) * |mean(y) - mean(p)| in the bin. Bins are [k/n_bins, (k+1)/n_bins), the last closed.
+    y: [n] in {0,1}; p: [n] in [0, 1]."""
+    y = _check_y(y)
+    p = _check_p(p, y.size)
+    if n_bins < 1 or ((p < 0) | (p > 1)).any():
+        raise ToolkitError("ece needs n_bins >= 1 and p in [0, 1]")
+    b = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    gap = np.bincount(b, weights=y, minlength=n_bins) - np.bincount(b, weights=p, minlength=n_bins)
+    return float(np.abs(gap).sum() / y.size)
+
+
+def pgr(weak: float, student: float, ceiling: float, min_gap: float = 0.0) -> PGR:
+    """PGR = (student - weak) / (ceiling - weak) from three metric values; undefined (value nan) when
+    ceiling - weak <= min_gap or a value is nan, with the reason."""
+    if any(math.isnan(v) for v in (weak, student, ceiling)):
+        return PGR(math.nan, False, f"a metric is nan (weak {weak}, student {student}, ceiling {ceiling})")
+    gap = ceiling - weak
+    if gap <= min_gap:
+        reason = f"ceiling {ceiling:.3f} does not beat weak {weak:.3f} (gap {gap:.3f} ≤ {min_gap:.3f})"
+        return PGR(math.nan, False, reason)
+    return PGR((student - weak) / gap, True, "")
+
+
+@dataclass(frozen=True)
+class PGRBootstrap:
+    """Point estimates and paired-bootstrap percentile intervals for one metric. Metric values are means
+    over seeds; `pgr_mean` / `pgr_median` are the mean / median over seeds of per-seed PGRs."""
+
+    metric: str
+    """"accuracy" or "auroc"."""
+    n_boot: int
+    ci: float
+    """Coverage of every interval, e.g. 0.95."""
+    n_seeds: int
+    weak: float
+    weak_ci: tuple[float, float]
+    student: float
+    student_ci: tuple[float, float]
+    ceiling: float
+    ceiling_ci: tuple[float, float]
+    gap: float
+    """ceiling - weak (seed means)."""
+    gap_ci: tuple[float, float]
+    pgr: PGR
+    """pgr.value = pgr_mean; pgr.defined / pgr.reason say whether the gap is clearly positive."""
+    pgr_mean: float
+    pgr_mean_ci: tuple[float, float]
+    pgr_median: float
+    pgr_median_ci: tuple[float, float]
+    pgr_seeds: tuple[float, ...]
+    """Per-seed PGR (seeds paired by index); nan for a seed whose own gap is <= min_gap."""
+    pgr_draws_dropped: int
+    """Draws left out of the PGR intervals: a per-seed gap of exactly 0 there, or a nan metric."""
+
+    def as_row(self) -> dict:
+        """Flat dict for a results table: intervals become `<name>_lo` / `<name>_hi`."""
+        row = {}
+        for k, v in asdict(self).items():
+            if k == "pgr":
+                row.update(pgr_defined=v["defined"], pgr_reason=v["reason"])
+            elif k.endswith("_ci"):
+                row[k[:-3] + "_lo"], row[k[:-3] + "_hi"] = v
+            elif k != "pgr_seeds":
+                row[k] = v
+        return row
+
+
+def _counts(rng: np.random.Generator, n_draws: int, n: int) -> np.ndarray:
+    """[n_draws, n] counts of each example in n_draws resamples with replacement (index matrix -> counts)."""
+    idx = rng.integers(0, n, size=(n_draws, n)) + n * np.arange(n_draws)[:, None]
+    return np.bincount(idx.ravel(), minlength=n_draws * n).reshape(n_draws, n).astype(np.float64)
+
+
+def _paired_scores(y: np.ndarray, ps: list, metric: str, n_boot: int, seed: int):
+    """Scores of (weak, student, ceiling) per seed: point [3, s] and bootstrap draws [3, n_boot, s]; every
+    model and seed is scored on the same resamples. A role given for one seed is broadcast to all s."""
+    fn, s, n = METRICS[metric], max(len(p) for p in ps), y.size
+
+    def score(C: np.ndarray) -> np.ndarray:  # [3, B, s]: role, draw, seed
+        return np.stack([np.broadcast_to(np.stack([fn(C, y, pk) for pk in p], -1), (len(C), s)) for p in ps])
+
+    rng = np.random.default_rng(seed)
+    chunk = max(1, (1 << 22) // n)  # bound memory at ~32 MB per count matrix for large pools
+    draws = [score(_counts(rng, min(chunk, n_boot - i), n)) for i in range(0, n_boot, chunk)]
+    return score(np.ones((1, n)))[:, 0], np.concatenate(draws, axis=1)
+
+
+def pgr_bootstrap(
+    y,
+    p_weak,
+    p_student,
+    p_ceiling,
+    metric: str = "accuracy",
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+    min_gap: float = 0.0,
+) -> PGRBootstrap:
+    """PGR with paired bootstrap intervals. y: [n]; each p_*: [n] or [n_seeds, n] (a single array is shared
+    by every seed; seeds pair by index). Each draw resamples the n test indices once and reuses them for all
+    three models and every seed. PGR is undefined (nan, with the reason) unless the ceiling clearly beats
+    weak: the seed-mean gap must exceed min_gap, its interval's lower bound must be > 0, and every seed's own
+    gap must exceed min_gap. Intervals are percentiles; draws where a metric is nan (AUROC on a one-class
+    draw) are ignored."""
+    if metric not in METRICS:
+        raise ToolkitError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    if n_boot < 1 or not 0 < ci < 1:
+        raise ToolkitError(f"need n_boot >= 1 and 0 < ci < 1, got n_boot={n_boot}, ci={ci}")
+    y = _check_y(y)
+    ps = [_check_p(p, y.size, seeds=True).reshape(-1, y.size) for p in (p_weak, p_student, p_ceiling)]
+    s = max(len(p) for p in ps)
+    if any(len(p) not in (1, s) for p in ps):
+        raise ToolkitError(f"seed counts must be 1 or equal, got {[len(p) for p in ps]}")
+    point, draws = _paired_scores(y, ps, metric, n_boot, seed)
+    q = ((1 - ci) / 2, (1 + ci) / 2)
+
+    def interval(x: np.ndarray) -> tuple[float, float]:
+        x = x[np.isfinite(x)]
+        return (math.nan, math.nan) if x.size == 0 else tuple(float(v) for v in np.quantile(x, q))
+
+    out = {"metric": metric, "n_boot": n_boot, "ci": ci, "n_seeds": s}
+    for k, role, role_draws in zip((0, 1, 2), ("weak", "student", "ceiling"), draws.mean(2)):
+        out[role], out[role + "_ci"] = float(point[k].mean()), interval(role_draws)
+    w, c = out["weak"], out["ceiling"]
+    out["gap"], out["gap_ci"] = c - w, interval(draws[2].mean(1) - draws[0].mean(1))
+    seed_pgr = [pgr(*point[:, k], min_gap=min_gap) for k in range(s)]
+    reason = pgr(w, out["student"], c, min_gap=min_gap).reason
+    lo, hi = out["gap_ci"]
+    if not reason and not lo > 0:
+        reason = f"gap {c - w:.3f} is not clearly positive: {ci:.0%} CI [{lo:.3f}, {hi:.3f}] reaches 0"
+    if not reason and not all(r.defined for r in seed_pgr):
+        k = next(k for k, r in enumerate(seed_pgr) if not r.defined)
+        reason = f"seed {k}: {seed_pgr[k].reason}"
+
+    out.update(pgr_mean=math.nan, pgr_median=math.nan, pgr_mean_ci=(math.nan,) * 2, pgr_median_ci=(math.nan,) * 2)
+    out.update(pgr_seeds=tuple(r.value for r in seed_pgr), pgr_draws_dropped=0)
+    if not reason:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per = (draws[1] - draws[0]) / (draws[2] - draws[0])  # [n_boot, s]
+        vals = np.array(out["pgr_seeds"])
+        out.update(pgr_mean=float(vals.mean()), pgr_median=float(np.median(vals)))
+        out.update(pgr_mean_ci=interval(per.mean(1)), pgr_median_ci=interval(np.median(per, 1)))
+        out["pgr_draws_dropped"] = int((~np.isfinite(per).all(1)).sum())  # `interval` leaves these out
+    return PGRBootstrap(pgr=PGR(out["pgr_mean"], not reason, reason), **out)
+
+
+def summarize_seeds(values) -> dict:
+    """{"mean", "median", "std", "n"} of per-seed values; std is the sample std (ddof=1), nan for one seed.
+    nan values propagate (an undefined PGR is not silently dropped)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        raise ToolkitError("summarize_seeds needs at least one value")
+    std = float(v.std(ddof=1)) if v.size > 1 else math.nan
+    return {"mean": float(v.mean()), "median": float(np.median(v)), "std": std, "n": int(v.size)}
+
+
+__all__ = ["METRICS", "PGR", "PGRBootstrap", "accuracy", "auroc", "ece", "pgr"]
+__all__ += ["pgr_bootstrap", "summarize_seeds"]
