@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny random-init models saved as local folders (they exercise the same loading
+code as any user model) and a small local task file."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    from toolkit._util import cache_root
+
+    folder = cache_root() / "models" / "smollm2-135m"
+    if not folder.exists():
+        pytest.skip("smollm2-135m is not installed (run `make setup`)")
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def save_tiny_causal(path, seed: int = 0, n_layers: int = 2):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = smollm2_tokenizer()
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=n_layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_causal(tmp_path_factory):
+    """Folder of a 2-layer random-init Llama with the SmolLM2 tokenizer."""
+    return save_tiny_causal(tmp_path_factory.mktemp("tiny_causal"))
+
+
+@pytest.fixture(scope="session")
+def tiny_task(tmp_path_factory):
+    """A 40-example balanced jsonl task with varied lengths (and a '!' that is token id 0 in GPT-2)."""
+    path = tmp_path_factory.mktemp("task") / "tiny.jsonl"
+    words = "good bad fine awful great poor lovely dull bright grim".split()
+    with open(path, "w") as f:
+        for i in range(40):
+            text = " ".join(words[(i + k) % len(words)] for k in range(3 + (i * 7) % 23)) + ("!" * (i % 3))
+            f.write(json.dumps({"text": f"{text} #{i}", "label": i % 2}) + "\n")
+    return path

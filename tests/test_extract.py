@@ -1,0 +1,146 @@
+"""Extraction: batching, pooling against a per-example reference, cache keys, cache hits, torchrun."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from toolkit import cache, extract
+from toolkit.extract import ExtractConfig, extract_arrays, plan_batches
+
+TEXTS = [
+    "a",
+    "The movie was wonderful and I would watch it again.",
+    "Terrible!",
+    "Mixed feelings: good acting, weak plot, far too long for what it has to say.",
+    "ok",
+]
+
+
+def _reference(model, tok, texts, layers, pool, label_words=None):
+    """One unpadded forward pass per example: the ground truth for pooling and label log-probs."""
+    hidden, logps = [], []
+    with torch.inference_mode():
+        for t in texts:
+            ids = torch.tensor([tok(t).input_ids])
+            out = model(input_ids=ids, output_hidden_states=True)
+            hs = torch.stack([out.hidden_states[i][0] for i in layers])  # (L, T, D)
+            hidden.append({"last": hs[:, -1], "first": hs[:, 0], "mean": hs.mean(1)}[pool])
+            if label_words:
+                lid = [tok(w, add_special_tokens=False).input_ids[0] for w in label_words]
+                logps.append(torch.log_softmax(out.logits[0, -1], -1)[lid])
+    return torch.stack(hidden, 1).numpy(), (torch.stack(logps).numpy() if label_words else None)
+
+
+def test_plan_batches_covers_everything_longest_first():
+    lengths = np.array([5, 50, 7, 300, 12, 12, 1, 64])
+    batches = plan_batches(lengths, batch_tokens=128)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(len(lengths)))
+    assert lengths[batches[0]].max() == 300  # the longest batch comes first: OOM shows at once
+    for b in batches:
+        assert len(b) == 1 or len(b) * lengths[b].max() <= 128
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+@pytest.mark.parametrize("pool", ["last", "mean", "first"])
+def test_pooling_matches_per_example_reference(tiny_causal, padding_side, pool):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_causal)
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal).eval()
+    # A text holding the token with id 0 must pool at its real last position, not before it.
+    zero_tok = tok.decode([0])
+    texts = TEXTS + [f"ends with the id-0 token {zero_tok}"]
+    assert 0 in tok(texts[-1]).input_ids
+    words = (" negative", " positive")
+    got = extract_arrays(model, tok, texts, layers=[0, 1, 2], pool=pool, causal=True, batch_tokens=64,
+                         padding_side=padding_side, label_words=words)
+    ref_h, ref_lp = _reference(model, tok, texts, [0, 1, 2], pool, words)
+    np.testing.assert_allclose(got["hidden"], ref_h, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got["label_logprobs"], ref_lp, atol=1e-4, rtol=0)
+
+
+def test_truncation_is_counted_not_dropped(tiny_causal):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_causal)
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal).eval()
+    texts = ["short", "word " * 100]
+    got = extract_arrays(model, tok, texts, layers=[2], pool="last", causal=True, max_length=16)
+    assert got["hidden"].shape == (1, 2, 32)
+    assert got["truncated"].tolist() == [False, True]
+    assert got["n_tokens"].max() == 16
+
+
+def _spec(**over):
+    base = {"model": "m", "model_identity": {"sha256": "abc"}, "arch": "causal", "dtype": "float32",
+            "template": "Q: {text}\nA:", "task": "t", "ids_sha": "123", "n": 10, "pool": "last",
+            "layers": [0, 1], "max_length": 512, "truncation_side": "left", "label_words": [" No", " Yes"],
+            "shard_size": 512}
+    return {**base, **over}
+
+
+@pytest.mark.parametrize("field,value", [
+    ("model_identity", {"sha256": "abd"}), ("dtype", "bfloat16"), ("template", "{text}"), ("task", "u"),
+    ("ids_sha", "124"), ("pool", "mean"), ("layers", [0, 2]), ("max_length", 256),
+    ("truncation_side", "right"), ("label_words", [" no", " yes"]),
+])
+def test_cache_key_changes_with_every_byte_changing_input(field, value):
+    assert cache.entry_key(_spec(**{field: value})) != cache.entry_key(_spec())
+
+
+def test_cache_key_ignores_device_batch_size_and_process_count(tiny_causal, tiny_task, tmp_path):
+    base = ExtractConfig(model=str(tiny_causal), task=str(tiny_task), cache_dir=str(tmp_path))
+    task = extract.load_task(base)
+    from toolkit.models import resolve
+
+    info = resolve(base.model)
+    specs = [extract.entry_spec(replace(base, **kw), task, info, 2)
+             for kw in ({}, {"device": "cpu"}, {"batch_tokens": 64})]
+    assert len({cache.entry_key(s) for s in specs}) == 1
+
+
+def test_rerun_builds_no_model_and_returns_same_arrays(tiny_causal, tiny_task, tmp_path):
+    cfg = ExtractConfig(model=str(tiny_causal), task=str(tiny_task), cache_dir=str(tmp_path), shard_size=16,
+                        batch_tokens=256)
+    extract.STATS.update(models_built=0, forward_passes=0)
+    first = extract.extract(cfg, progress=False)
+    assert extract.STATS["models_built"] == 1 and extract.STATS["forward_passes"] > 0
+    assert first.hidden.shape == (3, 40, 32)
+    extract.STATS.update(models_built=0, forward_passes=0)
+    second = extract.extract(replace(cfg, batch_tokens=64), progress=False)
+    assert extract.STATS == {"models_built": 0, "forward_passes": 0}
+    np.testing.assert_array_equal(first.hidden, second.hidden)
+    assert second.ids == first.ids
+
+
+def _entry_bytes(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.suffix == ".npy"}
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one_byte_for_byte(tiny_causal, tiny_task, tmp_path):
+    args = ["--model", str(tiny_causal), "--task", str(tiny_task), "--shard-size", "8", "--batch-tokens", "256",
+            "--quiet"]
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "toolkit.extract", *args, "--cache-dir", str(one)], check=True, env=env)
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "toolkit.extract", *args,
+                    "--cache-dir", str(two)], check=True, env=env, timeout=300)
+    (e1,) = cache.entries(one)
+    (e2,) = cache.entries(two)
+    assert e1.name == e2.name
+    b1, b2 = _entry_bytes(e1), _entry_bytes(e2)
+    assert b1.keys() == b2.keys() and len(b1) >= 4
+    assert all(b1[k] == b2[k] for k in b1)

@@ -1,0 +1,348 @@
+"""Content-addressed feature store (DESIGN.md §5).
+
+An entry is addressed by a hash of everything that changes its bytes (model identity, tokenizer,
+dtype, template, task + ordered ids, pooling, layers, max length, truncation side, format
+version) and of nothing that does not (device, batch size, process count). Layout:
+
+    <root>/features/<task>__<model>__<key>/
+        manifest.json          what the entry is, and a crc32 per array file (written last)
+        layer_XX.npy           (n_examples, d) float32 per layer, memory-mappable
+        label_logprobs.npy     (n_examples, 2) zero-shot label-word log-probs (decoders only)
+        n_tokens.npy           (n_examples,) token count after truncation
+        truncated.npy          (n_examples,) whether the input was truncated to max_length
+
+While extraction runs, shards go to `<entry>.partial/shard-XXXXX.npz` (each renamed into place
+when complete), so a killed run resumes from its finished shards. The finished entry is built in
+a temporary folder and renamed, so a reader sees either nothing or a complete entry; every array
+is checked against its crc32 on read, and a mismatch is reported with the path, never used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from toolkit._util import ToolkitError, atomic_write_json, cache_root, cli_main, stable_hash
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class CorruptEntry(ToolkitError):
+    """An entry or shard failed verification; it is reported and re-extracted, never used."""
+
+
+def features_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    return cache_root(cache_dir) / "features"
+
+
+def entry_key(spec: dict) -> str:
+    """Hash of the byte-changing inputs in `spec` (see module docstring)."""
+    return stable_hash({**spec, "format_version": FORMAT_VERSION}, n=20)
+
+
+def entry_dir(spec: dict, cache_dir=None) -> Path:
+    slug = lambda s: "".join(c if c.isalnum() or c in "-._" else "-" for c in Path(str(s)).name)[:40]
+    return features_root(cache_dir) / f"{slug(spec['task'])}__{slug(spec['model'])}__{entry_key(spec)}"
+
+
+def crc32_file(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True, eq=False)
+class Features:
+    """A finished cache entry. `hidden` is (n_layers, n_examples, d) float32, aligned to `ids`."""
+
+    path: Path
+    manifest: dict
+    ids: tuple[str, ...]
+    layers: tuple[int, ...]
+    hidden: np.ndarray
+    label_logprobs: np.ndarray | None
+    n_tokens: np.ndarray
+
+    def index(self, ids) -> np.ndarray:
+        """Row positions of `ids` (join by id, never by position); unknown ids are an error."""
+        pos = {i: k for k, i in enumerate(self.ids)}
+        missing = [i for i in ids if i not in pos]
+        if missing:
+            raise ToolkitError(f"{len(missing)} id(s) not in the cache entry {self.path.name} "
+                               f"(e.g. {missing[0]}); extract the task these ids come from")
+        return np.fromiter((pos[i] for i in ids), dtype=np.int64, count=len(ids))
+
+    def layer(self, layer: int) -> np.ndarray:
+        """(n_examples, d) for one layer number (as in `layers`, 0 = embeddings)."""
+        if layer not in self.layers:
+            raise ToolkitError(f"layer {layer} is not in this entry "
+                               f"(layers {self.layers[0]}..{self.layers[-1]})")
+        return self.hidden[self.layers.index(layer)]
+
+
+def _checked_array(path: Path, crc: int, mmap: bool) -> np.ndarray:
+    if not path.exists():
+        raise CorruptEntry(f"missing file {path}")
+    if crc32_file(path) != crc:
+        raise CorruptEntry(f"checksum mismatch in {path}")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as e:
+        raise CorruptEntry(f"unreadable array {path}: {e}") from None
+
+
+def read_manifest(path: Path) -> dict:
+    mf = path / MANIFEST
+    if not mf.exists():
+        raise CorruptEntry(f"no manifest in {path}")
+    try:
+        manifest = json.loads(mf.read_text())
+    except json.JSONDecodeError as e:
+        raise CorruptEntry(f"corrupt manifest {mf}: {e}") from None
+    if manifest.get("format_version") != FORMAT_VERSION or "files" not in manifest:
+        raise CorruptEntry(f"manifest {mf} is from another format version")
+    return manifest
+
+
+def load_entry(path: str | os.PathLike, layers=None, mmap: bool = True) -> Features:
+    """Read a finished entry, verifying every file it reads. `layers`: subset of layer numbers."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    all_layers = tuple(manifest["layers"])
+    want = all_layers if layers is None else tuple(layers)
+    bad = [layer for layer in want if layer not in all_layers]
+    if bad:
+        raise ToolkitError(f"layer(s) {bad} not in entry {path.name}: "
+                           f"it has layers {all_layers[0]}..{all_layers[-1]}")
+    files = manifest["files"]
+    arrays = [_checked_array(path / f"layer_{layer:03d}.npy", files[f"layer_{layer:03d}.npy"], mmap)
+              for layer in want]
+    logp = None
+    if "label_logprobs.npy" in files:
+        logp = np.asarray(_checked_array(path / "label_logprobs.npy", files["label_logprobs.npy"], False))
+    n_tokens = np.asarray(_checked_array(path / "n_tokens.npy", files["n_tokens.npy"], False))
+    hidden = np.stack(arrays) if arrays else np.zeros((0, len(manifest["ids"]), manifest["hidden_size"]))
+    return Features(path, manifest, tuple(manifest["ids"]), want, hidden, logp, n_tokens)
+
+
+def find(spec: dict, cache_dir=None) -> Path | None:
+    """The finished entry for `spec`, or None (a corrupt one is reported, moved aside, and None)."""
+    path = entry_dir(spec, cache_dir)
+    if not path.exists():
+        return None
+    try:
+        manifest = read_manifest(path)
+        for name, crc in manifest["files"].items():
+            f = path / name
+            if not f.exists():
+                raise CorruptEntry(f"missing file {f}")
+            if crc32_file(f) != crc:
+                raise CorruptEntry(f"checksum mismatch in {f}")
+    except CorruptEntry as e:
+        print(f"[cache] {e}; discarding the entry and extracting again", file=sys.stderr)
+        shutil.rmtree(path, ignore_errors=True)
+        return None
+    return path
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def partial_dir(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+def shard_path(path: Path, shard: int) -> Path:
+    return partial_dir(path) / f"shard-{shard:05d}.npz"
+
+
+def write_shard(path: Path, shard: int, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically write one shard (uncompressed npz; no pickle) with a crc32 of its bytes in the name's
+    sidecar, so a resumed run can trust a shard it did not write itself."""
+    target = shard_path(path, shard)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    crc = crc32_file(tmp)
+    atomic_write_json(target.with_suffix(".crc.json"), {"crc32": crc})
+    os.replace(tmp, target)
+
+
+def read_shard(path: Path, shard: int) -> dict[str, np.ndarray] | None:
+    """A finished shard's arrays, or None if it is absent or fails its check (then it is deleted)."""
+    target = shard_path(path, shard)
+    side = target.with_suffix(".crc.json")
+    if not target.exists() or not side.exists():
+        return None
+    try:
+        if crc32_file(target) != json.loads(side.read_text())["crc32"]:
+            raise ValueError("checksum mismatch")
+        with np.load(target, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, KeyError, OSError, json.JSONDecodeError) as e:
+        print(f"[cache] shard {target} is corrupt ({e}); extracting it again", file=sys.stderr)
+        target.unlink(missing_ok=True)
+        side.unlink(missing_ok=True)
+        return None
+
+
+def finished_shards(path: Path) -> set[int]:
+    pd = partial_dir(path)
+    if not pd.exists():
+        return set()
+    return {int(p.stem.split("-")[1]) for p in pd.glob("shard-*.npz")}
+
+
+def commit_entry(path: Path, manifest: dict, n_shards: int) -> Path:
+    """Concatenate the shards into the final layout in a temp folder, then rename it into place."""
+    shards = [read_shard(path, s) for s in range(n_shards)]
+    if any(s is None for s in shards):
+        missing = [i for i, s in enumerate(shards) if s is None]
+        raise CorruptEntry(f"cannot finish {path.name}: shard(s) {missing} missing or corrupt; run again")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    files = {}
+    # Shards hold examples in length-sorted order; `index` puts each row back at its task position.
+    index = np.concatenate([s["index"] for s in shards])
+    if not np.array_equal(np.sort(index), np.arange(len(index))):
+        raise CorruptEntry(f"cannot finish {path.name}: shards do not cover every example exactly once")
+    inverse = np.argsort(index)
+
+    def save(name: str, array: np.ndarray) -> None:
+        np.save(tmp / name, np.ascontiguousarray(array[inverse]), allow_pickle=False)
+        files[name] = crc32_file(tmp / name)
+
+    for li, layer in enumerate(manifest["layers"]):
+        save(f"layer_{layer:03d}.npy", np.concatenate([s["hidden"][li] for s in shards]))
+    for key in ("label_logprobs", "n_tokens", "truncated"):
+        if key in shards[0]:
+            save(f"{key}.npy", np.concatenate([s[key] for s in shards]))
+    atomic_write_json(tmp / MANIFEST, {**manifest, "files": files, "format_version": FORMAT_VERSION})
+    if path.exists():  # a concurrent writer finished first; its entry is equivalent
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, path)
+    shutil.rmtree(partial_dir(path), ignore_errors=True)
+    return path
+
+
+@contextlib.contextmanager
+def entry_lock(path: Path):
+    """Exclusive lock per entry, so two processes asking for one key do the work once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def check_writable(root: Path, need_bytes: int) -> None:
+    """Fail before any long work if the cache cannot take the entry."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"x")
+        probe.unlink()
+    except OSError as e:
+        raise ToolkitError(f"cache directory {root} is not writable ({e.strerror}); "
+                           "pass --cache-dir or set TOOLKIT_CACHE_DIR to a writable folder") from None
+    free = shutil.disk_usage(root).free
+    if free < need_bytes:
+        raise ToolkitError(f"cache directory {root} has {free / 1e9:.2f} GB free but this extraction needs "
+                           f"about {need_bytes / 1e9:.2f} GB; free space or pass --cache-dir")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def entries(cache_dir=None) -> list[Path]:
+    root = features_root(cache_dir)
+    if not root.exists():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and not p.name.endswith(".partial"))
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _resolve_entry(name: str, cache_dir) -> Path:
+    p = Path(name)
+    if p.is_dir():
+        return p
+    matches = [e for e in entries(cache_dir) if name in e.name]
+    if len(matches) != 1:
+        raise ToolkitError(f"'{name}' matches {len(matches)} entries; give a longer part of the name "
+                           "(see `python -m toolkit.cache ls`)")
+    return matches[0]
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m toolkit.cache", description="Inspect the feature cache.")
+    parser.add_argument("--cache-dir")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("ls", help="list entries")
+    for cmd in ("info", "rm"):
+        sub.add_parser(cmd).add_argument("entry", help="entry folder or a unique part of its name")
+    sub.add_parser("verify", help="check every file of every entry").add_argument("entry", nargs="?")
+    args = parser.parse_args(argv)
+    if args.cmd == "ls":
+        for e in entries(args.cache_dir):
+            try:
+                m = read_manifest(e)
+                print(f"{e.name}  n={len(m['ids'])} layers={len(m['layers'])} d={m['hidden_size']} "
+                      f"pool={m['pool']} dtype={m['dtype']} {_size(e) / 1e6:.1f} MB")
+            except CorruptEntry as err:
+                print(f"{e.name}  CORRUPT: {err}")
+        partial = [p.name for p in features_root(args.cache_dir).glob("*.partial")]
+        for p in partial:
+            print(f"{p}  (unfinished: resumes on the next run)")
+        return 0
+    if args.cmd == "verify":
+        targets = [_resolve_entry(args.entry, args.cache_dir)] if args.entry else entries(args.cache_dir)
+        bad = 0
+        for e in targets:
+            try:
+                load_entry(e, mmap=True)
+                print(f"ok       {e}")
+            except CorruptEntry as err:
+                bad += 1
+                print(f"CORRUPT  {e}: {err}")
+        return 1 if bad else 0
+    path = _resolve_entry(args.entry, args.cache_dir)
+    if args.cmd == "info":
+        m = read_manifest(path)
+        m = {k: (f"{len(v)} ids" if k == "ids" else v) for k, v in m.items()}
+        print(json.dumps(m, indent=2))
+    else:
+        shutil.rmtree(path)
+        print(f"removed {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

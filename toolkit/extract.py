@@ -1,0 +1,431 @@
+"""Batched extraction of pooled hidden states, once per (model, task, settings), into the cache.
+
+`python -m toolkit.extract --model smollm2-135m --task sentiment` is the batch job; library code
+calls `extract(ExtractConfig(...))`, which returns the cached entry without building a model when
+it exists. Under `torchrun --nproc_per_node N -m toolkit.extract ...` each rank extracts its own
+shards of the one entry (gloo on CPU, nccl on GPU); the result is identical to one process.
+
+Speed habits, visible here: examples are sorted by token length and cut into batches by a token
+budget (padded length x batch size), the longest batch first so an out-of-memory error happens at
+once rather than at the end; pooled vectors are gathered on the device before one copy to the host;
+decoders compute logits only at the answer position (`logits_to_keep=1`, left padding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from toolkit import cache
+from toolkit._util import ToolkitError, add_config_args, cli_main, config_from_args
+from toolkit.models import DEFAULT_STRONG, ModelInfo, load_model, load_tokenizer, pick_device, pick_dtype, resolve
+
+# Counters the tests read to prove a cache hit builds no model and runs no forward pass.
+STATS = {"models_built": 0, "forward_passes": 0}
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """One extraction job: which model, which task, which layers and pooling."""
+
+    model: str = DEFAULT_STRONG
+    """Catalog name, local model folder or Hugging Face hub id."""
+    task: str = "sentiment"
+    """Task name (see `python -m toolkit.tasks list`), `bigbench:<path>`, or a .jsonl/.csv file."""
+    layers: str = "all"
+    """`all` (embeddings = layer 0, then every block) or a comma list such as `0,6,12`."""
+    pool: str = "auto"
+    """`last` (last real token; decoders), `mean` (over real tokens; encoders), `first`, or `auto`."""
+    limit: int = 0
+    """Use a class-balanced subsample of this many examples (0 = the whole task)."""
+    dtype: str = "auto"
+    """`auto` (bfloat16 on GPU, float32 on CPU), `float32` or `bfloat16`."""
+    device: str = "auto"
+    """`auto`, `cpu`, `cuda` or `cuda:N`."""
+    batch_tokens: int = 8192
+    """Token budget per batch: padded length x batch size."""
+    max_length: int = 512
+    """Longer inputs are truncated (counted and reported, never dropped)."""
+    truncation_side: str = "auto"
+    """`left` keeps a decoder prompt's end (the answer cue); `right` for encoders; `auto` picks."""
+    template: str = "auto"
+    """Prompt template with `{text}`; `auto` = the task's template for decoders, raw text for encoders."""
+    shard_size: int = 512
+    """Examples per shard: the unit of resumption and of work split across ranks."""
+    cache_dir: str | None = None
+    """Cache root (default: `cache/` in the project, or $TOOLKIT_CACHE_DIR)."""
+
+
+# ----------------------------------------------------------------------------- pure pieces
+
+
+def plan_batches(lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
+    """Indices grouped into batches: sorted by length (longest first), each batch's
+    padded size (len x max length) within `batch_tokens` (a single longer example stands alone)."""
+    order = np.argsort(-lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        longest = int(lengths[order[start]])
+        size = max(1, batch_tokens // max(longest, 1))
+        batches.append(order[start:start + size])
+        start += size
+    return batches
+
+
+def pool_positions(mask, how: str):
+    """Per-row token position to pool from a (B, T) attention mask, whatever the padding side."""
+    import torch
+
+    t = mask.shape[1]
+    ar = torch.arange(t, device=mask.device).expand_as(mask)
+    if how == "last":
+        return torch.where(mask.bool(), ar, -1).max(dim=1).values
+    if how == "first":
+        return torch.where(mask.bool(), ar, t).min(dim=1).values
+    raise ValueError(how)
+
+
+def pool_hidden(hidden, mask, how: str):
+    """(L, B, T, D) hidden states and a (B, T) mask -> (L, B, D) pooled vectors."""
+    import torch
+
+    if how == "mean":
+        m = mask.to(hidden.dtype)[None, :, :, None]
+        return (hidden * m).sum(2) / m.sum(2).clamp(min=1)
+    pos = pool_positions(mask, how)
+    idx = pos[None, :, None, None].expand(hidden.shape[0], -1, 1, hidden.shape[-1])
+    return torch.gather(hidden, 2, idx).squeeze(2)
+
+
+def _pad(seqs: list[list[int]], pad_id: int, side: str):
+    import torch
+
+    t = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), t), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        sl = slice(t - len(s), t) if side == "left" else slice(0, len(s))
+        ids[i, sl] = torch.tensor(s, dtype=torch.long)
+        mask[i, sl] = 1
+    return ids, mask
+
+
+def label_token_ids(tokenizer, words: tuple[str, str]) -> list[int] | None:
+    """First token id of each label word (the zero-shot score compares these two next tokens), or
+    None when the words share their first token (e.g. " 0" / " 1" split as " " + digit): one
+    forward pass cannot score them, so extraction stores no zero-shot log-probs and prompting scores
+    the whole words instead."""
+    ids = [tokenizer(w, add_special_tokens=False).input_ids for w in words]
+    if any(len(i) == 0 for i in ids):
+        raise ToolkitError(f"label words {words!r} tokenise to nothing; give the task other label words")
+    if ids[0][0] == ids[1][0]:
+        print(f"[extract] label words {words!r} share their first token: no zero-shot log-probs stored",
+              file=sys.stderr)
+        return None
+    return [i[0] for i in ids]
+
+
+def forward_pooled(model, seqs: list[list[int]], *, pad_id: int, layers: list[int], pool: str,
+                   causal: bool, padding_side: str, label_ids: list[int] | None, device: str):
+    """One batch: token id lists -> ((L, B, D) float32 pooled, (B, 2) label log-probs or None)."""
+    import torch
+
+    ids, mask = _pad(seqs, pad_id, padding_side)
+    ids, mask = ids.to(device), mask.to(device)
+    kwargs = {"input_ids": ids, "attention_mask": mask, "output_hidden_states": True}
+    if causal:
+        # Positions count real tokens only, so a left-padded row sees the same positions as alone.
+        kwargs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
+        last_is_real = bool(mask[:, -1].all())
+        if label_ids is not None and last_is_real and _accepts(model, "logits_to_keep"):
+            kwargs["logits_to_keep"] = 1
+    STATS["forward_passes"] += 1
+    out = model(**kwargs)
+    hs = out.hidden_states
+    pooled = pool_hidden(torch.stack([hs[i] for i in layers]), mask, pool).float()
+    logp = None
+    if label_ids is not None:
+        logits = out.logits
+        if logits.shape[1] > 1:  # right padding: pick the last real position per row
+            last = pool_positions(mask, "last")
+            logits = logits[torch.arange(len(seqs), device=logits.device), last][:, None]
+        logp = torch.log_softmax(logits[:, -1].float(), dim=-1)[:, label_ids]
+    return pooled.cpu().numpy(), (None if logp is None else logp.cpu().numpy())
+
+
+def _accepts(model, name: str) -> bool:
+    return name in inspect.signature(model.forward).parameters
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int, truncation_side: str):
+    """Token id lists, truncated to `max_length` on `truncation_side`, and which were truncated."""
+    full = tokenizer(texts, add_special_tokens=True, truncation=False).input_ids
+    truncated = np.array([len(s) > max_length for s in full], dtype=bool)
+    cut = (lambda s: s[-max_length:]) if truncation_side == "left" else (lambda s: s[:max_length])
+    return [cut(s) if len(s) > max_length else s for s in full], truncated
+
+
+def run_batches(model, tokenizer, seqs: list[list[int]], *, layers: list[int], pool: str, causal: bool,
+                batch_tokens: int = 8192, padding_side: str | None = None,
+                label_words: tuple[str, str] | None = None, device: str = "cpu", progress=None):
+    """Pooled (L, n, D) float32 hidden states and (n, 2) label log-probs (or None) of token id lists,
+    in the input order, computed in length-sorted batches within `batch_tokens`."""
+    import torch
+
+    lengths = np.array([len(s) for s in seqs])
+    side = padding_side or ("left" if causal else "right")
+    label_ids = label_token_ids(tokenizer, label_words) if (causal and label_words) else None
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    hidden = logp = None
+    with torch.inference_mode():
+        for batch in plan_batches(lengths, batch_tokens):
+            pooled, lp = forward_pooled(model, [seqs[i] for i in batch], pad_id=pad_id, layers=layers,
+                                        pool=pool, causal=causal, padding_side=side, label_ids=label_ids,
+                                        device=device)
+            if hidden is None:
+                hidden = np.empty((len(layers), len(seqs), pooled.shape[-1]), dtype=np.float32)
+                logp = np.empty((len(seqs), 2), dtype=np.float32) if lp is not None else None
+            hidden[:, batch] = pooled
+            if lp is not None:
+                logp[batch] = lp
+            if progress is not None:
+                progress(len(batch), int(lengths[batch].sum()), int(len(batch) * lengths[batch].max()))
+    return hidden, logp
+
+
+def extract_arrays(model, tokenizer, texts: list[str], *, layers: list[int], pool: str, causal: bool,
+                   batch_tokens: int = 8192, max_length: int = 512, truncation_side: str = "left",
+                   padding_side: str | None = None, label_words: tuple[str, str] | None = None,
+                   device: str = "cpu", progress=None) -> dict[str, np.ndarray]:
+    """Pooled hidden states of `texts` for `layers`, in the input order.
+
+    Returns `hidden` (L, n, D) float32, `n_tokens` (n,), `truncated` (n,) bool and, for decoders whose
+    label words differ in their first token, `label_logprobs` (n, 2): log P(first token of each label
+    word | text)."""
+    seqs, truncated = tokenize(tokenizer, texts, max_length, truncation_side)
+    hidden, logp = run_batches(model, tokenizer, seqs, layers=layers, pool=pool, causal=causal,
+                               batch_tokens=batch_tokens, padding_side=padding_side, label_words=label_words,
+                               device=device, progress=progress)
+    out = {"hidden": hidden, "n_tokens": np.array([len(s) for s in seqs]), "truncated": truncated}
+    if logp is not None:
+        out["label_logprobs"] = logp
+    return out
+
+
+def shard_plan(lengths: np.ndarray, shard_size: int) -> list[np.ndarray]:
+    """Shards are contiguous chunks of the examples sorted by token length (longest first, ties by
+    position): deterministic, independent of batch size and process count, and each shard holds
+    similar lengths so its batches carry little padding."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i:i + shard_size] for i in range(0, len(order), shard_size)]
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def _read_config(info: ModelInfo):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(info.path)
+
+
+def parse_layers(spec: str, n_layers: int) -> list[int]:
+    """`all` -> [0..n_layers] (0 = embeddings); `0,6,12` -> those, checked against the model."""
+    if spec == "all":
+        return list(range(n_layers + 1))
+    try:
+        layers = sorted({int(x) for x in str(spec).split(",") if x.strip()})
+    except ValueError:
+        raise ToolkitError(f"--layers must be `all` or comma-separated integers, got '{spec}'") from None
+    bad = [x for x in layers if not 0 <= x <= n_layers]
+    if bad or not layers:
+        raise ToolkitError(f"layers {bad or spec} out of range: this model has layers 0..{n_layers} "
+                           "(0 = embeddings)")
+    return layers
+
+
+def entry_spec(cfg: ExtractConfig, task, info: ModelInfo, n_layers: int) -> dict:
+    """Everything that changes the entry's bytes (and nothing that does not)."""
+    causal = info.arch == "causal"
+    template = (task.template if causal else "{text}") if cfg.template == "auto" else cfg.template
+    if "{text}" not in template:
+        raise ToolkitError(f"template must contain {{text}}: {template!r}")
+    pool = cfg.pool if cfg.pool != "auto" else ("last" if causal else "mean")
+    if pool not in {"last", "mean", "first"}:
+        raise ToolkitError(f"--pool must be last, mean, first or auto, got '{cfg.pool}'")
+    trunc = cfg.truncation_side if cfg.truncation_side != "auto" else ("left" if causal else "right")
+    dtype = str(pick_dtype(cfg.dtype, pick_device(cfg.device))).removeprefix("torch.")
+    return {
+        "model": info.name, "model_identity": info.identity, "arch": info.arch, "dtype": dtype,
+        "template": template, "task": task.name, "ids_sha": _ids_hash(task.ids), "n": len(task),
+        "pool": pool, "layers": parse_layers(cfg.layers, n_layers), "max_length": cfg.max_length,
+        "truncation_side": trunc, "label_words": list(task.label_words) if causal else None,
+        "shard_size": cfg.shard_size,
+    }
+
+
+def _ids_hash(ids) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def load_task(cfg: ExtractConfig):
+    from toolkit import tasks
+
+    task = tasks.load(cfg.task)
+    if cfg.limit and cfg.limit < len(task):
+        task = tasks.subsample(task, cfg.limit, seed=0)
+    return task
+
+
+def _dist():
+    """(rank, world size) under torchrun, initialising torch.distributed once; (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def extract(cfg: ExtractConfig = ExtractConfig(), *, progress: bool = True, layers=None) -> cache.Features:
+    """Extract (or load from the cache) pooled hidden states for every example of the task.
+
+    Returns `Features` with `hidden` (n_layers, n_examples, d) aligned to `ids`. `layers` loads a
+    subset of the entry's layers. A cache hit constructs no model and runs no forward pass."""
+    task = load_task(cfg)
+    info = resolve(cfg.model, cfg.cache_dir)
+    n_layers = int(_read_config(info).get_text_config().num_hidden_layers)
+    spec = entry_spec(cfg, task, info, n_layers)
+    path = cache.entry_dir(spec, cfg.cache_dir)
+    rank, world = _dist()
+    # Rank 0 checks (and discards a corrupt entry); the others look after it has.
+    hit = cache.find(spec, cfg.cache_dir) is not None if rank == 0 else False
+    _barrier(world)
+    if hit or (rank != 0 and (path / cache.MANIFEST).exists()):
+        return cache.load_entry(path, layers=layers)
+    with cache.entry_lock(path) if rank == 0 else contextlib.nullcontext():
+        if world == 1 and cache.find(spec, cfg.cache_dir) is not None:
+            return cache.load_entry(path, layers=layers)  # another process finished it while we waited
+        _run_shards(cfg, task, info, spec, path, rank, world, progress)
+        _barrier(world)
+        if rank == 0:
+            cache.commit_entry(path, _manifest(spec, task, info, path), _n_shards(len(task), cfg.shard_size))
+        _barrier(world)
+    return cache.load_entry(path, layers=layers)
+
+
+def _n_shards(n: int, shard_size: int) -> int:
+    return max(1, math.ceil(n / shard_size))
+
+
+def _run_shards(cfg, task, info, spec, path: Path, rank: int, world: int, progress: bool) -> None:
+    mine = [s for s in range(_n_shards(len(task), cfg.shard_size)) if s % world == rank]
+    todo = [s for s in mine if cache.read_shard(path, s) is None]
+    if rank == 0:
+        d = int(_read_config(info).get_text_config().hidden_size)
+        cache.check_writable(cache.features_root(cfg.cache_dir), 2 * 4 * len(task) * len(spec["layers"]) * d)
+    if len(todo) < len(mine):
+        print(f"[extract] rank {rank}: resuming, {len(mine) - len(todo)} of {len(mine)} shards already done",
+              file=sys.stderr)
+    if not todo:
+        return
+    from tqdm.auto import tqdm
+
+    device = pick_device(cfg.device)
+    if device.startswith("cuda") and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    tok = load_tokenizer(info)
+    seqs, truncated = _tokenized(task, spec, tok)
+    plan = shard_plan(np.array([len(x) for x in seqs]), cfg.shard_size)
+    model = load_model(info, dtype=cfg.dtype, device=device)
+    STATS["models_built"] += 1
+    n_todo = sum(len(plan[s]) for s in todo)
+    bar = tqdm(total=n_todo, unit="ex", desc=f"extract {task.name} / {info.name}",
+               disable=not progress or rank != 0, dynamic_ncols=True)
+    t0, counts = time.perf_counter(), {"tokens": 0, "padded": 0}
+
+    def tick(n_ex: int, n_tok: int, n_pad: int) -> None:
+        counts["tokens"] += n_tok
+        counts["padded"] += n_pad
+        dt = max(time.perf_counter() - t0, 1e-9)
+        bar.update(n_ex)
+        bar.set_postfix(tok_s=f"{counts['tokens'] / dt:.0f}", pad=f"{1 - counts['tokens'] / counts['padded']:.0%}")
+
+    for s in todo:
+        idx = plan[s]
+        hidden, logp = run_batches(model, tok, [seqs[i] for i in idx], layers=spec["layers"], pool=spec["pool"],
+                                   causal=info.arch == "causal", batch_tokens=cfg.batch_tokens,
+                                   label_words=task.label_words if spec["label_words"] else None,
+                                   device=device, progress=tick)
+        arrays = {"index": idx, "hidden": hidden, "n_tokens": np.array([len(seqs[i]) for i in idx]),
+                  "truncated": truncated[idx]}
+        if logp is not None:
+            arrays["label_logprobs"] = logp
+        cache.write_shard(path, s, arrays)
+    bar.close()
+    dt = time.perf_counter() - t0
+    pad = 1 - counts["tokens"] / max(counts["padded"], 1)
+    if truncated.any() and rank == 0:
+        print(f"[extract] warning: {int(truncated.sum())} example(s) longer than {cfg.max_length} tokens were "
+              f"truncated ({spec['truncation_side']} side), none dropped", file=sys.stderr)
+    print(f"[extract] rank {rank}: {n_todo} examples x {len(spec['layers'])} layers, {counts['tokens']} tokens "
+          f"in {dt:.1f} s ({counts['tokens'] / dt:.0f} tok/s), padding {pad:.1%}, device {device}, "
+          f"entry {path}", file=sys.stderr)
+
+
+def _tokenized(task, spec: dict, tok):
+    texts = [spec["template"].replace("{text}", t) for t in task.texts]
+    return tokenize(tok, texts, spec["max_length"], spec["truncation_side"])
+
+
+def _manifest(spec: dict, task, info: ModelInfo, path: Path) -> dict:
+    import torch
+    import transformers
+
+    d = int(_read_config(info).get_text_config().hidden_size)
+    truncated = [cache.read_shard(path, s)["truncated"] for s in range(_n_shards(len(task), spec["shard_size"]))]
+    return {**spec, "key": path.name, "ids": list(task.ids), "hidden_size": d,
+            "n_truncated": int(np.concatenate(truncated).sum()),
+            "versions": {"torch": torch.__version__.split("+")[0], "transformers": transformers.__version__}}
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m toolkit.extract", description=__doc__.split("\n")[0])
+    add_config_args(parser, ExtractConfig)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(ExtractConfig, args)
+    t0 = time.perf_counter()
+    feats = extract(cfg, progress=not args.quiet)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        hit = "cache hit, no model built" if STATS["models_built"] == 0 else "extracted"
+        print(f"{feats.path}\n  {len(feats.ids)} examples x {len(feats.layers)} layers x d={feats.hidden.shape[-1]} "
+              f"({hit}, {time.perf_counter() - t0:.2f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
