@@ -141,24 +141,18 @@ def load_entry(path: str | os.PathLike, layers=None, mmap: bool = True) -> Featu
     return Features(path, manifest, tuple(manifest["ids"]), want, hidden, logp, n_tokens)
 
 
-def find(spec: dict, cache_dir=None) -> Path | None:
-    """The finished entry for `spec`, or None (a corrupt one is reported, moved aside, and None)."""
+def try_load(spec: dict, cache_dir=None, layers=None) -> Features | None:
+    """The finished entry for `spec`, verified while read; None if absent. A corrupt entry is
+    reported with the path, removed, and None returned, so the caller extracts it again."""
     path = entry_dir(spec, cache_dir)
     if not path.exists():
         return None
     try:
-        manifest = read_manifest(path)
-        for name, crc in manifest["files"].items():
-            f = path / name
-            if not f.exists():
-                raise CorruptEntry(f"missing file {f}")
-            if crc32_file(f) != crc:
-                raise CorruptEntry(f"checksum mismatch in {f}")
+        return load_entry(path, layers=layers)
     except CorruptEntry as e:
         print(f"[cache] {e}; discarding the entry and extracting again", file=sys.stderr)
         shutil.rmtree(path, ignore_errors=True)
         return None
-    return path
 
 
 # ----------------------------------------------------------------------------- writing

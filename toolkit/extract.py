@@ -27,7 +27,16 @@ import numpy as np
 
 from toolkit import cache
 from toolkit._util import ToolkitError, add_config_args, cli_main, config_from_args
-from toolkit.models import DEFAULT_STRONG, ModelInfo, load_model, load_tokenizer, pick_device, pick_dtype, resolve
+from toolkit.models import (
+    DEFAULT_STRONG,
+    ModelInfo,
+    dtype_name,
+    load_model,
+    load_tokenizer,
+    pick_device,
+    read_config,
+    resolve,
+)
 
 # Counters the tests read to prove a cache hit builds no model and runs no forward pass.
 STATS = {"models_built": 0, "forward_passes": 0}
@@ -232,12 +241,6 @@ def shard_plan(lengths: np.ndarray, shard_size: int) -> list[np.ndarray]:
 # ----------------------------------------------------------------------------- the job
 
 
-def _read_config(info: ModelInfo):
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(info.path)
-
-
 def parse_layers(spec: str, n_layers: int) -> list[int]:
     """`all` -> [0..n_layers] (0 = embeddings); `0,6,12` -> those, checked against the model."""
     if spec == "all":
@@ -263,7 +266,7 @@ def entry_spec(cfg: ExtractConfig, task, info: ModelInfo, n_layers: int) -> dict
     if pool not in {"last", "mean", "first"}:
         raise ToolkitError(f"--pool must be last, mean, first or auto, got '{cfg.pool}'")
     trunc = cfg.truncation_side if cfg.truncation_side != "auto" else ("left" if causal else "right")
-    dtype = str(pick_dtype(cfg.dtype, pick_device(cfg.device))).removeprefix("torch.")
+    dtype = dtype_name(cfg.dtype, pick_device(cfg.device))
     return {
         "model": info.name, "model_identity": info.identity, "arch": info.arch, "dtype": dtype,
         "template": template, "task": task.name, "ids_sha": _ids_hash(task.ids), "n": len(task),
@@ -315,18 +318,20 @@ def extract(cfg: ExtractConfig = ExtractConfig(), *, progress: bool = True, laye
     subset of the entry's layers. A cache hit constructs no model and runs no forward pass."""
     task = load_task(cfg)
     info = resolve(cfg.model, cfg.cache_dir)
-    n_layers = int(_read_config(info).get_text_config().num_hidden_layers)
+    n_layers = int(read_config(info)["num_hidden_layers"])
     spec = entry_spec(cfg, task, info, n_layers)
     path = cache.entry_dir(spec, cfg.cache_dir)
     rank, world = _dist()
     # Rank 0 checks (and discards a corrupt entry); the others look after it has.
-    hit = cache.find(spec, cfg.cache_dir) is not None if rank == 0 else False
+    hit = cache.try_load(spec, cfg.cache_dir, layers) if rank == 0 else None
     _barrier(world)
-    if hit or (rank != 0 and (path / cache.MANIFEST).exists()):
-        return cache.load_entry(path, layers=layers)
+    if hit is None and rank != 0 and (path / cache.MANIFEST).exists():
+        hit = cache.load_entry(path, layers=layers)
+    if hit is not None:
+        return hit
     with cache.entry_lock(path) if rank == 0 else contextlib.nullcontext():
-        if world == 1 and cache.find(spec, cfg.cache_dir) is not None:
-            return cache.load_entry(path, layers=layers)  # another process finished it while we waited
+        if world == 1 and (hit := cache.try_load(spec, cfg.cache_dir, layers)) is not None:
+            return hit  # another process finished it while we waited for the lock
         _run_shards(cfg, task, info, spec, path, rank, world, progress)
         _barrier(world)
         if rank == 0:
@@ -343,7 +348,7 @@ def _run_shards(cfg, task, info, spec, path: Path, rank: int, world: int, progre
     mine = [s for s in range(_n_shards(len(task), cfg.shard_size)) if s % world == rank]
     todo = [s for s in mine if cache.read_shard(path, s) is None]
     if rank == 0:
-        d = int(_read_config(info).get_text_config().hidden_size)
+        d = int(read_config(info)["hidden_size"])
         cache.check_writable(cache.features_root(cfg.cache_dir), 2 * 4 * len(task) * len(spec["layers"]) * d)
     if len(todo) < len(mine):
         print(f"[extract] rank {rank}: resuming, {len(mine) - len(todo)} of {len(mine)} shards already done",
@@ -403,7 +408,7 @@ def _manifest(spec: dict, task, info: ModelInfo, path: Path) -> dict:
     import torch
     import transformers
 
-    d = int(_read_config(info).get_text_config().hidden_size)
+    d = int(read_config(info)["hidden_size"])
     truncated = [cache.read_shard(path, s)["truncated"] for s in range(_n_shards(len(task), spec["shard_size"]))]
     return {**spec, "key": path.name, "ids": list(task.ids), "hidden_size": d,
             "n_truncated": int(np.concatenate(truncated).sum()),

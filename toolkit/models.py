@@ -341,7 +341,15 @@ def resolve(name: str, cache_dir: str | os.PathLike | None = None, revision: str
     return ModelInfo(name, name, {"hub": name, "revision": revision, "commit": commit}, _arch_of(config))
 
 
+def _gpu_driver_present() -> bool:
+    """Cheap pre-check (no torch import) for an NVIDIA or ROCm driver, so a CPU-only cache hit
+    never pays torch's import time just to learn that `auto` means the CPU."""
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/kfd")
+
+
 def pick_device(device: str = "auto") -> str:
+    if device == "cpu" or (device == "auto" and not _gpu_driver_present()):
+        return "cpu"
     import torch
 
     if device == "auto":
@@ -351,17 +359,38 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+
+
+def dtype_name(dtype: str, device: str) -> str:
+    """Canonical dtype name: `auto` = bfloat16 on GPU, float32 on CPU (CPU bf16 matmul is slow or
+    inexact on many CPUs)."""
+    if dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    if dtype not in DTYPES:
+        raise ToolkitError(f"unknown dtype '{dtype}': use auto, float32, bfloat16 or float16")
+    return DTYPES[dtype]
+
+
 def pick_dtype(dtype: str, device: str):
-    """`auto` = bfloat16 on GPU, float32 on CPU (CPU bf16 matmul is slow or inexact on many CPUs)."""
+    """The torch dtype for `dtype_name(dtype, device)`."""
     import torch
 
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    try:
-        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
-    except KeyError:
-        raise ToolkitError(f"unknown dtype '{dtype}': use auto, float32, bfloat16 or float16") from None
+    return getattr(torch, dtype_name(dtype, device))
+
+
+def read_config(info: ModelInfo) -> dict:
+    """The model's config.json as a dict (text part for multimodal configs), without importing
+    transformers; falls back to AutoConfig for hub ids."""
+    local = Path(info.path) / "config.json"
+    if local.exists():
+        cfg = json.loads(local.read_text())
+    else:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(info.path).to_dict()
+    return cfg.get("text_config") or cfg
 
 
 def load_tokenizer(info: ModelInfo):
