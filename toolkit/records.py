@@ -1,0 +1,163 @@
+"""The one results schema every method writes.
+
+A `Predictions` record holds one model's P(y=1) for the examples of one split, keyed by id, with
+what produced it (task, weak and strong model, method, role, loss, setting, seed). `score` turns
+records into tidy rows (one per metric) with the columns of `ROW_COLUMNS`; probes, prompting and
+fine-tuning all produce the same rows, so one table compares them. Diagnostics are pure functions
+over records and never touch a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from toolkit import metrics
+from toolkit._util import ToolkitError
+
+ROW_COLUMNS = ["task", "weak", "strong", "method", "role", "loss", "setting", "seed", "split", "metric", "value"]
+ROLES = ("weak", "student", "ceiling", "baseline")
+
+
+@dataclass(frozen=True, eq=False)
+class Predictions:
+    """P(y=1) of one model on one split, keyed by example id."""
+
+    task: str
+    weak: str
+    """Weak supervisor's model name."""
+    strong: str
+    """Strong model's name (the weak model's name for role `weak`)."""
+    method: str
+    """`probe`, `prompt`, `finetune`, or the weak supervisor's method."""
+    role: str
+    """`weak` (the supervisor), `student` (trained on weak labels), `ceiling` (trained on gold), `baseline`."""
+    loss: str
+    setting: str
+    """Method-specific setting, e.g. `layer=12`, `k=8`, `epoch=2`; `select` marks the chosen one."""
+    seed: int
+    split: str
+    ids: tuple[str, ...]
+    p: np.ndarray
+    """(n,) P(y=1) in [0, 1], aligned to `ids`."""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        p = np.asarray(self.p, dtype=np.float64)
+        if p.shape != (len(self.ids),):
+            raise ToolkitError(f"predictions for {len(self.ids)} ids have shape {p.shape}")
+        if not np.all(np.isfinite(p)) or p.min(initial=0) < 0 or p.max(initial=1) > 1:
+            raise ToolkitError(f"{self.method}/{self.role} predictions contain NaN or values outside [0, 1]")
+        object.__setattr__(self, "p", p)
+        object.__setattr__(self, "ids", tuple(self.ids))
+        if self.role not in ROLES:
+            raise ToolkitError(f"role must be one of {ROLES}, got '{self.role}'")
+
+    def aligned(self, ids) -> np.ndarray:
+        """P(y=1) for `ids`, joined by id (never by position)."""
+        pos = {i: k for k, i in enumerate(self.ids)}
+        try:
+            return self.p[[pos[i] for i in ids]]
+        except KeyError as e:
+            raise ToolkitError(f"id {e.args[0]} has no prediction in {self.describe()}") from None
+
+    def describe(self) -> str:
+        return f"{self.task}/{self.method}/{self.role}/{self.loss}/{self.setting}/seed={self.seed}/{self.split}"
+
+    def key(self) -> tuple:
+        return (self.task, self.weak, self.strong, self.method, self.role, self.loss, self.setting, self.seed,
+                self.split)
+
+    def with_(self, **changes) -> Predictions:
+        return replace(self, **changes)
+
+
+def score(preds: Predictions, labels: dict[str, int]) -> list[dict]:
+    """Tidy rows (accuracy, AUROC, ECE, n) of one record against gold `labels` (id -> 0/1)."""
+    y = np.array([labels[i] for i in preds.ids])
+    base = {c: getattr(preds, c) for c in ROW_COLUMNS[:-2]}
+    values = {"accuracy": metrics.accuracy(y, preds.p), "auroc": metrics.auroc(y, preds.p),
+              "ece": metrics.ece(y, preds.p), "n": float(len(y))}
+    return [{**base, "metric": m, "value": v} for m, v in values.items()]
+
+
+def table(records: list[Predictions], labels: dict[str, int]) -> pd.DataFrame:
+    """The tidy results table of many records (columns `ROW_COLUMNS`)."""
+    rows = [r for rec in records for r in score(rec, labels)]
+    return pd.DataFrame(rows, columns=ROW_COLUMNS)
+
+
+def predictions_frame(records: list[Predictions]) -> pd.DataFrame:
+    """Long per-example table (record key columns + id + p), for saving predictions with a run."""
+    frames = []
+    for rec in records:
+        df = pd.DataFrame({"id": rec.ids, "p": rec.p})
+        for c in ROW_COLUMNS[:-2]:
+            df.insert(len(df.columns) - 2, c, getattr(rec, c))
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ROW_COLUMNS[:-2] + ["id", "p"])
+
+
+def records_from_frame(df: pd.DataFrame) -> list[Predictions]:
+    """Inverse of `predictions_frame`."""
+    keys = ROW_COLUMNS[:-2]
+    out = []
+    for key, g in df.groupby(keys, sort=False):
+        out.append(Predictions(**dict(zip(keys, key)), ids=tuple(g["id"]), p=g["p"].to_numpy()))
+    return out
+
+
+def save_records(records: list[Predictions], path: str | Path) -> None:
+    """Write records as CSV (ids, p and the key columns); atomic via a temp file."""
+    from toolkit._util import atomic_write_bytes
+
+    atomic_write_bytes(path, predictions_frame(records).to_csv(index=False, float_format="%.9g").encode())
+
+
+def load_records(path: str | Path) -> list[Predictions]:
+    df = pd.read_csv(path, dtype={"id": str, "setting": str, "loss": str})
+    return records_from_frame(df)
+
+
+SUMMARY_KEYS = ["task", "weak", "strong", "method", "loss", "setting"]
+
+
+def summary(records: list[Predictions], labels: dict[str, int], *, split: str = "test", n_boot: int = 1000,
+            settings: tuple[str, ...] = ("select",)) -> pd.DataFrame:
+    """One row per (task, weak, strong, method, loss, setting) student: weak, student and ceiling
+    accuracy and AUROC on `split` (means over seeds), PGR for both with paired-bootstrap 95% CIs,
+    and an explicit reason where PGR is undefined. The ceiling is the same method's `ceiling`
+    record with the same setting; the weak model is the seed's supervisor."""
+    recs = [r for r in records if r.split == split]
+    weak = {(r.task, r.seed): r for r in recs if r.role == "weak"}
+    ceil = {(r.task, r.strong, r.method, r.setting, r.seed): r for r in recs if r.role == "ceiling"}
+    students: dict[tuple, list[Predictions]] = {}
+    for r in recs:
+        if r.role == "student" and r.setting in settings:
+            students.setdefault(tuple(getattr(r, k) for k in SUMMARY_KEYS), []).append(r)
+    rows = []
+    for key, group in students.items():
+        group = sorted(group, key=lambda r: r.seed)
+        ids = group[0].ids
+        try:
+            w = np.stack([weak[(r.task, r.seed)].aligned(ids) for r in group])
+            c = np.stack([ceil[(r.task, r.strong, r.method, r.setting, r.seed)].aligned(ids) for r in group])
+        except KeyError as e:
+            raise ToolkitError(f"summary: no weak or ceiling record for {key} ({e})") from None
+        s = np.stack([r.aligned(ids) for r in group])
+        y = np.array([labels[i] for i in ids])
+        row = dict(zip(SUMMARY_KEYS, key), n_seeds=len(group), n_test=len(ids))
+        for metric in ("accuracy", "auroc"):
+            b = metrics.pgr_bootstrap(y, w, s, c, metric=metric, n_boot=n_boot, seed=0)
+            short = "acc" if metric == "accuracy" else "auroc"
+            row.update({f"weak_{short}": b.weak, f"student_{short}": b.student, f"ceiling_{short}": b.ceiling,
+                        f"pgr_{short}": b.pgr_mean if b.pgr.defined else np.nan,
+                        f"pgr_{short}_median": b.pgr_median if b.pgr.defined else np.nan,
+                        f"pgr_{short}_lo": b.pgr_mean_ci[0] if b.pgr.defined else np.nan,
+                        f"pgr_{short}_hi": b.pgr_mean_ci[1] if b.pgr.defined else np.nan,
+                        f"pgr_{short}_note": "" if b.pgr.defined else b.pgr.reason})
+        rows.append(row)
+    return pd.DataFrame(rows)
