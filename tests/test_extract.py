@@ -48,6 +48,7 @@ def test_plan_batches_covers_everything_longest_first():
     assert lengths[batches[0]].max() == 300  # the longest batch comes first: OOM shows at once
     for b in batches:
         assert len(b) == 1 or len(b) * lengths[b].max() <= 128
+        assert lengths[b].min() >= 0.8 * lengths[b].max()  # at most 20% padding per batch
 
 
 @pytest.mark.parametrize("padding_side", ["left", "right"])

@@ -60,7 +60,8 @@ def test_tampered_materialised_weights_are_refused(fake_entry, tmp_path):
         models.resolve("fake-enc", cache_dir=tmp_path / "cache")
 
 
-def test_unknown_and_uninstalled_models_say_what_to_do(tmp_path):
+def test_unknown_and_uninstalled_models_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOOLKIT_CACHE_DIR", str(tmp_path))  # an empty cache: nothing installed
     with pytest.raises(ToolkitError, match=r"unknown model 'gpt-9'.*minilm-l6.*smollm2-135m"):
         models.resolve("gpt-9")
     with pytest.raises(ToolkitError, match=r"not installed: run `python -m toolkit.models install gemma3-270m`"):

@@ -77,16 +77,21 @@ class ExtractConfig:
 # ----------------------------------------------------------------------------- pure pieces
 
 
-def plan_batches(lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
-    """Indices grouped into batches: sorted by length (longest first), each batch's
-    padded size (len x max length) within `batch_tokens` (a single longer example stands alone)."""
-    order = np.argsort(-lengths, kind="stable")
+def plan_batches(lengths: np.ndarray, batch_tokens: int, max_pad: float = 0.2) -> list[np.ndarray]:
+    """Indices grouped into batches, sorted by length with the longest first (an out-of-memory error
+    then happens at once, not at the end). A batch grows while its padded size (count x longest)
+    fits `batch_tokens` and every member is at least (1 - max_pad) of the longest, so no batch
+    wastes more than `max_pad` of its compute on padding; a single longer example stands alone."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
     batches, start = [], 0
     while start < len(order):
-        longest = int(lengths[order[start]])
-        size = max(1, batch_tokens // max(longest, 1))
-        batches.append(order[start:start + size])
-        start += size
+        longest = max(int(lengths[order[start]]), 1)
+        end = start + 1
+        cap = start + max(1, batch_tokens // longest)
+        while end < min(cap, len(order)) and lengths[order[end]] >= (1 - max_pad) * longest:
+            end += 1
+        batches.append(order[start:end])
+        start = end
     return batches
 
 

@@ -317,6 +317,8 @@ def resolve(name: str, cache_dir: str | os.PathLike | None = None, revision: str
     if name in CATALOG:
         entry = CATALOG[name]
         folder = cache_root(cache_dir) / "models" / name
+        if not (folder / MANIFEST).exists():  # a separate features cache still finds installed models
+            folder = cache_root() / "models" / name
         if not (folder / MANIFEST).exists():
             raise ToolkitError(f"model '{name}' is not installed: run "
                                f"`python -m toolkit.models install {name}` "
