@@ -120,7 +120,7 @@ def pool_hidden(hidden, mask, how: str):
     return torch.gather(hidden, 2, idx).squeeze(2)
 
 
-def _pad(seqs: list[list[int]], pad_id: int, side: str):
+def pad_batch(seqs: list[list[int]], pad_id: int, side: str):
     import torch
 
     t = max(len(s) for s in seqs)
@@ -153,7 +153,7 @@ def forward_pooled(model, seqs: list[list[int]], *, pad_id: int, layers: list[in
     """One batch: token id lists -> ((L, B, D) float32 pooled, (B, 2) label log-probs or None)."""
     import torch
 
-    ids, mask = _pad(seqs, pad_id, padding_side)
+    ids, mask = pad_batch(seqs, pad_id, padding_side)
     ids, mask = ids.to(device), mask.to(device)
     kwargs = {"input_ids": ids, "attention_mask": mask, "output_hidden_states": True}
     if causal:
@@ -290,7 +290,7 @@ def _ids_hash(ids) -> str:
 def load_task(cfg: ExtractConfig):
     from toolkit import tasks
 
-    task = tasks.load(cfg.task)
+    task = tasks.load(cfg.task, cache_dir=cfg.cache_dir)
     if cfg.limit and cfg.limit < len(task):
         task = tasks.subsample(task, cfg.limit, seed=0)
     return task
@@ -334,6 +334,9 @@ def extract(cfg: ExtractConfig = ExtractConfig(), *, progress: bool = True, laye
         hit = cache.load_entry(path, layers=layers)
     if hit is not None:
         return hit
+    if rank == 0:  # fail on an unwritable or full cache before any long work starts
+        need = 2 * 4 * len(task) * len(spec["layers"]) * int(read_config(info)["hidden_size"])
+        cache.check_writable(cache.features_root(cfg.cache_dir), need)
     with cache.entry_lock(path) if rank == 0 else contextlib.nullcontext():
         if world == 1 and (hit := cache.try_load(spec, cfg.cache_dir, layers)) is not None:
             return hit  # another process finished it while we waited for the lock
@@ -352,9 +355,6 @@ def _n_shards(n: int, shard_size: int) -> int:
 def _run_shards(cfg, task, info, spec, path: Path, rank: int, world: int, progress: bool) -> None:
     mine = [s for s in range(_n_shards(len(task), cfg.shard_size)) if s % world == rank]
     todo = [s for s in mine if cache.read_shard(path, s) is None]
-    if rank == 0:
-        d = int(read_config(info)["hidden_size"])
-        cache.check_writable(cache.features_root(cfg.cache_dir), 2 * 4 * len(task) * len(spec["layers"]) * d)
     if len(todo) < len(mine):
         print(f"[extract] rank {rank}: resuming, {len(mine) - len(todo)} of {len(mine)} shards already done",
               file=sys.stderr)

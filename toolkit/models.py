@@ -305,7 +305,7 @@ def _arch_of(config) -> Literal["encoder", "causal"]:
     archs = " ".join(getattr(config, "architectures", None) or [])
     if "CausalLM" in archs or "LMHeadModel" in archs or getattr(config, "is_decoder", False):
         return "causal"
-    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     if not archs and config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and \
             config.model_type not in {"bert", "roberta", "mpnet", "xlm-roberta", "electra"}:
         return "causal"

@@ -1,0 +1,167 @@
+"""Real faults against the feature cache: a SIGKILL mid-extraction, corrupted files, two writers at
+once, an unwritable cache. No mocks: real subprocesses, real files, a real (tiny) model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import save_tiny_causal
+
+from toolkit import cache, extract
+from toolkit._util import ToolkitError
+from toolkit.extract import ExtractConfig
+
+
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory):
+    """A 6-layer tiny model: slow enough that a kill lands between shards."""
+    return save_tiny_causal(tmp_path_factory.mktemp("slow_model"), seed=1, n_layers=6)
+
+
+@pytest.fixture(scope="module")
+def big_task(tmp_path_factory):
+    path = tmp_path_factory.mktemp("big") / "big.jsonl"
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    with open(path, "w") as f:
+        for i in range(600):
+            text = " ".join(words[(i * 3 + k) % 10] for k in range(8 + i % 40))
+            f.write(json.dumps({"text": f"{text} {i}", "label": i % 2}) + "\n")
+    return path
+
+
+def _args(model, task, cache_dir, shard_size=8):
+    return ["--model", str(model), "--task", str(task), "--cache-dir", str(cache_dir), "--shard-size",
+            str(shard_size), "--batch-tokens", "512", "--quiet"]
+
+
+def _npy_bytes(entry: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(entry.glob("*.npy"))}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_extraction_resumes_from_finished_shards(slow_model, big_task, tmp_path):
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    proc = subprocess.Popen([sys.executable, "-m", "toolkit.extract", *_args(slow_model, big_task, killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    done = []
+    while time.time() < deadline and proc.poll() is None:
+        done = list((killed / "features").glob("*.partial/shard-*.npz"))
+        if len(done) >= 5:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(done) >= 5, "the run finished before it could be killed; make the fixture model slower"
+    n_total = 600 // 8 + (600 % 8 > 0)
+    n_finished = len(list((killed / "features").glob("*.partial/shard-*.npz")))
+    assert n_finished < n_total and not cache.entries(killed)
+
+    cfg = ExtractConfig(model=str(slow_model), task=str(big_task), cache_dir=str(killed), shard_size=8,
+                        batch_tokens=512)
+    extract.STATS.update(models_built=0, forward_passes=0)
+    resumed = extract.extract(cfg, progress=False)
+    resumed_passes = extract.STATS["forward_passes"]
+    extract.STATS.update(models_built=0, forward_passes=0)
+    full = extract.extract(ExtractConfig(**{**cfg.__dict__, "cache_dir": str(clean)}), progress=False)
+    assert resumed_passes < extract.STATS["forward_passes"]  # finished shards were not recomputed
+    assert _npy_bytes(resumed.path) == _npy_bytes(full.path)  # byte-identical to an uninterrupted run
+
+
+@pytest.fixture
+def finished(tiny_causal, tiny_task, tmp_path):
+    cfg = ExtractConfig(model=str(tiny_causal), task=str(tiny_task), cache_dir=str(tmp_path), shard_size=16)
+    feats = extract.extract(cfg, progress=False)
+    return cfg, feats
+
+
+@pytest.mark.parametrize("fault", ["flip", "truncate", "manifest"])
+def test_corruption_is_detected_reported_and_reextracted(finished, fault, capsys):
+    cfg, feats = finished
+    good = _npy_bytes(feats.path)
+    target = feats.path / "layer_001.npy"
+    if fault == "flip":
+        data = bytearray(target.read_bytes())
+        data[-7] ^= 0x10
+        target.write_bytes(bytes(data))
+    elif fault == "truncate":
+        target.write_bytes(target.read_bytes()[:100])
+    else:
+        (feats.path / cache.MANIFEST).unlink()
+    with pytest.raises(cache.CorruptEntry, match=str(feats.path)):
+        cache.load_entry(feats.path)
+    assert cache.main(["--cache-dir", cfg.cache_dir, "verify"]) == 1
+    assert "CORRUPT" in capsys.readouterr().out
+    extract.STATS.update(models_built=0, forward_passes=0)
+    again = extract.extract(cfg, progress=False)
+    assert extract.STATS["models_built"] == 1  # re-extracted, never read as valid numbers
+    assert _npy_bytes(again.path) == good
+
+
+def test_two_processes_same_key_one_valid_entry(tiny_causal, tiny_task, tmp_path):
+    args = _args(tiny_causal, tiny_task, tmp_path, shard_size=4)
+    procs = [subprocess.Popen([sys.executable, "-m", "toolkit.extract", *args], stderr=subprocess.PIPE)
+             for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()
+    (entry,) = cache.entries(tmp_path)
+    cache.load_entry(entry)  # verifies every file
+    assert not list((tmp_path / "features").glob("*.partial"))
+
+
+def test_two_different_keys_in_parallel_do_not_interfere(tiny_causal, tiny_task, tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-m", "toolkit.extract", *_args(tiny_causal, tiny_task, tmp_path),
+                               "--pool", pool]) for pool in ("last", "mean")]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    entries = cache.entries(tmp_path)
+    assert len(entries) == 2
+    pools = sorted(cache.load_entry(e).manifest["pool"] for e in entries)
+    assert pools == ["last", "mean"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_cache_fails_before_work_nonroot(tiny_causal, tiny_task, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    with pytest.raises(ToolkitError, match="not writable"):
+        extract.extract(ExtractConfig(model=str(tiny_causal), task=str(tiny_task), cache_dir=str(ro)))
+
+
+def test_unwritable_or_full_cache_fails_before_any_model_is_built(tiny_causal, tiny_task, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    extract.STATS.update(models_built=0, forward_passes=0)
+    with pytest.raises(ToolkitError, match="not writable"):
+        extract.extract(ExtractConfig(model=str(tiny_causal), task=str(tiny_task), cache_dir=str(blocker)))
+    with pytest.raises(ToolkitError, match="GB free but this extraction needs"):
+        cache.check_writable(tmp_path, need_bytes=1 << 62)
+    assert extract.STATS["models_built"] == 0
+
+
+def test_cli_user_error_is_one_line_no_traceback(tiny_task):
+    out = subprocess.run([sys.executable, "-m", "toolkit.extract", "--model", "no-such-model", "--task",
+                          str(tiny_task)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("error: unknown model 'no-such-model'")
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_layers_out_of_range_is_a_clear_error(tiny_causal, tiny_task, tmp_path):
+    with pytest.raises(ToolkitError, match=r"out of range: this model has layers 0..2"):
+        extract.extract(ExtractConfig(model=str(tiny_causal), task=str(tiny_task), cache_dir=str(tmp_path),
+                                      layers="0,5"))
+
+
+def test_loaded_arrays_are_read_only_views_of_verified_files(finished):
+    _, feats = finished
+    assert np.isfinite(feats.hidden).all() and feats.hidden.dtype == np.float32
