@@ -1,0 +1,211 @@
+"""Prompting: label-word scores against a per-prompt reference, shared-prefix reuse against full prompts,
+demonstration dropping, calibration, demonstration draws, the zero-shot cache, and the records it writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from toolkit import prompt, records
+from toolkit._util import ToolkitError
+from toolkit.prompt import PromptConfig, fit_demos, score, select_demos, threshold
+from toolkit.tasks import FILE_LABEL_WORDS, FILE_TEMPLATE, SplitSizes
+
+TEMPLATE = "Review: {text}\nSentiment:"
+TEXTS = ["a", "The movie was wonderful and I would watch it again.", "Terrible!", "ok ok",
+         "Mixed feelings: good acting, weak plot, far too long for what it has to say.", "fine", "!!", "meh."]
+DEMOS = [("Loved it.", 1), ("Dull and slow, I left early.", 0), ("A joy", 1), ("Not good at all!", 0)]
+WORDS = [(" negative", " positive"),  # one token each: one row per prompt
+         (" No", " Absolutely not"),  # 1 vs 2 tokens: one row scores both
+         ("Yes!", " Nope"),  # no leading space, 2 tokens each, different first tokens: two rows
+         (" very bad", " very good")]  # shared first token
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's ops are too small to gain from threads, and on a busy machine OpenMP's waiting
+    between threads costs ~10x; restored afterwards for the other test modules."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_causal):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_causal, dtype=torch.float32).eval(), \
+        AutoTokenizer.from_pretrained(tiny_causal)
+
+
+def reference(model, tok, texts, words, demos=()):
+    """One unpadded forward per prompt + word, summing the word's token log-probs; the prompt is built
+    from the same segments as `score`: demonstration blocks, the query, the word."""
+    enc = lambda s: tok(s, add_special_tokens=False).input_ids
+    fill = lambda t: TEMPLATE.replace("{text}", t)
+    prefix = tok("", add_special_tokens=True).input_ids
+    for i, (t, y) in enumerate(demos):
+        prefix = prefix + enc(("\n\n" if i else "") + fill(t) + words[y])
+    out = np.zeros((len(texts), 2))
+    with torch.inference_mode():
+        for i, t in enumerate(texts):
+            ctx = prefix + enc(("\n\n" if demos else "") + fill(t))
+            for c, w in enumerate(words):
+                wid = enc(w)
+                logits = model(input_ids=torch.tensor([ctx + wid])).logits[0].float()
+                logp = torch.log_softmax(logits, -1)
+                out[i, c] = sum(logp[len(ctx) - 1 + j, tok_id].item() for j, tok_id in enumerate(wid))
+    return out
+
+
+@pytest.mark.parametrize(("words", "padding_side"), [(w, "left") for w in WORDS] + [(WORDS[2], "right")])
+def test_score_matches_per_prompt_reference(tiny, words, padding_side):
+    model, tok = tiny
+    got = score(model, tok, TEMPLATE, words, TEXTS, batch_tokens=40, padding_side=padding_side)
+    np.testing.assert_allclose(got, reference(model, tok, TEXTS, words), atol=1e-4)
+
+
+@pytest.mark.parametrize("words", WORDS[1:3])
+def test_score_with_demos_matches_reference(tiny, words):
+    model, tok = tiny
+    got = score(model, tok, TEMPLATE, words, TEXTS[:4], DEMOS, batch_tokens=200)
+    np.testing.assert_allclose(got, reference(model, tok, TEXTS[:4], words, DEMOS), atol=1e-4)
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+@pytest.mark.parametrize("words", [WORDS[0], WORDS[2]])
+def test_prefix_reuse_equals_full_prompts(tiny, words, padding_side):
+    model, tok = tiny
+    kw = dict(batch_tokens=150, padding_side=padding_side)  # ~3 rows per batch: several batches share the cache
+    shared = score(model, tok, TEMPLATE, words, TEXTS, DEMOS, reuse_prefix=True, **kw)
+    full = score(model, tok, TEMPLATE, words, TEXTS, DEMOS, reuse_prefix=False, **kw)
+    assert np.abs(shared - full).max() < 1e-4
+    again = score(model, tok, TEMPLATE, words, TEXTS, DEMOS, reuse_prefix=True, batch_tokens=10_000)
+    np.testing.assert_allclose(again, shared, atol=1e-4)  # one big batch: same numbers
+
+
+def test_long_prompts_drop_demonstrations_with_a_warning(tiny):
+    model, tok = tiny
+    enc = lambda s: tok(s, add_special_tokens=False).input_ids
+    blocks = [len(enc(("\n\n" if i else "") + TEMPLATE.replace("{text}", t) + FILE_LABEL_WORDS[y]))
+              for i, (t, y) in enumerate(DEMOS)]
+    short, long = "ok", TEXTS[4]
+    limit = sum(blocks) + len(enc("\n\n" + TEMPLATE.replace("{text}", short)))  # `short` just fits all 4
+    with pytest.warns(UserWarning, match=r"1 of 2 prompts exceed max_length.*dropped \d+ demonstrations"):
+        got = score(model, tok, TEMPLATE, FILE_LABEL_WORDS, [short, long], DEMOS, max_length=limit)
+    kept, _ = fit_demos(0, blocks, [0, len(enc(TEMPLATE.replace("{text}", long)))],
+                        [0, len(enc("\n\n" + TEMPLATE.replace("{text}", long)))], 0, limit)
+    assert 0 < kept[1] < 4
+    alone = score(model, tok, TEMPLATE, FILE_LABEL_WORDS, [long], DEMOS[:kept[1]])
+    np.testing.assert_allclose(got[1], alone[0], atol=1e-4)  # the long query kept its first demos only
+    np.testing.assert_allclose(got[0], score(model, tok, TEMPLATE, FILE_LABEL_WORDS, [short], DEMOS)[0],
+                               atol=1e-4)
+
+
+def test_fit_demos_counts_and_cuts():
+    kept, cut = fit_demos(1, [10, 10, 10], alone=[5, 5, 40], after=[6, 6, 41], extra=1, limit=30)
+    assert kept.tolist() == [2, 2, 0] and cut.tolist() == [0, 0, 12]  # 1 + 40 + 1 = 42 > 30
+    kept, _ = fit_demos(0, [10, 10], alone=[3], after=[4], extra=0, limit=100)
+    assert kept.tolist() == [2]
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3, 0.5, 0.81, 1.0])
+def test_threshold_hits_the_target_balance(rate):
+    diff = np.random.default_rng(0).normal(2.0, 1.5, size=200)  # raw decisions: almost all class 1
+    t = threshold(diff, rate)
+    assert np.mean(diff > t) == pytest.approx(rate, abs=0.5 / len(diff))
+    p = 1 / (1 + np.exp(-(diff - t)))
+    assert np.mean(p > 0.5) == pytest.approx(rate, abs=0.5 / len(diff))
+
+
+def test_demos_are_balanced_deterministic_and_nested():
+    shown = np.random.default_rng(1).integers(0, 2, size=50)
+    d8 = select_demos(shown, 8, seed=3)
+    assert np.bincount(shown[d8], minlength=2).tolist() == [4, 4] and len(set(d8)) == 8
+    np.testing.assert_array_equal(d8, select_demos(shown, 8, seed=3))
+    assert not np.array_equal(d8, select_demos(shown, 8, seed=4))
+    assert set(select_demos(shown, 4, seed=3)) <= set(d8)
+    assert len(select_demos(shown, 0, seed=3)) == 0
+
+
+def test_k_larger_than_the_pool_is_a_clear_error():
+    shown = np.array([0] * 10 + [1] * 3)
+    with pytest.raises(ToolkitError, match=r"k=8 needs 4 demonstrations per class but strong_train has only 3 "
+                                           r"with label 1"):
+        select_demos(shown, 8, seed=0)
+    with pytest.raises(ToolkitError, match="even"):
+        select_demos(shown, 3, seed=0)
+
+
+def test_zero_shot_from_the_cache_equals_direct_scoring(tiny, tiny_causal, tiny_task, tmp_path):
+    from toolkit import tasks
+    from toolkit.extract import ExtractConfig, extract
+    from toolkit.models import load_tokenizer, resolve
+
+    model, tok = tiny
+    feats = extract(ExtractConfig(model=str(tiny_causal), task=str(tiny_task), layers="0", cache_dir=str(tmp_path)),
+                    progress=False)
+    task = tasks.load(str(tiny_task))
+    direct = score(model, tok, FILE_TEMPLATE, FILE_LABEL_WORDS, task.texts)
+    np.testing.assert_allclose(feats.label_logprobs[feats.index(task.ids)], direct, atol=1e-4)
+    cfg = PromptConfig(task=str(tiny_task), strong=str(tiny_causal), cache_dir=str(tmp_path))
+    info = resolve(cfg.strong, cfg.cache_dir)
+    assert prompt.cached_zero_shot(cfg, task, info, load_tokenizer(info)) is None  # layers="0" is another entry
+    extract(ExtractConfig(model=str(tiny_causal), task=str(tiny_task), cache_dir=str(tmp_path)), progress=False)
+    cached = prompt.cached_zero_shot(cfg, task, info, load_tokenizer(info))
+    np.testing.assert_allclose(np.stack([cached[i] for i in task.ids]), direct, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_causal, tiny_task, tmp_path_factory):
+    cfg = PromptConfig(task=str(tiny_task), weak=str(tiny_causal), strong=str(tiny_causal), seeds=2, ks=(0, 2),
+                       sizes=SplitSizes(16, 12, 4, 8), batch_tokens=512,
+                       cache_dir=str(tmp_path_factory.mktemp("cache")))
+    return cfg, *prompt.run_records(cfg, progress=False)
+
+
+def test_records_join_a_probe_like_table(tiny_run):
+    cfg, recs, labels = tiny_run
+    ours = [r for r in recs if r.method == "prompt"]
+    keys = {(r.role, r.setting, r.seed, r.split) for r in ours}
+    for seed in (0, 1):
+        for split in ("val", "test"):
+            assert {("baseline", "k=0", seed, split), ("baseline", "k=0,cal", seed, split),
+                    ("ceiling", "k=2", seed, split), ("student", "k=2,cal", seed, split)} <= keys
+    assert len(ours) == 2 * 2 * 2 * 3  # seeds x splits x (raw, cal) x roles
+    assert all(r.loss == "none" and r.strong == cfg.strong and r.weak == cfg.weak for r in ours)
+    tests = [r for r in ours if r.split == "test"]
+    assert len({r.ids for r in tests}) == 1  # a fixed test pool
+    base = [r for r in tests if r.setting == "k=0"]
+    np.testing.assert_array_equal(base[0].p, base[1].p)  # zero-shot raw does not depend on the seed
+    assert base[0].extra["source"] == "extraction cache"  # the weak extraction made the strong entry here
+    tab = records.table(recs, labels)
+    assert set(tab.method) == {"probe", "prompt"} and tab.value.notna().all()
+    summ = records.summary(recs, labels, settings=("k=2", "k=2,cal"), n_boot=50)
+    assert sorted(summ.setting) == ["k=2", "k=2,cal"] and (summ.n_seeds == 2).all()
+    val_cal = [r for r in ours if r.split == "val" and r.setting == "k=2,cal"]
+    for r in val_cal:  # calibrated balance on val = weak hard-label balance on val
+        weak = next(w for w in recs if w.role == "weak" and w.seed == r.seed and w.split == "val")
+        assert np.mean(r.p > 0.5) == pytest.approx(np.mean(weak.aligned(r.ids) > 0.5), abs=1 / len(r.ids))
+
+
+def test_cli_prints_the_summary(tiny_run, capsys):
+    cfg = tiny_run[0]
+    rc = prompt.main(["--task", cfg.task, "--weak", cfg.weak, "--strong", cfg.strong, "--seeds", "0,1",
+                      "--ks", "0,2", "--sizes", "16,12,4,8", "--cache-dir", cfg.cache_dir, "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "k=2,cal" in out and "pgr_acc" in out and "baseline" in out
+
+
+def test_errors_for_an_encoder_and_bad_k(tiny_causal, monkeypatch, capsys):
+    from toolkit.models import ModelInfo
+
+    with pytest.raises(ToolkitError, match="even"):
+        prompt.run_records(PromptConfig(strong=str(tiny_causal), ks=(0, 3)))
+    monkeypatch.setattr(prompt, "resolve", lambda name, cache_dir=None: ModelInfo(name, name, {}, "encoder"))
+    with pytest.raises(ToolkitError, match="model my-bert has no causal LM head; prompting needs a decoder"):
+        prompt.run_records(PromptConfig(strong="my-bert"))
+    assert prompt.main(["--strong", "my-bert", "--quiet"]) == 2
+    assert "no causal LM head" in capsys.readouterr().err

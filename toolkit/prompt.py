@@ -1,0 +1,433 @@
+"""Zero- and few-shot prompting of the strong model: label-word log-probs with a shared-prefix KV cache.
+
+A prompt is k demonstrations from `strong_train` (`template(text) + label word`, joined by a blank line)
+followed by the query's templated text; the score of each label word is log P(word | prompt), summed
+over the word's tokens. Three conditions per seed, on the same splits and weak labels as the probes:
+
+- **zero-shot** (k = 0, role `baseline`): read from the extraction cache when the strong model's entry
+  holds `label_logprobs` and both label words are single tokens, else scored here;
+- **k-shot gold** (role `ceiling`): demonstrations shown with their gold labels, the upper reference;
+- **k-shot weak** (role `student`): demonstrations shown with the weak supervisor's hard labels
+  (P_W > 0.5), the weak-to-strong condition. Both draw from one seeded order of `strong_train` and take
+  the first k/2 of each *shown* class, so they share inputs wherever the two labelings agree.
+
+Tokens are built in segments, like lm-evaluation-harness' context/continuation split: the special
+prefix, each demonstration block (the blank line leads the next block, which is how BPE splits "\\n\\n"
+before a word), the query and each label word are tokenised separately and concatenated. A label word
+with a leading space keeps its own tokens, and the demonstrations are an exact token prefix of every
+prompt, so their key/value cache is computed once per (seed, k, condition) and every query is scored
+against it; `reuse_prefix=False` runs the same tokens as full prompts (equal within float error).
+
+Calibration. Small models favour one label word whatever the input, so beside the raw decision
+(p = softmax of the two log-probs, setting `k=K`) each record has a calibrated twin (`k=K,cal`):
+p = sigmoid(logp1 - logp0 - t), with t chosen so that the share predicted 1 on `val` equals the share
+of weak hard labels that are 1 on `val`. Only weak labels are used, so the student sees no gold; the
+threshold is fitted per (seed, k, condition) on its own val scores and applied to val and test.
+
+Records: `Predictions(method="prompt", loss="none", setting="k=K" | "k=K,cal")` on val and test, role
+`baseline` for k = 0, `ceiling` / `student` for gold / weak demonstrations with the same setting, so
+`records.summary(recs, labels, settings=("k=8", "k=8,cal"))` gives the PGR of weak against gold demos.
+A prompt longer than `max_length` keeps its first demonstrations that fit (a warning says how many
+were dropped); a query too long on its own is cut on the left, keeping the answer cue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from toolkit import tasks
+from toolkit._util import ToolkitError, add_config_args, cli_main, config_from_args
+from toolkit.extract import pad_batch, plan_batches, pool_positions
+from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK, load_model, load_tokenizer, pick_device, resolve
+from toolkit.records import Predictions, summary, table
+from toolkit.tasks import SplitSizes
+from toolkit.weak import WeakConfig, supervise
+
+__all__ = ["PromptConfig", "score", "score_tokens", "select_demos", "threshold", "fit_demos",
+           "cached_zero_shot", "run_records", "run", "main"]
+
+SEP = "\n\n"
+DEMO_SALT = 0x5052  # mixes into the seed so demo draws do not mirror the split's own shuffles
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """One prompting run: which task and models, which seeds and numbers of demonstrations."""
+
+    task: str = "sentiment"
+    """Task name, `bigbench:<path>`, or a .jsonl/.csv file."""
+    weak: str = DEFAULT_WEAK
+    """Weak supervisor's model (its probe's hard labels are shown in the `student` condition)."""
+    strong: str = DEFAULT_STRONG
+    """The prompted model: a decoder with a causal LM head."""
+    seeds: int | tuple[int, ...] = 3
+    """Seeds (an int n means 0..n-1): each draws its own splits, weak labels and demonstrations."""
+    ks: tuple[int, ...] = (0, 2, 4, 8)
+    """Numbers of demonstrations (even: half per shown class); 0 is the zero-shot baseline."""
+    sizes: SplitSizes = field(default_factory=SplitSizes)
+    """Split sizes, shared with the probe path so splits and weak labels are identical."""
+    limit: int = 0
+    """Use a class-balanced subsample of this many examples of the task (0 = all)."""
+    batch_tokens: int = 8192
+    """Token budget per batch: rows x padded length, the shared prefix counted in each row."""
+    max_length: int = 0
+    """Longest prompt in tokens (0 = the model's max_position_embeddings); longer ones drop demos."""
+    reuse_prefix: bool = True
+    """Score queries against the demonstrations' cached keys/values (False: full prompts, slower)."""
+    dtype: str = "auto"
+    """`auto` (bfloat16 on GPU, float32 on CPU), `float32` or `bfloat16`."""
+    device: str = "auto"
+    """`auto`, `cpu`, `cuda` or `cuda:N`."""
+    cache_dir: str | None = None
+    """Cache root (default: `cache/` in the project, or $TOOLKIT_CACHE_DIR)."""
+
+
+# ----------------------------------------------------------------------------- scoring tokens
+
+
+def _word_rows(words: list[list[int]]) -> list[tuple[list[int], list[int]]]:
+    """Continuations fed after a prompt and the label words each scores. Word w needs the input
+    prompt + w[:-1]; when one word's input is a prefix of the other's, one row scores both
+    (always so for single-token words)."""
+    a, b = words[0][:-1], words[1][:-1]
+    if b[:len(a)] == a:
+        return [(b, [0, 1])]
+    if a[:len(b)] == b:
+        return [(a, [0, 1])]
+    return [(a, [0]), (b, [1])]
+
+
+def _accepts(model, name: str) -> bool:
+    import inspect
+
+    return name in inspect.signature(model.forward).parameters
+
+
+def _prefix_cache(model, prefix: list[int], device: str):
+    """Keys/values of the shared prefix, computed once (batch 1)."""
+    import torch
+
+    out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
+    cache = getattr(out, "cache", None)  # transformers >= 5 renamed past_key_values to cache
+    return cache if cache is not None else out.past_key_values
+
+
+def _expanded(model, cache, batch: int):
+    """A fresh DynamicCache holding the prefix for `batch` rows. Each forward concatenates new keys
+    onto its cache's tensors (a new tensor), so the prefix tensors themselves are never modified."""
+    from transformers import DynamicCache
+
+    kv = [(layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1)) for layer in cache.layers]
+    return DynamicCache(kv, config=model.config)
+
+
+def _forward_tail(model, seqs, prefix, n_prefix: int, side: str, tail: int, device: str):
+    """Log-probs (B, tail', V) at the last `tail` real positions of each row, and each row's last real
+    position in those columns. Positions come from the mask: cumsum - 1, shifted by the prefix."""
+    import torch
+
+    ids, mask = (t.to(device) for t in pad_batch(seqs, 0, side))  # pad id is masked out: any id works
+    kw = {"input_ids": ids, "position_ids": (mask.cumsum(1) - 1).clamp(min=0) + n_prefix,
+          "attention_mask": mask, "use_cache": prefix is not None}
+    if prefix is not None:
+        kw["attention_mask"] = torch.cat([mask.new_ones(len(seqs), n_prefix), mask], 1)
+        kw["cache" if _accepts(model, "cache") else "past_key_values"] = _expanded(model, prefix, len(seqs))
+    if side == "left" and _accepts(model, "logits_to_keep"):  # all rows end in the last column: LM head on the tail
+        kw["logits_to_keep"] = tail
+    logits = model(**kw).logits
+    last = pool_positions(mask, "last") - (mask.shape[1] - logits.shape[1])
+    return torch.log_softmax(logits.float(), -1), last
+
+
+def score_tokens(model, queries: list[list[int]], words: list[list[int]], *, prefix: list[int] = (),
+                 reuse_prefix: bool = True, batch_tokens: int = 8192, padding_side: str = "left",
+                 device: str = "cpu") -> np.ndarray:
+    """(n, 2) float64: log P(words[c] | prefix + queries[i]) summed over the word's tokens.
+
+    Rows are length-sorted batches within `batch_tokens` (prefix counted per row). With
+    `reuse_prefix`, the prefix is run once and its cache expanded over each batch."""
+    import torch
+
+    rows = _word_rows(words)
+    shared = reuse_prefix and len(prefix) > 0
+    seqs = [(list(q) if shared else list(prefix) + list(q)) + ext for q in queries for ext, _ in rows]
+    lengths = np.array([len(s) for s in seqs]) + (len(prefix) if shared else 0)
+    tail = max(len(ext) for ext, _ in rows) + 1
+    out = np.zeros((len(queries), 2))
+    with torch.inference_mode():
+        cache = _prefix_cache(model, list(prefix), device) if shared else None
+        for batch in plan_batches(lengths, batch_tokens):
+            logp, last = _forward_tail(model, [seqs[r] for r in batch], cache, len(prefix) if shared else 0,
+                                       padding_side, tail, device)
+            b_idx, cols, toks, q_idx, w_idx = [], [], [], [], []
+            for b, r in enumerate(batch):
+                ext, ws = rows[r % len(rows)]
+                for w in ws:
+                    for j, tok in enumerate(words[w]):  # word token j is predicted len(ext) - j before the end
+                        b_idx.append(b), cols.append(int(last[b]) - len(ext) + j), toks.append(tok)
+                        q_idx.append(r // len(rows)), w_idx.append(w)
+            vals = logp[b_idx, cols, toks].double().cpu().numpy()
+            np.add.at(out, (q_idx, w_idx), vals)
+    return out
+
+
+# ----------------------------------------------------------------------------- prompts from text
+
+
+def label_word_ids(tokenizer, label_words) -> list[list[int]]:
+    ids = [tokenizer(w, add_special_tokens=False).input_ids for w in label_words]
+    if any(len(i) == 0 for i in ids):
+        raise ToolkitError(f"label words {tuple(label_words)!r} tokenise to nothing; give the task other words")
+    return ids
+
+
+def fit_demos(n_special: int, block_lens: list[int], alone: list[int], after: list[int], extra: int,
+              limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: how many demonstrations fit (the first j blocks) and how many query tokens must be
+    cut on the left when even j = 0 is too long. `alone`/`after`: query lengths without / with the
+    leading separator; `extra`: tokens of the longest label word after the first."""
+    ends = n_special + np.cumsum([0, *block_lens])  # prefix length with j demos, j = 0..k
+    kept, cut = np.zeros(len(alone), dtype=int), np.zeros(len(alone), dtype=int)
+    for i, (a, b) in enumerate(zip(alone, after)):
+        fits = np.flatnonzero(ends[1:] + b + extra <= limit)
+        kept[i] = fits[-1] + 1 if len(fits) else 0
+        cut[i] = max(0, n_special + a + extra - limit) if kept[i] == 0 else 0
+    return kept, cut
+
+
+def _warn_short(kept: np.ndarray, cut: np.ndarray, k: int, limit: int) -> None:
+    short = kept < k
+    if short.any():
+        warnings.warn(f"{int(short.sum())} of {len(kept)} prompts exceed max_length={limit} tokens: dropped "
+                      f"{int((k - kept[short]).sum())} demonstrations in total (those prompts keep "
+                      f"{int(kept[short].min())}-{int(kept[short].max())} of {k})", stacklevel=3)
+    if cut.any():
+        warnings.warn(f"{int((cut > 0).sum())} queries are longer than max_length={limit} on their own: "
+                      f"truncated on the left by up to {int(cut.max())} tokens", stacklevel=3)
+
+
+def context_length(model) -> int:
+    return int(model.config.get_text_config().max_position_embeddings)
+
+
+def score(model, tokenizer, template: str, label_words, texts: list[str], demos=(), *,
+          batch_tokens: int = 8192, max_length: int = 0, reuse_prefix: bool = True, padding_side: str = "left",
+          device: str = "cpu") -> np.ndarray:
+    """(n, 2) log P(label word | demos + templated text) for each text. `demos`: (text, label) pairs.
+
+    A prompt longer than `max_length` (0 = the model's context) keeps only its first demonstrations
+    that fit, with a warning; queries grouped by the number kept share that prefix's cache."""
+    words = label_word_ids(tokenizer, label_words)
+    fill = lambda t: template.replace("{text}", t)
+    enc = lambda s: tokenizer(s, add_special_tokens=False).input_ids
+    special = tokenizer("", add_special_tokens=True).input_ids  # BOS where the tokenizer adds one
+    blocks = [enc((SEP if i else "") + fill(t) + label_words[int(y)]) for i, (t, y) in enumerate(demos)]
+    alone = [enc(fill(t)) for t in texts]
+    after = [enc(SEP + fill(t)) for t in texts] if blocks else alone
+    limit = max_length or context_length(model)
+    kept, cut = fit_demos(len(special), [len(b) for b in blocks], [len(q) for q in alone],
+                          [len(q) for q in after], max(map(len, words)) - 1, limit)
+    _warn_short(kept, cut, len(blocks), limit)
+    out = np.empty((len(texts), 2))
+    for j in np.unique(kept):
+        idx = np.flatnonzero(kept == j)
+        queries = [after[i] if j else alone[i][cut[i]:] for i in idx]
+        prefix = special + [t for block in blocks[:j] for t in block]
+        out[idx] = score_tokens(model, queries, words, prefix=prefix, reuse_prefix=reuse_prefix,
+                                batch_tokens=batch_tokens, padding_side=padding_side, device=device)
+    return out
+
+
+# ----------------------------------------------------------------------------- demos and calibration
+
+
+def select_demos(shown: np.ndarray, k: int, seed: int, what: str = "strong_train") -> np.ndarray:
+    """Positions of k demonstrations, k/2 of each shown label, in a seeded random order (so classes
+    interleave). The order depends on the seed only, so gold and weak draws coincide where the
+    labels agree, and the k=2 demos are among the k=4 ones."""
+    shown = np.asarray(shown, dtype=int)
+    if k < 0 or k % 2:
+        raise ToolkitError(f"k={k} must be an even number >= 0: demonstrations are half per class")
+    counts = np.bincount(shown, minlength=2)
+    if k // 2 > counts.min():
+        raise ToolkitError(f"k={k} needs {k // 2} demonstrations per class but {what} has only "
+                           f"{counts.min()} with label {int(counts.argmin())}; use k <= {2 * counts.min()} "
+                           "or a larger strong_train")
+    order = np.random.default_rng([seed, DEMO_SALT]).permutation(len(shown))
+    picked = np.concatenate([order[shown[order] == c][: k // 2] for c in (0, 1)])
+    return order[np.isin(order, picked)]
+
+
+def threshold(diff: np.ndarray, rate: float) -> float:
+    """t such that the share of `diff` > t is `rate` (to the nearest example): midway between the
+    two neighbouring scores, so t is the same whatever the sort's tie order."""
+    d = np.sort(np.asarray(diff, dtype=float))[::-1]
+    n1 = int(round(rate * len(d)))
+    if n1 == 0:
+        return float(d[0] + 1.0)
+    if n1 == len(d):
+        return float(d[-1] - 1.0)
+    return float((d[n1 - 1] + d[n1]) / 2)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    from scipy.special import expit
+
+    return expit(x)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def cached_zero_shot(cfg: PromptConfig, task, info, tokenizer) -> dict[str, np.ndarray] | None:
+    """id -> (2,) zero-shot log-probs from the strong model's extraction entry (default settings),
+    or None when there is no such entry or a label word has several tokens (the cache holds only
+    first-token log-probs)."""
+    from transformers import AutoConfig
+
+    from toolkit import cache
+    from toolkit.extract import ExtractConfig, entry_spec
+
+    if any(len(w) != 1 for w in label_word_ids(tokenizer, task.label_words)):
+        return None
+    ecfg = ExtractConfig(model=cfg.strong, task=cfg.task, limit=cfg.limit, dtype=cfg.dtype, device=cfg.device,
+                         cache_dir=cfg.cache_dir)
+    n_layers = int(AutoConfig.from_pretrained(info.path).get_text_config().num_hidden_layers)
+    feats = cache.try_load(entry_spec(ecfg, task, info, n_layers), cfg.cache_dir, layers=[])
+    if feats is None or feats.label_logprobs is None:
+        return None
+    return dict(zip(feats.ids, feats.label_logprobs.astype(float)))
+
+
+class _Strong:
+    """The strong model, loaded on first use (a run served by the cache loads nothing), and a memo of
+    scored prompts so that identical gold and weak demonstrations are scored once."""
+
+    def __init__(self, cfg: PromptConfig, info, task):
+        self.cfg, self.info, self.task, self.model, self.memo = cfg, info, task, None, {}
+        self.tok = load_tokenizer(info)
+
+    def score(self, texts: list[str], demos: list[tuple[str, int]]) -> np.ndarray:
+        key = (tuple(texts), tuple(demos))
+        if key not in self.memo:
+            device = pick_device(self.cfg.device)
+            if self.model is None:
+                self.model = load_model(self.info, dtype=self.cfg.dtype, device=device)
+            self.memo[key] = score(self.model, self.tok, self.task.template, self.task.label_words, texts, demos,
+                                   batch_tokens=self.cfg.batch_tokens, max_length=self.cfg.max_length,
+                                   reuse_prefix=self.cfg.reuse_prefix, device=device)
+        return self.memo[key]
+
+
+def _records(cfg: PromptConfig, sup, role: str, k: int, logp: dict, extra: dict) -> list[Predictions]:
+    """Raw and calibrated records on val and test from id -> (2,) log-probs."""
+    rate = float(np.mean(sup.soft("val") > 0.5))
+    diff = {s: np.array([logp[i][1] - logp[i][0] for i in sup.splits[s].ids]) for s in ("val", "test")}
+    t = threshold(diff["val"], rate)
+    out = []
+    for setting, shift in ((f"k={k}", 0.0), (f"k={k},cal", t)):
+        for s in ("val", "test"):
+            out.append(Predictions(task=sup.splits[s].name, weak=cfg.weak, strong=cfg.strong, method="prompt",
+                                   role=role, loss="none", setting=setting, seed=sup.seed, split=s,
+                                   ids=sup.splits[s].ids, p=_sigmoid(diff[s] - shift),
+                                   extra={**extra, "threshold": shift}))
+    return out
+
+
+def _zero_shot(cfg, sups, strong: _Strong, task, info) -> dict:
+    ids = sorted({i for sup in sups for s in ("val", "test") for i in sup.splits[s].ids})
+    logp = cached_zero_shot(cfg, task, info, strong.tok)
+    if logp is not None and all(i in logp for i in ids):
+        return {"logp": logp, "source": "extraction cache"}
+    texts = task.subset(ids).texts
+    return {"logp": dict(zip(ids, strong.score(texts, []))), "source": "scored"}
+
+
+def run_records(cfg: PromptConfig = PromptConfig(), *, progress: bool = True):
+    """Prompt records (val and test, raw and calibrated, every seed and k) plus the weak supervisor's
+    records, and gold labels id -> 0/1. Splits and weak labels are `weak.supervise`'s, as for probes."""
+    info = resolve(cfg.strong, cfg.cache_dir)
+    if info.arch != "causal":
+        raise ToolkitError(f"model {cfg.strong} has no causal LM head; prompting needs a decoder")
+    for k in cfg.ks:  # fail before the weak supervisor is trained
+        if k < 0 or k % 2:
+            raise ToolkitError(f"k={k} must be an even number >= 0: demonstrations are half per class")
+    task = tasks.load(cfg.task, cfg.cache_dir)
+    if cfg.limit and cfg.limit < len(task):
+        task = tasks.subsample(task, cfg.limit, seed=0)  # the same subsample extraction takes
+    sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(cfg.weak), limit=cfg.limit, cache_dir=cfg.cache_dir,
+                     progress=progress)
+    strong = _Strong(cfg, info, task)
+    recs = [r for sup in sups for r in sup.weak]
+    zero = _zero_shot(cfg, sups, strong, task, info) if 0 in cfg.ks else None
+    for sup in sups:
+        queries = sup.splits.val.texts + sup.splits.test.texts
+        qids = sup.splits.val.ids + sup.splits.test.ids
+        if zero is not None:
+            recs += _records(cfg, sup, "baseline", 0, zero["logp"], {"source": zero["source"]})
+        st = sup.splits.strong_train
+        for k in (k for k in cfg.ks if k > 0):
+            for role, shown, what in (("ceiling", st.labels, "strong_train (gold labels)"),
+                                      ("student", sup.soft("strong_train") > 0.5, "strong_train (weak labels)")):
+                t0 = time.perf_counter()
+                pos = select_demos(shown, k, sup.seed, f"{what}, seed {sup.seed},")
+                demos = [(st.texts[i], int(shown[i])) for i in pos]
+                logp = dict(zip(qids, strong.score(queries, demos)))
+                recs += _records(cfg, sup, role, k, logp, {"demos": [st.ids[i] for i in pos]})
+                if progress:
+                    print(f"[prompt] seed {sup.seed} k={k} {role}: {len(queries)} queries in "
+                          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return recs, dict(zip(task.ids, task.labels.tolist()))
+
+
+def run(cfg: PromptConfig = PromptConfig(), *, progress: bool = True):
+    """The tidy results table (`records.table`) of `run_records(cfg)`."""
+    recs, labels = run_records(cfg, progress=progress)
+    return table(recs, labels)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _ints(spec: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in str(spec).split(",") if x.strip())
+    except ValueError:
+        raise ToolkitError(f"--{what} must be comma-separated integers, got '{spec}'") from None
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m toolkit.prompt", description=__doc__.split("\n")[0])
+    add_config_args(parser, PromptConfig, skip=("seeds", "ks", "sizes"))
+    parser.add_argument("--seeds", default="3", help="number of seeds n (0..n-1) or a comma list (default: 3)")
+    parser.add_argument("--ks", default="0,2,4,8", help="numbers of demonstrations (default: 0,2,4,8)")
+    parser.add_argument("--sizes", default="500,500,200,500", help="weak_train,strong_train,val,test sizes")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    args = parser.parse_args(argv)
+    seeds = _ints(args.seeds, "seeds")
+    sizes = _ints(args.sizes, "sizes")
+    if len(sizes) != 4:
+        raise ToolkitError(f"--sizes needs 4 numbers (weak_train,strong_train,val,test), got '{args.sizes}'")
+    cfg = config_from_args(PromptConfig, args, seeds=seeds[0] if "," not in args.seeds else seeds,
+                           ks=_ints(args.ks, "ks"), sizes=SplitSizes(*sizes))
+    recs, labels = run_records(cfg, progress=not args.quiet)
+    tab = table(recs, labels)
+    acc = tab[(tab.split == "test") & (tab.metric == "accuracy") & (tab.method == "prompt")]
+    print(acc.pivot_table(index="setting", columns="role", values="value", aggfunc="mean").round(3).to_string())
+    settings = tuple(f"k={k}{c}" for k in cfg.ks if k > 0 for c in ("", ",cal"))
+    if settings:
+        cols = ["setting", "n_seeds", "weak_acc", "student_acc", "ceiling_acc", "pgr_acc", "pgr_acc_lo",
+                "pgr_acc_hi", "pgr_acc_note", "student_auroc", "ceiling_auroc", "pgr_auroc"]
+        print(summary(recs, labels, settings=settings)[cols].round(3).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
