@@ -100,11 +100,12 @@ def test_weak_supervisor_learns_and_labels_every_split_by_id():
     assert acc > 0.75  # layer 2 carries a strong signal
 
 
-def test_weak_cv_picks_the_informative_layer():
+def test_weak_cv_picks_the_informative_layer_and_a_C():
     task, feats = _synthetic_task_and_features()
     splits = tasks.split(task, seed=0, sizes=tasks.SplitSizes(150, 100, 50, 100))
     labels = np.asarray(splits.weak_train.labels)
-    assert weak.choose_layer(feats, splits.weak_train.ids, labels, "cv", 1.0, 0) == 2
-    assert weak.choose_layer(feats, splits.weak_train.ids, labels, "1", 1.0, 0) == 1
+    layer, C = weak.choose(feats, splits.weak_train.ids, labels, weak.WeakConfig(layer="cv"), 0)
+    assert layer == 2 and C in weak.WeakConfig().Cs
+    assert weak.choose(feats, splits.weak_train.ids, labels, weak.WeakConfig(layer="1"), 0)[0] == 1
     with pytest.raises(ToolkitError, match="weak layer must be"):
-        weak.choose_layer(feats, splits.weak_train.ids, labels, "deepest", 1.0, 0)
+        weak.choose(feats, splits.weak_train.ids, labels, weak.WeakConfig(layer="deepest"), 0)

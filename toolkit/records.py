@@ -81,6 +81,8 @@ def score(preds: Predictions, labels: dict[str, int]) -> list[dict]:
     base = {c: getattr(preds, c) for c in ROW_COLUMNS[:-2]}
     values = {"accuracy": metrics.accuracy(y, preds.p), "auroc": metrics.auroc(y, preds.p),
               "ece": metrics.ece(y, preds.p), "n": float(len(y))}
+    # Numeric extras (e.g. the layer a `select` record chose) become metric rows too.
+    values.update({k: float(v) for k, v in preds.extra.items() if isinstance(v, int | float)})
     return [{**base, "metric": m, "value": v} for m, v in values.items()]
 
 

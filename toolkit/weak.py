@@ -13,8 +13,8 @@ import numpy as np
 
 from toolkit._util import ToolkitError
 from toolkit.cache import Features
+from toolkit.linear import LogisticProbe, fit_many, predict_proba_many
 from toolkit.models import DEFAULT_WEAK
-from toolkit.probe import LogisticProbe, fit_many
 from toolkit.records import Predictions
 
 LABEL_SPLITS = ("weak_train", "strong_train", "val", "test")
@@ -28,30 +28,37 @@ class WeakConfig:
     """Weak model: catalog name, local folder or hub id."""
     layer: str = "last"
     """`last`, a layer number, or `cv` (5-fold cross-validation on weak_train gold picks the layer)."""
-    C: float = 1.0
-    """Inverse L2 strength of the weak probe (scikit-learn's meaning)."""
+    Cs: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
+    """Inverse L2 strengths tried (scikit-learn's meaning); 5-fold CV on weak_train gold picks one."""
 
 
-def choose_layer(feats: Features, ids, labels: np.ndarray, how: str, C: float, seed: int) -> int:
-    """The weak probe's layer: `last`, an explicit number, or the best 5-fold CV accuracy on weak_train."""
-    if how == "last":
-        return feats.layers[-1]
-    if how != "cv":
-        try:
-            layer = int(how)
-        except ValueError:
-            raise ToolkitError(f"weak layer must be `last`, `cv` or a number, got '{how}'") from None
-        feats.layer(layer)  # raises if absent
-        return layer
-    X = feats.hidden[:, feats.index(ids)]  # (L, n, d)
-    folds = np.random.default_rng(seed).permutation(len(ids)) % 5
-    acc = np.zeros(len(feats.layers))
-    for f in range(5):
-        tr, te = folds != f, folds == f
+def _cv_accuracy(X: np.ndarray, labels: np.ndarray, C: float, seed: int, folds: int = 5) -> np.ndarray:
+    """Mean `folds`-fold CV accuracy of a probe per layer of X (L, n, d) on gold `labels`."""
+    fold = np.random.default_rng(seed).permutation(len(labels)) % folds
+    acc = np.zeros(len(X))
+    for f in range(folds):
+        tr, te = fold != f, fold == f
         probes = fit_many(X[:, tr], np.broadcast_to(labels[tr], (len(X), tr.sum())), C=C)
-        for li, probe in enumerate(probes):
-            acc[li] += (probe.predict(X[li, te]) == labels[te]).mean() / 5
-    return feats.layers[int(np.argmax(acc))]
+        acc += ((predict_proba_many(probes, X[:, te])[..., 1] > 0.5) == labels[te]).mean(1) / folds
+    return acc
+
+
+def choose(feats: Features, ids, labels: np.ndarray, cfg: WeakConfig, seed: int) -> tuple[int, float]:
+    """The weak probe's (layer, C): the layer is `last`, a number, or `cv`; C is picked from `cfg.Cs`
+    by 5-fold CV on weak_train gold (the only gold the weak supervisor may see)."""
+    if cfg.layer in ("last", "cv"):
+        layers = list(feats.layers) if cfg.layer == "cv" else [feats.layers[-1]]
+    else:
+        try:
+            layers = [int(cfg.layer)]
+        except ValueError:
+            raise ToolkitError(f"weak layer must be `last`, `cv` or a number, got '{cfg.layer}'") from None
+        feats.layer(layers[0])  # raises if absent
+    X = np.stack([feats.layer(li) for li in layers])[:, feats.index(ids)]
+    labels = labels.astype(np.float64)
+    scores = np.stack([_cv_accuracy(X, labels, C, seed) for C in cfg.Cs])  # (n_C, n_layers)
+    ci, li = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    return layers[li], float(cfg.Cs[ci])
 
 
 def train_weak(feats: Features, splits, cfg: WeakConfig = WeakConfig(), *, seed: int = 0) -> list[Predictions]:
@@ -60,15 +67,16 @@ def train_weak(feats: Features, splits, cfg: WeakConfig = WeakConfig(), *, seed:
     Returns one `Predictions` (role `weak`) per split in `LABEL_SPLITS`; `setting` names the layer."""
     train = splits.weak_train
     labels = np.asarray(train.labels)
-    layer = choose_layer(feats, train.ids, labels, cfg.layer, cfg.C, seed)
+    layer, C = choose(feats, train.ids, labels, cfg, seed)
     X = feats.layer(layer)
-    probe = LogisticProbe(C=cfg.C).fit(X[feats.index(train.ids)], labels)
+    probe = LogisticProbe(C=C).fit(X[feats.index(train.ids)], labels)
     out = []
     for name in LABEL_SPLITS:
         part = splits[name]
         p = probe.predict_proba(X[feats.index(part.ids)])[:, 1]
         out.append(Predictions(task=train.name, weak=cfg.model, strong=cfg.model, method="probe", role="weak",
-                               loss="xent", setting=f"layer={layer}", seed=seed, split=name, ids=part.ids, p=p))
+                               loss="xent", setting=f"layer={layer}", seed=seed, split=name, ids=part.ids, p=p,
+                               extra={"layer": layer, "C": C}))
     return out
 
 

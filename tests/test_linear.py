@@ -1,0 +1,165 @@
+"""LogisticProbe against scikit-learn's LogisticRegression, fit_many against per-probe fits, the non-xent
+losses, scikit-learn estimator conformance and input errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from toolkit._util import ToolkitError
+from toolkit.linear import LogisticProbe, fit_many, predict_proba_many
+
+
+def make_data(n=300, d=20, seed=0, scale=True):
+    """Linearly separable-ish binary data with features of very different scales and offsets."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    if scale:
+        X = X * rng.uniform(0.2, 5, size=d) + rng.normal(size=d)
+    w = rng.normal(size=d)
+    logit = (X - X.mean(0)) / X.std(0) @ w / np.sqrt(d) * 3
+    y = (logit + rng.logistic(size=n) > 0).astype(int)
+    return X, y, 1 / (1 + np.exp(-logit))
+
+
+def params(m):
+    return np.r_[m.coef_.ravel(), m.intercept_]
+
+
+def rel_err(a, b):
+    return np.abs(a - b).max() / np.abs(b).max()
+
+
+@pytest.mark.parametrize("n,d", [(300, 20), (80, 150)])  # n > d (primal Newton) and n < d (dual Newton)
+@pytest.mark.parametrize("C", [0.05, 1.0])
+def test_matches_sklearn_hard_labels(n, d, C):
+    X, y, _ = make_data(n, d)
+    ref = LogisticRegression(C=C, tol=1e-10, max_iter=10000).fit(X, y)
+    probe = LogisticProbe(C=C, standardize=False).fit(X, y)
+    assert probe.coef_.shape == (1, d) and probe.intercept_.shape == (1,)
+    assert rel_err(params(probe), params(ref)) <= 1e-4
+    np.testing.assert_array_equal(probe.predict(X), ref.predict(X))
+    np.testing.assert_allclose(probe.predict_proba(X), ref.predict_proba(X), atol=1e-5)
+    assert list(probe.classes_) == [0, 1] and probe.n_features_in_ == d and probe.n_iter_ >= 1
+
+
+def test_matches_sklearn_soft_labels_by_duplicated_rows():
+    """CE to a soft label w1 is the sum of CE to 0 with weight 1 − w1 and CE to 1 with weight w1."""
+    X, _, w1 = make_data(200, 15, seed=1)
+    sw = np.r_[1 - w1, w1]
+    ref = LogisticRegression(C=0.5, tol=1e-10, max_iter=10000).fit(
+        np.r_[X, X], np.r_[np.zeros(len(X)), np.ones(len(X))], sample_weight=sw)
+    probe = LogisticProbe(C=0.5, standardize=False).fit(X, w1)
+    assert rel_err(params(probe), params(ref)) <= 1e-4
+
+
+def test_standardize_equals_scaled_sklearn():
+    """standardize=True is a StandardScaler + LogisticRegression pipeline, mapped back to raw features."""
+    X, y, _ = make_data(250, 12, seed=2)
+    mu, sd = X.mean(0), X.std(0)
+    ref = LogisticRegression(C=0.3, tol=1e-10, max_iter=10000).fit((X - mu) / sd, y)
+    probe = LogisticProbe(C=0.3).fit(X, y)
+    assert rel_err(probe.coef_[0] * sd, ref.coef_[0]) <= 1e-4
+    np.testing.assert_allclose(probe.decision_function(X), ref.decision_function((X - mu) / sd), atol=1e-6)
+
+
+def test_sample_weight_matches_sklearn():
+    X, y, _ = make_data(150, 10, seed=3)
+    sw = np.random.default_rng(0).uniform(0, 3, size=len(y))
+    ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(X, y, sample_weight=sw)
+    probe = LogisticProbe(C=1.0, standardize=False).fit(X, y, sample_weight=sw)
+    assert rel_err(params(probe), params(ref)) <= 1e-4
+
+
+def test_float32_close_to_float64():
+    X, y, _ = make_data(200, 30, seed=4)
+    a = LogisticProbe(dtype="float32", tol=1e-6).fit(X, y)
+    b = LogisticProbe().fit(X, y)
+    assert rel_err(params(a), params(b)) <= 1e-3
+
+
+def test_fit_many_equals_fit():
+    rng = np.random.default_rng(5)
+    Xs, ys = zip(*[make_data(120, 40, seed=s)[:2] for s in range(4)])
+    X, y = np.stack(Xs), np.stack(ys).astype(float)
+    y[1] = rng.uniform(size=y.shape[1])  # one probe on soft labels
+    probes = fit_many(X, y, C=0.7)
+    for b, probe in enumerate(probes):
+        single = LogisticProbe(C=0.7).fit(X[b], y[b])
+        assert rel_err(params(probe), params(single)) <= 1e-8
+        np.testing.assert_allclose(probe.predict_proba(X[b]), single.predict_proba(X[b]), atol=1e-10)
+    proba = predict_proba_many(probes, X)
+    assert proba.shape == (4, 120, 2)
+    for b in range(4):
+        np.testing.assert_allclose(proba[b], probes[b].predict_proba(X[b]))
+    np.testing.assert_allclose(predict_proba_many(probes, X[0])[2], probes[2].predict_proba(X[0]))
+
+
+@pytest.mark.parametrize("loss,loss_params", [("logconf", {}), ("product", {}), ("logconf", {"alpha": 0.75})])
+def test_round_losses_run_and_are_sensible(loss, loss_params):
+    X, y, w1 = make_data(400, 10, seed=6)
+    weak = np.clip(w1 + np.random.default_rng(0).normal(0, 0.2, size=len(w1)), 0, 1)
+    xent = LogisticProbe(C=0.1).fit(X, weak)
+    probe = LogisticProbe(C=0.1, loss=loss, loss_params=loss_params, n_rounds=10).fit(X, weak)
+    p = probe.predict_proba(X)
+    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1)
+    assert (probe.predict(X) == y).mean() > 0.75
+    assert probe.n_iter_ > xent.n_iter_  # one solve per round
+    # both losses push towards confident predictions: further from 0.5 than plain xent
+    assert np.abs(p[:, 1] - 0.5).mean() > np.abs(xent.predict_proba(X)[:, 1] - 0.5).mean()
+    many = fit_many(X[None], weak[None], C=0.1, loss=loss, loss_params=loss_params, n_rounds=10)[0]
+    assert rel_err(params(many), params(probe)) <= 1e-8
+
+
+def test_string_and_signed_labels():
+    X, y, _ = make_data(100, 5, seed=7)
+    ref = LogisticProbe().fit(X, y)
+    for labels in (np.array(["neg", "pos"]), np.array([-1, 1])):
+        probe = LogisticProbe().fit(X, labels[y])
+        np.testing.assert_array_equal(probe.classes_, labels)
+        np.testing.assert_array_equal(probe.predict(X), labels[ref.predict(X)])
+        np.testing.assert_allclose(params(probe), params(ref))
+
+
+@pytest.mark.parametrize(
+    "X_fn,y_fn,match",
+    [
+        (lambda X: np.where(np.arange(X.size).reshape(X.shape) == 3, np.nan, X), lambda y: y, "NaN"),
+        (lambda X: X, lambda y: np.where(np.arange(len(y)) == 0, 1.5, y), "Unknown label type"),
+        (lambda X: X, lambda y: y * 2 - 0.5, "Unknown label type"),
+        (lambda X: X, lambda y: np.arange(len(y)) % 3, "Only binary classification"),
+        (lambda X: X, lambda y: y[:-1], "inconsistent numbers of samples"),
+        (lambda X: X, lambda y: np.zeros(len(y)), "one class"),
+    ],
+)
+def test_bad_input_raises(X_fn, y_fn, match):
+    X, y, _ = make_data(60, 4, seed=8)
+    with pytest.raises(ValueError, match=match):
+        LogisticProbe().fit(X_fn(X), y_fn(y.astype(float)))
+
+
+def test_bad_params_and_fit_many_shapes():
+    X, y, _ = make_data(60, 4, seed=9)
+    with pytest.raises(ToolkitError, match="unknown loss"):
+        LogisticProbe(loss="nope").fit(X, y)
+    with pytest.raises(ToolkitError, match="dtype"):
+        LogisticProbe(dtype="float16").fit(X, y)
+    with pytest.raises(ToolkitError, match="C > 0"):
+        LogisticProbe(C=0).fit(X, y)
+    with pytest.raises(ToolkitError, match=r"X \(B, n, d\)"):
+        fit_many(X, y)
+    with pytest.raises(ToolkitError, match=r"\[0, 1\]"):
+        fit_many(X[None], 2.0 * y[None])
+    with pytest.raises(ToolkitError, match="NaN"):
+        fit_many(np.full((1, 60, 4), np.nan), y[None])
+    with pytest.raises(ToolkitError, match="X must be"):
+        predict_proba_many(fit_many(X[None], y[None]), X[:, :3])
+    with pytest.raises(ValueError, match="features"):
+        LogisticProbe().fit(X, y).predict(X[:, :3])
+
+
+@parametrize_with_checks([LogisticProbe()])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)

@@ -1,0 +1,382 @@
+"""Linear probes on cached features: `LogisticProbe`, a scikit-learn estimator backed by torch, and
+`fit_many`, which fits every layer × seed in one batched Newton run.
+
+The objective is scikit-learn's, so `C` means what it means in `LogisticRegression(C)`:
+
+    C · Σ_i s_i · CE(z_i, (1 − t_i, t_i)) + ½‖w‖²,   z = Xw + b,  intercept b unpenalised,
+
+with soft or hard targets t_i = P(y=1) and sample weights s_i. It is smooth and strictly convex in w, so we
+solve it with damped Newton (Cholesky factor, Armijo backtracking): ~10 steps from zero to a gradient 1e-8
+of its scale, where first-order solvers need hundreds of steps and stop early at loose tolerances. Per chunk
+of probes, batched over the chunk, Newton runs in the cheaper of two coordinate systems:
+- primal, θ = (w, b): Hessian (d+1)², n·d² per factorization; for n ≫ d.
+- dual, θ = (α, w, b) with w = Xᵀα: Newton from w = 0 never leaves the row space of X (representer theorem),
+  so the step can be solved in n coordinates: K = XXᵀ is formed once, each factorization is of I + EKE
+  (E = √D, eigenvalues ≥ 1, so well conditioned) at n³/3, plus a Schur step for b. For d ≳ n, the
+  probing regime (n ≈ 500–2000 examples, d ≈ 576–1536 features).
+Three choices keep it cheap. Lagged Hessians: a step reuses the last factor while steps keep cutting ‖g‖ 4×.
+Mixed precision: the Hessian only steers the step while the gradient fixes the optimum, so K and the factors
+are float32 (twice the speed) whenever κ(H) is small enough for that, while gradient, objective and logits
+stay in `dtype`; the answer is as exact as `dtype`. Cache-sized chunks (`_CHUNK_BYTES`): most passes are
+memory-bound, so a chunk's X, K and factors should stay in cache. There is no L-BFGS fallback: a step costs
+O(min(n, d)³), which stays affordable up to min(n, d) of several thousand. On a 2-core CPU, forming K
+(n²d flops) already costs about what scikit-learn's lbfgs needs for a whole probe at its loose default tol,
+so the gain there is in exactness at equal time; a GPU (`device="cuda"`) is where the batching pays off.
+
+Losses other than xent (logconf, product, ...) have targets that depend on the current predictions and on a
+warm-up schedule. They are trained full batch, in `n_rounds` rounds: round k (k = 0 … n_rounds − 1, passed as
+`step=k, total_steps=n_rounds`) replaces the loss by CE to the target with the same gradient w.r.t. the
+logits at the current predictions (exact for the losses whose target is detached), then Newton-solves that
+convex problem from the previous solution. Full batch matters: logconf's threshold is a quantile of the batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from toolkit._util import ToolkitError
+from toolkit.losses import get_loss
+
+_ITERS_GUESS = 8  # typical Newton iterations from zero, used only to choose primal vs dual coordinates
+_CHUNK_BYTES = 32 << 20  # per chunk of probes: passes over X and K are memory-bound, so keep them in cache
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def _ce(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Per-example CE(z, (1 − t, t)) for the class-1 logit z: softplus(z) − t·z, stable for any z."""
+    return F.softplus(z) - t * z
+
+
+def _sel(t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    """t[i] for sorted unique indices i, without a copy when i is every row."""
+    return t if len(i) == len(t) else t[i]
+
+
+def _vm(v: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """Batched row-vector × matrix, (b, k) @ (b, k, m) -> (b, m). Written with the vector on the left because
+    torch's CPU matmul is several times slower for a skinny right operand (M @ v)."""
+    return (v[:, None, :] @ M)[:, 0]
+
+
+def _cholesky(A: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.cholesky_ex(A)[0]
+
+
+def _chol_solve(B: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """(LLᵀ)⁻¹B by two triangular solves (faster on CPU than torch.cholesky_solve, which copies L)."""
+    return torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, B, upper=False), upper=True)
+
+
+class _Primal:
+    """θ = (w, b), shape (B, d+1), z = [X 1]θ. Factor: Cholesky of H = [X 1]ᵀD[X 1] + diag(1, …, 1, 0)."""
+
+    def __init__(self, X: torch.Tensor, hess_dtype: torch.dtype):
+        self.Xa = torch.cat([X, X.new_ones(X.shape[:2] + (1,))], dim=2)  # (B, n, d+1)
+        self.Xh, self.d = self.Xa.to(hess_dtype), X.shape[2]
+        self.L = self.Xh.new_zeros(X.shape[0], self.d + 1, self.d + 1)
+
+    def zeros(self) -> torch.Tensor:
+        return self.Xa.new_zeros(self.Xa.shape[0], self.d + 1)
+
+    def w(self, th):
+        return th[:, : self.d]
+
+    def factor(self, i, D):
+        Xh = _sel(self.Xh, i)
+        H = torch.bmm(Xh.mT, Xh * D.to(Xh.dtype)[:, :, None])
+        H.diagonal(dim1=1, dim2=2)[:, : self.d] += 1.0
+        H[:, self.d, self.d] += 1e-7 * (1 + H[:, self.d, self.d])  # keeps b's pivot positive if D ≈ 0
+        self.L[i] = _cholesky(H)
+
+    def gradient(self, i, th, z, r):
+        g = _vm(r, _sel(self.Xa, i))
+        g[:, : self.d] += th[:, : self.d]
+        return g
+
+    def direction(self, i, th, z, r, g):
+        """Step Δθ = −H⁻¹g with the stored factor, and its Δw and Δz."""
+        L = _sel(self.L, i)
+        step = -_chol_solve(g.to(L.dtype)[:, :, None], L)[:, :, 0].to(g.dtype)
+        return step, step[:, : self.d], _vm(step, _sel(self.Xa, i).mT)
+
+    def weights(self, th):
+        return th[:, : self.d], th[:, self.d]
+
+
+class _Dual:
+    """θ = (α, w, b), shape (B, n+d+1), with w = Xᵀα kept explicitly so that z = Xw + b and the gradient are
+    exact in the solution dtype. Factor: Cholesky of I + EKE, K = XXᵀ, E = √D.
+
+    Newton step by Woodbury: (I + XᵀDX)⁻¹Xᵀv = Xᵀφ(v), φ(v) = v − E(I + EKE)⁻¹EKv, with g_w = Xᵀ(r + α),
+    and a Schur complement for b. Then Δw = XᵀΔα."""
+
+    def __init__(self, X: torch.Tensor, hess_dtype: torch.dtype):
+        self.X, (B, self.n, self.d) = X, X.shape
+        Xh = X.to(hess_dtype)
+        self.K = torch.bmm(Xh, Xh.mT)
+        self.L, self.E = torch.zeros_like(self.K), Xh.new_zeros(B, self.n)
+
+    def zeros(self) -> torch.Tensor:
+        return self.X.new_zeros(self.X.shape[0], self.n + self.d + 1)
+
+    def w(self, th):
+        return th[:, self.n : self.n + self.d]
+
+    def factor(self, i, D):
+        E = D.to(self.K.dtype).sqrt()
+        A = _sel(self.K, i) * E[:, :, None]
+        A.mul_(E[:, None, :]).diagonal(dim1=1, dim2=2).add_(1.0)
+        self.L[i], self.E[i] = _cholesky(A), E
+
+    def gradient(self, i, th, z, r):
+        g = _vm(r, _sel(self.X, i)) + self.w(th)
+        return torch.cat([g, r.sum(1, keepdim=True)], 1)
+
+    def direction(self, i, th, z, r, g):
+        K, E, L = _sel(self.K, i), self.E[i], _sel(self.L, i)
+        D, g_b, n = E**2, g[:, -1].to(K.dtype), self.n
+        u = (r + th[:, :n]).to(K.dtype)
+        V = torch.stack([u, D], dim=2)  # g_w = Xᵀu and H_wb = XᵀD1
+        Phi = V - E[:, :, None] * _chol_solve(E[:, :, None] * (V.mT @ K).mT, L)  # K is symmetric
+        KPhi = (Phi.mT @ K).mT
+        schur = (D.sum(1) - (D * KPhi[:, :, 1]).sum(1)).clamp_min(1e-7 * (1 + D.sum(1)))
+        db = ((D * KPhi[:, :, 0]).sum(1) - g_b) / schur
+        da = -(Phi[:, :, 0] + db[:, None] * Phi[:, :, 1]).to(th.dtype)
+        X = _sel(self.X, i)
+        dw, db = _vm(da, X), db.to(th.dtype)
+        zstep = _vm(dw, X.mT) + db[:, None]
+        return torch.cat([da, dw, db[:, None]], 1), dw, zstep
+
+    def weights(self, th):
+        return self.w(th), th[:, -1]
+
+
+def _newton(prob, t, s, C, th, z, max_iter, tol):
+    """Damped Newton on every probe of the chunk at once, with lagged Hessians: a step reuses the probe's last
+    factor while each step still cuts ‖g‖ at least 4× (the local regime, where a new factor costs far more
+    than it gains), and refactors otherwise. A probe leaves the batch when ‖g‖ / (C·Σs), a per-example mean
+    on the scale of scikit-learn's `tol`, is ≤ tol, or when a step on a fresh factor no longer lowers the
+    objective beyond rounding. Returns θ, z, steps taken."""
+    B, eps = t.shape[0], torch.finfo(t.dtype).eps
+    n_iter, done = torch.zeros(B, dtype=torch.long), torch.zeros(B, dtype=torch.bool)
+    need, g_prev = torch.ones(B, dtype=torch.bool), torch.full((B,), torch.inf, dtype=t.dtype)
+    active = torch.arange(B)
+    for _ in range(max_iter):
+        ta, sa, tha, za = t[active], s[active], th[active], z[active]
+        p = torch.sigmoid(za)
+        r, D = C * sa * (p - ta), C * sa * p * (1 - p)
+        g = prob.gradient(active, tha, za, r)
+        g_norm = g.norm(dim=1)
+        keep = (g_norm > tol * C * sa.sum(1)) & ~done[active]
+        if not keep.all():
+            active, ta, sa, tha, za, r, D, g, g_norm = (
+                v[keep] for v in (active, ta, sa, tha, za, r, D, g, g_norm))
+        if len(active) == 0:
+            break
+        fresh = need[active] | (g_norm > 0.25 * g_prev[active])
+        if fresh.any():
+            prob.factor(active[fresh], D[fresh])
+        step, dw, zstep = prob.direction(active, tha, za, r, g)
+        w = prob.w(tha)
+        gstep = (g[:, :-1] * dw).sum(1) + g[:, -1] * step[:, -1]
+        w_sq, w_dw, dw_sq = (w * w).sum(1), (w * dw).sum(1), (dw * dw).sum(1)
+        f0 = C * (sa * _ce(za, ta)).sum(1) + 0.5 * w_sq
+        eta = torch.ones_like(f0)
+        for _ in range(40):  # Armijo backtracking, with slack for rounding once f has converged
+            f1 = C * (sa * _ce(za + eta[:, None] * zstep, ta)).sum(1)
+            f1 = f1 + 0.5 * (w_sq + 2 * eta * w_dw + eta**2 * dw_sq)
+            ok = f1 <= f0 + 1e-4 * eta * gstep + 10 * eps * f0.abs()
+            if ok.all():
+                break
+            eta = torch.where(ok, eta, eta / 2)
+        stalled = ~(f1 < f0 - 10 * eps * f0.abs())
+        done[active[stalled & fresh]] = True
+        need[active], g_prev[active] = stalled, g_norm
+        th[active] = tha + eta[:, None] * step
+        z[active] = za + eta[:, None] * zstep
+        n_iter[active] += 1
+    return th, z, n_iter
+
+
+def _round_target(loss_fn, z, t, k, n_rounds):
+    """The soft target whose CE has the loss's gradient w.r.t. the logits at z: p − n·∂loss/∂z₁."""
+    out = torch.empty_like(t)
+    for j in range(z.shape[0]):
+        logits = torch.stack([torch.zeros_like(z[j]), z[j]], dim=1).requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss_fn(logits, t[j], step=k, total_steps=n_rounds), logits)
+        out[j] = torch.sigmoid(z[j]) - z.shape[1] * grad[:, 1]
+    return out.clamp(0, 1)
+
+
+def _fit_batch(X, t, s, est) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fit B probes; X (B, n, d), t and s (B, n) arrays. Returns coef (B, d), intercept (B,), n_iter (B,),
+    in the original feature space."""
+    if est.dtype not in _DTYPES:
+        raise ToolkitError(f"dtype must be one of {sorted(_DTYPES)}, got {est.dtype!r}")
+    if not (np.isscalar(est.C) and est.C > 0) or est.max_iter < 1 or not est.tol >= 0 or est.n_rounds < 1:
+        raise ToolkitError(f"need C > 0, max_iter >= 1, tol >= 0, n_rounds >= 1; got {est.get_params()}")
+    loss_fn = get_loss(est.loss, **(est.loss_params or {}))
+    B, n, d = X.shape
+    dual = d * n * n + _ITERS_GUESS * n**3 / 3 < _ITERS_GUESS * (n * d * d + d**3 / 3)
+    m = n if dual else d + 1
+    kw = dict(dtype=_DTYPES[est.dtype], device=est.device)
+    chunk = max(1, _CHUNK_BYTES // (kw["dtype"].itemsize * 2 * n * (d + 1) + 4 * 3 * m * m))
+    coef, intercept, n_iter = np.empty((B, d)), np.empty(B), np.empty(B, dtype=np.int64)
+    for lo in range(0, B, chunk):
+        sl = slice(lo, lo + chunk)
+        Xc, tc, sc = (torch.tensor(a[sl], **kw) for a in (X, t, s))  # a copy: X may be read-only
+        mu, sd = Xc.new_zeros(Xc.shape[0], 1, d), Xc.new_ones(Xc.shape[0], 1, d)
+        if est.standardize:  # weighted, so integer weights equal repeated rows
+            wts = (sc / sc.sum(1, keepdim=True))[:, :, None]
+            mu = (wts * Xc).sum(1, keepdim=True)
+            sd = ((wts * (Xc - mu) ** 2).sum(1, keepdim=True)).sqrt()
+            sd = torch.where(sd > 1e-12 * (1 + mu.abs()), sd, torch.ones_like(sd))
+            Xc = (Xc - mu) / sd
+        # The Hessian only steers the step (the gradient fixes the optimum), so it is float32 unless that is
+        # too coarse: κ(H) ≤ 1 + C·max_i‖x_i‖²·n/4 must stay well under 1/eps(float32).
+        kappa = 1 + float(est.C) * float((sc.amax(1) * (Xc**2).sum((1, 2))).max()) / 4
+        prob = (_Dual if dual else _Primal)(Xc, torch.float32 if kappa < 1e5 else kw["dtype"])
+        th = prob.zeros()
+        z = torch.zeros_like(tc)
+        it = torch.zeros(len(tc), dtype=torch.long)
+        rounds = 1 if est.loss == "xent" else est.n_rounds
+        for k in range(rounds):
+            target = tc if est.loss == "xent" else _round_target(loss_fn, z, tc, k, rounds)
+            th, z, it_k = _newton(prob, target, sc, float(est.C), th, z, est.max_iter, est.tol)
+            it += it_k
+        w, b = prob.weights(th)
+        w = w / sd[:, 0]
+        coef[sl] = w.cpu().double().numpy()
+        intercept[sl] = (b - (w * mu[:, 0]).sum(1)).cpu().double().numpy()
+        n_iter[sl] = it.numpy()
+    return coef, intercept, n_iter
+
+
+def _soft_labels(y: np.ndarray, sample_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """P(y=1) per example and `classes_`. Numbers in [0, 1] are P(y=1) (hard 0/1 or the weak supervisor's
+    soft labels), classes [0, 1]; any other two labels (strings, {−1, 1}) are classes, sorted, the second
+    positive."""
+    if y.dtype.kind in "biuf" and np.all((y >= 0) & (y <= 1)):
+        w1, classes = y.astype(np.float64), np.array([0, 1])
+    else:
+        kind = type_of_target(y, input_name="y")
+        if kind == "multiclass":
+            raise ToolkitError(
+                f"Only binary classification is supported; got {len(np.unique(y))} classes. LogisticProbe "
+                "is a binary probe: pass two classes or soft labels P(y=1) in [0, 1]"
+            )
+        if kind != "binary":
+            raise ToolkitError(
+                f"Unknown label type: {kind}; labels must be two classes or probabilities P(y=1) in [0, 1]"
+            )
+        classes = np.unique(y)
+        w1 = (y == classes[-1]).astype(np.float64)
+    if len(classes) < 2 or not (sample_weight @ w1 > 0 and sample_weight @ (1 - w1) > 0):
+        raise ToolkitError("the labels (with weight > 0) hold only one class; a probe needs both classes")
+    return w1, classes
+
+
+class LogisticProbe(ClassifierMixin, BaseEstimator):
+    """L2-regularised logistic regression on fixed features, fitted by batched Newton in torch.
+
+    Parameters
+    ----------
+    C : inverse regularisation strength, scikit-learn's meaning: minimises C·Σ s·CE + ½‖w‖², intercept
+        unpenalised, so with `standardize=False` coefficients equal `LogisticRegression(C=C)`'s.
+    standardize : z-score each feature with the (weighted) training mean and std before fitting. The penalty
+        then acts on the standardised weights (as in a `StandardScaler` + `LogisticRegression` pipeline);
+        `coef_` and `intercept_` are mapped back to the original feature space either way.
+    loss : a name from `toolkit.losses` ("xent", "logconf", "product", ...); `loss_params` its parameters.
+    n_rounds : full-batch rounds for losses other than xent (see the module docstring); ignored for xent.
+    max_iter : Newton iterations per solve (per round); `tol` : stop when ‖gradient‖₂ / (C·Σs) ≤ tol.
+    device, dtype : where torch solves, and the precision of gradient, objective and logits, which is the
+        precision of the answer (float64, the default: coefficients to ~1e-7 relative at tol=1e-8; float32:
+        ~1e-5). Hessian work is float32 in both where the conditioning allows (see the module docstring), so
+        float32 saves little on CPU; it halves memory and suits GPUs.
+    random_state : accepted for scikit-learn tooling (`set_random_state`); the solver is deterministic.
+
+    Attributes: `coef_` (1, d), `intercept_` (1,), `classes_` (2,), `n_features_in_`, `n_iter_`.
+    `fit(X, y)` accepts hard labels (any two classes) or soft labels P(y=1) in [0, 1].
+    """
+
+    def __init__(self, C=1.0, standardize=True, loss="xent", loss_params=None, n_rounds=20, max_iter=100,
+                 tol=1e-8, device="cpu", dtype="float64", random_state=None):
+        self.C, self.standardize, self.loss, self.loss_params = C, standardize, loss, loss_params
+        self.n_rounds, self.max_iter, self.tol = n_rounds, max_iter, tol
+        self.device, self.dtype, self.random_state = device, dtype, random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
+    def fit(self, X, y, sample_weight=None) -> LogisticProbe:
+        """X (n, d); y (n,) hard or soft labels; sample_weight (n,) ≥ 0. Returns self."""
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        w1, self.classes_ = _soft_labels(y, sw)
+        coef, intercept, n_iter = _fit_batch(X[None], w1[None], sw[None], self)
+        self.coef_, self.intercept_, self.n_iter_ = coef, intercept, int(n_iter[0])
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        """Class-1 logit, shape (n,)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return X @ self.coef_[0] + self.intercept_[0]
+
+    def predict_proba(self, X) -> np.ndarray:
+        """(n, 2): P(classes_[0]), P(classes_[1])."""
+        p = expit(self.decision_function(X))
+        return np.stack([1 - p, p], axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        positive = self.decision_function(X) > 0
+        return self.classes_[positive.astype(int)]
+
+
+def fit_many(X, y, sample_weight=None, **params) -> list[LogisticProbe]:
+    """Fit B independent probes in one batched solve: X (B, n, d), y (B, n) soft or hard labels in [0, 1],
+    sample_weight (B, n) or None; `params` are `LogisticProbe`'s. B is typically layers × seeds (each seed
+    its own training sample of the same size). Probe b equals `LogisticProbe(**params).fit(X[b], y[b])`."""
+    X, y = np.asarray(X), np.asarray(y, dtype=np.float64)
+    if X.ndim != 3 or y.shape != X.shape[:2]:
+        raise ToolkitError(f"fit_many needs X (B, n, d) and y (B, n); got {X.shape} and {y.shape}")
+    if X.dtype.kind not in "biuf" or not np.isfinite(X).all():
+        raise ToolkitError("X must be numeric with no NaN or infinity")
+    if not np.all((y >= 0) & (y <= 1)):
+        raise ToolkitError("fit_many needs labels P(y=1) in [0, 1] (hard 0/1 or soft); NaN is not allowed")
+    sw = np.ones_like(y) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if sw.shape != y.shape or not np.all(sw >= 0):
+        raise ToolkitError(f"sample_weight must be (B, n) = {y.shape} and non-negative")
+    for b in range(len(y)):
+        _soft_labels(y[b], sw[b])
+    template = LogisticProbe(**params)
+    coef, intercept, n_iter = _fit_batch(X if X.dtype.kind == "f" else X.astype(np.float64), y, sw, template)
+    probes = []
+    for b in range(len(y)):
+        probe = LogisticProbe(**params)
+        probe.coef_, probe.intercept_, probe.n_iter_ = coef[b : b + 1], intercept[b : b + 1], int(n_iter[b])
+        probe.classes_, probe.n_features_in_ = np.array([0, 1]), X.shape[2]
+        probes.append(probe)
+    return probes
+
+
+def predict_proba_many(probes: list[LogisticProbe], X) -> np.ndarray:
+    """P(y=1) of probe b on X[b]: X (B, m, d), or (m, d) shared by all probes. Returns (B, m, 2)."""
+    X = np.asarray(X)
+    coef = np.stack([p.coef_[0] for p in probes])
+    intercept = np.array([p.intercept_[0] for p in probes])
+    if X.ndim == 2:
+        X = np.broadcast_to(X, (len(probes),) + X.shape)
+    if X.ndim != 3 or X.shape[0] != len(probes) or X.shape[2] != coef.shape[1]:
+        d = coef.shape[1]
+        raise ToolkitError(f"X must be ({len(probes)}, m, {d}) or (m, {d}); got {X.shape}")
+    p = expit(np.einsum("bmd,bd->bm", X, coef) + intercept[:, None])
+    return np.stack([1 - p, p], axis=2)
