@@ -1,0 +1,193 @@
+"""The probe path of the side-by-side comparison: weak supervisor, probe students (one per loss),
+probe ceiling (gold), every layer, on the same splits — from cached features only.
+
+    python -m toolkit.probe --task sentiment --weak minilm-l6 --strong smollm2-135m --seeds 5
+
+`LogisticProbe` and `fit_many` (the estimator) live in `toolkit.linear` and are re-exported here.
+Model selection never sees gold outside the training set: a student's layer is chosen by accuracy
+against the *weak* labels of `val`; the ceiling's by 3-fold cross-validation on `strong_train` gold
+(the gold it is trained on anyway). Every layer's result is reported as well (`setting=layer=K`;
+layer 0, the input embeddings, is the sanity baseline), and the chosen one as `setting=select`
+with its layer in the `layer` metric row.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from toolkit import records, tasks
+from toolkit._util import ToolkitError, add_config_args, cli_main, config_from_args
+from toolkit.extract import ExtractConfig, extract, load_task
+from toolkit.linear import LogisticProbe, fit_many, predict_proba_many
+from toolkit.losses import get_loss
+from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK
+from toolkit.records import Predictions
+from toolkit.weak import Supervision, WeakConfig, supervise
+
+__all__ = ["LogisticProbe", "ProbeRunConfig", "fit_many", "predict_proba_many", "run", "run_records"]
+
+STUDENT_SPLITS = ("strong_train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ProbeRunConfig:
+    """The probe comparison for one task and one weak -> strong pair."""
+
+    task: str = "sentiment"
+    """Task name, `bigbench:<path>`, or a .jsonl/.csv file."""
+    weak: str = DEFAULT_WEAK
+    """Weak supervisor's model (a probe on its cached features, trained on weak_train gold)."""
+    strong: str = DEFAULT_STRONG
+    """Strong model whose cached hidden states the students probe."""
+    seeds: int = 5
+    """Number of seeds (0 .. seeds-1): each draws new weak_train/strong_train/val splits; test is fixed."""
+    losses: tuple[str, ...] = ("xent", "logconf")
+    """Student losses (names in `toolkit.losses`); the ceiling always uses xent on gold."""
+    Cs: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
+    """Inverse L2 strengths tried for the strong probes (scikit-learn's meaning, standardised features):
+    students pick (layer, C) by weak-label accuracy on val, the ceiling by 3-fold CV on its gold."""
+    weak_layer: str = "last"
+    """Weak probe's layer: `last`, a number, or `cv`."""
+    sizes: tasks.SplitSizes = tasks.SplitSizes()
+    """Split sizes (weak_train, strong_train, val, test)."""
+    limit: int = 0
+    """Class-balanced subsample of the task before splitting (0 = all)."""
+    cache_dir: str | None = None
+    """Cache root."""
+
+
+def _layer_records(base: dict, layers, p: dict[str, np.ndarray], ids: dict, role: str, loss: str,
+                   chosen: int, C: float) -> list[Predictions]:
+    """Per-layer records (val, test) at the chosen C, and the chosen layer's `select` records."""
+    out = []
+    for li, layer in enumerate(layers):
+        for split in ("val", "test"):
+            out.append(Predictions(**base, role=role, loss=loss, setting=f"layer={layer}", split=split,
+                                   ids=ids[split], p=p[split][li], extra={"C": C}))
+    for split in STUDENT_SPLITS:
+        out.append(Predictions(**base, role=role, loss=loss, setting="select", split=split, ids=ids[split],
+                               p=p[split][chosen], extra={"layer": layers[chosen], "C": C}))
+    return out
+
+
+def _predict(probes, X: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {split: predict_proba_many(probes, X[split])[..., 1] for split in X}
+
+
+def _cv_scores(X: np.ndarray, y: np.ndarray, C: float, seed: int, folds: int = 3) -> np.ndarray:
+    """Per-layer `folds`-fold CV accuracy on gold (the ceiling's selection)."""
+    fold = np.random.default_rng(seed).permutation(X.shape[1]) % folds
+    acc = np.zeros(X.shape[0])
+    for f in range(folds):
+        tr, te = fold != f, fold == f
+        probes = fit_many(X[:, tr], np.broadcast_to(y[tr], (X.shape[0], tr.sum())), C=C)
+        acc += ((predict_proba_many(probes, X[:, te])[..., 1] > 0.5) == y[te]).mean(1) / folds
+    return acc
+
+
+def _best(scores: list[np.ndarray]) -> tuple[int, int]:
+    """(C index, layer index) of the best score; ties go to the stronger regularisation, then the lower layer."""
+    ci, li = np.unravel_index(int(np.argmax(np.stack(scores))), (len(scores), len(scores[0])))
+    return int(ci), int(li)
+
+
+def probe_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predictions]:
+    """Students (one per loss) and the ceiling, fitted on every layer x C of the strong features at once."""
+    splits, seed = sup.splits, sup.seed
+    ids = {s: splits[s].ids for s in STUDENT_SPLITS}
+    X = {s: feats.hidden[:, feats.index(ids[s])] for s in STUDENT_SPLITS}  # (L, n, d)
+    n_layers, n = X["strong_train"].shape[:2]
+    w1 = sup.soft("strong_train")
+    weak_val = sup.soft("val") > 0.5
+    base = {"task": splits.test.name, "weak": cfg.weak, "strong": cfg.strong, "method": "probe", "seed": seed}
+    out = []
+    for loss in cfg.losses:
+        preds = [_predict(fit_many(X["strong_train"], np.broadcast_to(w1, (n_layers, n)), C=C, loss=loss), X)
+                 for C in cfg.Cs]
+        ci, li = _best([((p["val"] > 0.5) == weak_val).mean(1) for p in preds])  # weak labels only: no gold
+        out += _layer_records(base, feats.layers, preds[ci], ids, "student", loss, li, cfg.Cs[ci])
+    gold = np.asarray(splits.strong_train.labels, dtype=np.float64)
+    ci, li = _best([_cv_scores(X["strong_train"], gold, C, seed) for C in cfg.Cs])
+    probes = fit_many(X["strong_train"], np.broadcast_to(gold, (n_layers, n)), C=cfg.Cs[ci])
+    out += _layer_records(base, feats.layers, _predict(probes, X), ids, "ceiling", "xent", li, cfg.Cs[ci])
+    return out
+
+
+def run_records(cfg: ProbeRunConfig = ProbeRunConfig(), progress: bool = True):
+    """All prediction records of the probe comparison and the gold labels (id -> 0/1) of the task.
+
+    Extracts (or loads from the cache) the weak and strong features once; then, per seed, fits the
+    weak supervisor, the students and the ceiling."""
+    for loss in cfg.losses:
+        get_loss(loss)  # fail on a bad loss name before any long work
+    ex = ExtractConfig(task=cfg.task, limit=cfg.limit, cache_dir=cfg.cache_dir)
+    task = load_task(ex)
+    sup = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(cfg.weak, cfg.weak_layer), limit=cfg.limit,
+                    cache_dir=cfg.cache_dir, progress=progress)
+    strong_feats = extract(replace(ex, model=cfg.strong), progress=progress)
+    out: list[Predictions] = []
+    for s in sup:
+        out += [r for r in s.weak if r.split != "weak_train"]
+        out += probe_students(strong_feats, s, cfg)
+    return out, dict(zip(task.ids, (int(v) for v in task.labels)))
+
+
+SUMMARY_SETTINGS = ("select", "layer=0")  # the chosen layer, and the input-embedding sanity baseline
+
+
+def write_outputs(recs: list[Predictions], labels: dict[str, int], out: str | Path) -> pd.DataFrame:
+    """Write `results.csv` (tidy), `summary.csv` (PGR) and `predictions.csv.gz` (per example) to `out`;
+    return the summary."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records.table(recs, labels).to_csv(out / "results.csv", index=False)
+    summ = records.summary(recs, labels, settings=SUMMARY_SETTINGS)
+    summ.to_csv(out / "summary.csv", index=False)
+    records.predictions_frame(recs).to_csv(out / "predictions.csv.gz", index=False, float_format="%.9g")
+    return summ
+
+
+def run(task: str = "sentiment", weak: str = DEFAULT_WEAK, strong: str = DEFAULT_STRONG, seeds: int = 5,
+        losses=("xent", "logconf"), *, out: str | Path | None = None, **config) -> pd.DataFrame:
+    """The probe comparison as a tidy table (one row per task, models, method, role, loss, setting, seed,
+    split, metric). With `out`, also writes `results.csv`, `summary.csv` and `predictions.csv.gz` there."""
+    cfg = ProbeRunConfig(task=task, weak=weak, strong=strong, seeds=seeds, losses=tuple(losses), **config)
+    recs, labels = run_records(cfg)
+    if out is not None:
+        write_outputs(recs, labels, out)
+    return records.table(recs, labels)
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m toolkit.probe", description=__doc__.split("\n")[0])
+    add_config_args(parser, ProbeRunConfig, skip=("losses", "sizes", "Cs"))
+    parser.add_argument("--Cs", default="0.001,0.01,0.1,1", help="inverse L2 strengths to select from")
+    parser.add_argument("--losses", default="xent,logconf", help="comma-separated student losses")
+    parser.add_argument("--sizes", default="500,500,200,500", help="weak_train,strong_train,val,test")
+    parser.add_argument("--out", default=None, help="folder for results.csv, summary.csv, predictions.csv.gz")
+    args = parser.parse_args(argv)
+    try:
+        sizes = tasks.SplitSizes(*(int(x) for x in args.sizes.split(",")))
+    except (TypeError, ValueError):
+        raise ToolkitError(f"--sizes must be four integers weak_train,strong_train,val,test; got '{args.sizes}'") \
+            from None
+    cfg = config_from_args(ProbeRunConfig, args, losses=tuple(args.losses.split(",")), sizes=sizes,
+                           Cs=tuple(float(c) for c in args.Cs.split(",")))
+    recs, labels = run_records(cfg)
+    summ = write_outputs(recs, labels, args.out) if args.out else records.summary(recs, labels,
+                                                                                     settings=SUMMARY_SETTINGS)
+    cols = ["task", "strong", "loss", "setting", "weak_acc", "student_acc", "ceiling_acc", "pgr_acc", "pgr_acc_lo",
+            "pgr_acc_hi", "pgr_auroc", "pgr_acc_note"]
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
+        print(summ[cols].to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
