@@ -1,0 +1,246 @@
+"""Fine-tuning on the tiny random-init Llama: a step lowers the loss, gradient caching equals one big batch,
+pooling equals extraction's, early stopping picks the best weak agreement, gold never reaches a student,
+finished runs are reused, and the records join the shared results table."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from toolkit import finetune as ft
+from toolkit import records, tasks
+from toolkit._util import ToolkitError
+from toolkit.extract import extract_arrays, pad_batch, tokenize
+from toolkit.losses import get_loss
+from toolkit.models import load_tokenizer, resolve
+from toolkit.tasks import SplitSizes
+from toolkit.weak import Supervision, WeakConfig, supervise
+
+# The tiny task's batches of 8 are below logconf's reliable size on purpose (speed); it warns, as it should.
+pytestmark = pytest.mark.filterwarnings("ignore:logconf on a batch")
+SIZES = SplitSizes(weak_train=8, strong_train=16, val=8, test=8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's ops are microseconds: with several threads on a shared CPU, OpenMP's wake-ups and
+    contention cost 100x more than the work (measured), so these tests run single-threaded."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def cfg(tiny_causal, tiny_task, tmp_path_factory):
+    from conftest import save_tiny_causal
+
+    weak = save_tiny_causal(tmp_path_factory.mktemp("tiny_weak"), seed=1, n_layers=1)
+    return ft.FinetuneConfig(task=str(tiny_task), weak=str(weak), strong=str(tiny_causal), seeds=(0,),
+                             sizes=SIZES, batch_size=8, micro_batch=8, lr=1e-3, eval_every=1,
+                             cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def sup(cfg):
+    task = tasks.load(cfg.task)
+    return supervise(task, [0], SIZES, WeakConfig(model=cfg.weak), cache_dir=cfg.cache_dir, progress=False)[0]
+
+
+def _encoded(cfg, texts):
+    info = resolve(cfg.strong)
+    tok = load_tokenizer(info)
+    seqs, _ = tokenize(tok, [tasks.load(cfg.task).template.replace("{text}", t) for t in texts], 512, "left")
+    return info, tok, seqs
+
+
+def _trainer(cfg, info, tok, total_steps=10):
+    model = ft.build_classifier(info, "last")
+    return ft.Trainer(model, cfg, total_steps, pad_id=tok.pad_token_id, side="left")
+
+
+def _xent(p, y):
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def test_one_step_lowers_the_loss(cfg):
+    task = tasks.load(cfg.task)
+    info, tok, seqs = _encoded(cfg, task.texts[:16])
+    y = task.labels[:16].astype(float)
+    trainer = _trainer(replace(cfg, batch_size=16, micro_batch=16, warmup_frac=0.0), info, tok)
+    before = _xent(trainer.predict(seqs), y)
+    step_loss = trainer.step(seqs, y, get_loss("xent"), step=0)
+    assert math.isclose(before, math.log(2), abs_tol=1e-6) and math.isclose(step_loss, before, abs_tol=1e-6)
+    assert _xent(trainer.predict(seqs), y) < before - 1e-4
+
+
+def test_gradient_caching_equals_one_big_batch_for_logconf(cfg):
+    """logconf over a batch of 32 in micro-batches of 8: the same update as one forward of 32, and no
+    small-batch warning (the threshold sees all 32)."""
+    task = tasks.load(cfg.task)
+    info, tok, seqs = _encoded(cfg, task.texts[:32])
+    w1 = np.random.default_rng(0).uniform(size=32)
+    loss = get_loss("logconf")
+    states = []
+    for micro in (32, 8):
+        trainer = _trainer(replace(cfg, batch_size=32, micro_batch=micro, warmup_frac=0.0), info, tok)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for step in (0, 5):  # step 5 of 10: logconf's confidence weight is on
+                trainer.step(seqs, w1, loss, step=step)
+        states.append(trainer.state())
+    for k, v in states[0].items():
+        torch.testing.assert_close(states[1][k], v, atol=2e-6, rtol=1e-5)
+
+
+def test_pooled_representation_is_extractions_last_layer(cfg):
+    from transformers import AutoModelForCausalLM
+
+    texts = ["!", "good fine great", "bad " * 20]
+    info, tok, seqs = _encoded(cfg, texts)
+    ref = extract_arrays(AutoModelForCausalLM.from_pretrained(info.path).eval(), tok,
+                         [tasks.load(cfg.task).template.replace("{text}", t) for t in texts], layers=[2],
+                         pool="last", causal=True)["hidden"][0]
+    model = ft.build_classifier(info, "last").eval()
+    ids, mask = pad_batch(seqs, tok.pad_token_id, "left")
+    with torch.no_grad():
+        np.testing.assert_allclose(model.pooled(ids, mask).numpy(), ref, atol=1e-5)
+
+
+def test_early_stopping_picks_the_eval_with_best_weak_agreement(cfg, sup):
+    """Selection labels only choose: with val labels equal to the hard predictions of an intermediate eval,
+    training is unchanged and that eval (the earliest with those predictions) becomes `best`."""
+    info = resolve(cfg.strong)
+    tok = load_tokenizer(info)
+    data = {s: tokenize(tok, [sup.splits[s].template.replace("{text}", t) for t in sup.splits[s].texts], 512,
+                        "left")[0] for s in ("strong_train", "val", "test")}
+    run_cfg = replace(cfg, batch_size=4, micro_batch=4, lr=3e-3, train_preds=False)
+
+    def fit(select):
+        trainer = _trainer(run_cfg, info, tok, total_steps=8)
+        return ft.train(trainer, data, sup.splits.strong_train.labels.astype(float), select,
+                        sup.splits.test.labels, get_loss("xent"), seed=0)
+
+    first = fit(np.zeros(8, dtype=int))
+    hard = [tuple(p > 0.5) for p in first.val_history]
+    assert len(hard) == 8 and len(set(hard)) > 1, "construction needs predictions that change"
+    k = next(i for i in range(len(hard) - 1) if hard[i] not in hard[i + 1:])  # differs from all later evals
+    expected = hard.index(hard[k])
+    second = fit(np.array(hard[k], dtype=int))
+    np.testing.assert_array_equal(second.p["final", "test"], first.p["final", "test"])  # training unchanged
+    assert second.curve["val_agreement"].iloc[expected] == 1.0
+    assert second.curve.loc[second.curve["best"], "step"].tolist() == [second.curve["step"].iloc[expected]]
+    np.testing.assert_array_equal(second.p["best", "val"], first.val_history[expected])
+    assert expected < len(hard) - 1 and not np.array_equal(second.p["best", "val"], second.p["final", "val"])
+
+
+def _flipped(task):
+    return replace(task, data=task.data.assign(label=1 - task.data["label"]))
+
+
+def test_gold_never_enters_student_training_or_selection(cfg, sup, tmp_path):
+    """Flip every gold label of strong_train and val: students are bit-identical, the ceiling is not."""
+    poisoned = Supervision(sup.seed, replace(sup.splits, strong_train=_flipped(sup.splits.strong_train),
+                                             val=_flipped(sup.splits.val)), sup.weak)
+    accumulate = replace(cfg, micro_batch=4)  # logconf with gradient caching
+    runs = {}
+    for name, s, cache in (("clean", sup, tmp_path / "a"), ("poisoned", poisoned, tmp_path / "b")):
+        before = ft.STATS["trainings"]
+        c = replace(accumulate, cache_dir=str(cache))
+        runs[name] = [ft.train_run(s, c, role="student", loss="logconf"),
+                      ft.train_run(s, c, role="ceiling")]
+        assert ft.STATS["trainings"] == before + 2  # both trained, none loaded
+    (student, ceiling), (student_p, ceiling_p) = runs["clean"], runs["poisoned"]
+    assert student.key == student_p.key and ceiling.key != ceiling_p.key
+    for a, b in zip(student.records, student_p.records):
+        assert a.key() == b.key() and np.array_equal(a.p, b.p)
+    assert any(not np.array_equal(a.p, b.p) for a, b in zip(ceiling.records, ceiling_p.records))
+
+
+def test_finished_run_is_reused_and_joins_the_results_table(cfg, sup, capsys):
+    first, labels = ft.run_records(cfg, progress=False)
+    trained, loaded = ft.STATS["trainings"], ft.STATS["loaded"]
+    again, _ = ft.run_records(cfg, progress=False)
+    assert ft.STATS["trainings"] == trained and ft.STATS["loaded"] == loaded + 3  # 2 students + ceiling
+    assert [r.key() for r in again] == [r.key() for r in first]
+    assert all(np.array_equal(a.p, b.p) for a, b in zip(first, again))
+
+    tuned = [r for r in first if r.method == "finetune"]
+    assert {(r.role, r.loss, r.setting, r.split) for r in tuned} >= {
+        ("student", "logconf", "best", "test"), ("ceiling", "xent", "final", "strong_train")}
+    table = records.table(first, labels)
+    assert set(table["method"]) == {"probe", "finetune"} and table["value"].notna().any()
+    summary = records.summary(first, labels, settings=("best", "final"), n_boot=50)
+    assert sorted(zip(summary["loss"], summary["setting"])) == [
+        ("logconf", "best"), ("logconf", "final"), ("xent", "best"), ("xent", "final")]
+    assert {"pgr_acc", "pgr_auroc", "student_acc", "ceiling_acc"} <= set(summary.columns)
+
+    run = ft.train_run(sup, cfg, role="ceiling")
+    assert {p.name for p in run.path.iterdir()} == {"manifest.json", "predictions.csv", "curve.csv"}
+    assert {"step", "val_agreement", "test_acc", "best"} <= set(run.curve.columns)
+
+    argv = ["--task", cfg.task, "--weak", cfg.weak, "--strong", cfg.strong, "--seeds", "0", "--sizes", "8,16,8,8",
+            "--batch-size", "8", "--micro-batch", "8", "--lr", "1e-3", "--eval-every", "1", "--cache-dir",
+            cfg.cache_dir, "--quiet"]
+    assert ft.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "pgr_acc" in out and "logconf" in out and "0 trained, 3 loaded" in out
+    assert ft.main([*argv, "--no-ceiling", "--losses", "xent"]) == 0  # no ceiling: no PGR, accuracies only
+    out = capsys.readouterr().out
+    assert "auroc" in out and "pgr" not in out and "0 trained, 1 loaded" in out
+
+
+def test_keep_weights_retrains_a_run_stored_without_them(cfg, sup):
+    ft.train_run(sup, cfg, role="ceiling")
+    before = ft.STATS["trainings"]
+    run = ft.train_run(sup, replace(cfg, keep_weights=True), role="ceiling")
+    assert ft.STATS["trainings"] == before + 1
+    assert {"best.safetensors", "final.safetensors"} <= {p.name for p in run.path.iterdir()}
+    ft.train_run(sup, replace(cfg, keep_weights=True), role="ceiling")
+    assert ft.STATS["trainings"] == before + 1
+
+
+def test_config_parsing_and_errors(cfg):
+    c = ft.FinetuneConfig(seeds="0, 2", losses="xent,logconf:alpha=0.75")
+    assert c.seeds == (0, 2) and c.losses == ("xent", "logconf:alpha=0.75")
+    assert ft.FinetuneConfig(seeds=3).seeds == (0, 1, 2)
+    assert ft.parse_loss("logconf:alpha=0.75") == ("logconf", {"alpha": 0.75})
+    with pytest.raises(ToolkitError, match="unknown loss"):
+        ft.FinetuneConfig(losses="nope")
+    with pytest.raises(ToolkitError, match="schedule"):
+        ft.FinetuneConfig(schedule="step")
+    if importlib.util.find_spec("peft") is None:
+        with pytest.raises(ToolkitError, match="peft"):
+            ft.build_classifier(resolve(cfg.strong), "last", lora=4)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(cfg, tmp_path):
+    """The same runs under `torchrun` with 2 CPU processes (gloo; what `accelerate launch` starts on GPUs):
+    each global batch is split across processes, logconf's loss still sees the whole batch, and the
+    predictions match the single-process ones (same keys, float-rounding differences only)."""
+    one, _ = ft.run_records(replace(cfg, micro_batch=2), progress=False)
+    two_dir = tmp_path / "two"
+    shutil.copytree(os.path.join(cfg.cache_dir, "features"), two_dir / "features")  # the weak model's features
+    argv = ["--task", cfg.task, "--weak", cfg.weak, "--strong", cfg.strong, "--seeds", "0", "--sizes", "8,16,8,8",
+            "--batch-size", "8", "--micro-batch", "2", "--lr", "1e-3", "--eval-every", "1", "--device", "cpu",
+            "--cache-dir", str(two_dir), "--quiet"]
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29541", "-m", "toolkit.finetune", *argv],
+                   check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, capture_output=True)
+    trained = ft.STATS["trainings"]
+    two, _ = ft.run_records(replace(cfg, micro_batch=2, cache_dir=str(two_dir)), progress=False)
+    assert ft.STATS["trainings"] == trained  # loaded: the 2-process job stored them
+    assert [r.key() for r in two] == [r.key() for r in one]
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(b.p, a.p, atol=1e-6)

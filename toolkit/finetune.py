@@ -1,0 +1,562 @@
+"""Full fine-tuning of the strong model with a 2-logit head, on weak labels (student) or gold (ceiling).
+
+`run_records(FinetuneConfig(...))` takes splits and weak labels from `weak.supervise` (exactly those of
+the probe path) and returns `Predictions` (method `finetune`, settings `best` and `final`) and gold labels
+by id; `python -m toolkit.finetune --task sentiment --seeds 0,1,2` prints the PGR summary. The same code
+is a plain call on one CPU and runs under `accelerate launch --num_processes N` on N GPUs, or `torchrun
+--nproc_per_node N` (also CPU, gloo): each global batch is split across processes, eval is sharded and
+gathered. On a CPU shared with other jobs, OMP_NUM_THREADS=1 was 3-4x faster than 2 threads here.
+
+Choices, and why:
+- The model is the base (`AutoModel`: the LM head's vocab projection is never computed) plus a
+  zero-initialised Linear on the last hidden layer, pooled, templated and truncated exactly as
+  `toolkit.extract` does it, so fine-tune and probe see the same inputs.
+- The loss is computed once over the whole global batch (logconf's threshold is a batch quantile). With
+  several micro-batches a step uses gradient caching (Gao et al. 2021): no-grad forwards give the batch's
+  logits, the batch loss gives d loss / d logits, then each micro-batch is re-run with grad and
+  back-propagates its slice. Same gradient as one big batch, memory of one micro-batch, one extra
+  forward per step; dropout masks are replayed by seeding each micro-batch's forward.
+- Early stopping never sees gold: at each eval the student is scored by agreement with the weak hard
+  labels on `val`; the best eval is setting `best`, the last one `final`. Test accuracy is logged per
+  eval (the curve) and never used to choose. The ceiling is chosen on gold `val` (`ceiling_select`):
+  it is the gold reference, and nothing flows from it into a student.
+- A run is stored under `<cache>/runs/finetune/<key>/`, keyed by everything that changes its result
+  (not device, micro-batch or process count); a finished run is loaded, never retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from toolkit import records as rec
+from toolkit._util import ToolkitError, add_config_args, cache_root, cli_main, config_from_args, stable_hash
+from toolkit.extract import ExtractConfig, entry_spec, load_task, pad_batch, plan_batches, pool_hidden, tokenize
+from toolkit.losses import get_loss
+from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK, ModelInfo, load_tokenizer, pick_device, resolve
+from toolkit.tasks import SplitSizes
+
+__all__ = ["FinetuneConfig", "Classifier", "Trainer", "make_batches", "train", "train_run", "run_records", "run",
+           "STATS", "main"]
+
+FORMAT_VERSION = 1
+STATS = {"trainings": 0, "loaded": 0}
+"""Counters the tests read: a finished run is loaded (`loaded`), not retrained (`trainings`)."""
+_EVAL_TOKENS = 8192  # padded tokens per inference batch; only speed depends on it
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tune students (one per loss) and the gold ceiling, per seed."""
+
+    task: str = "sentiment"
+    """Task name, `bigbench:<path>`, or a .jsonl/.csv file."""
+    weak: str = DEFAULT_WEAK
+    """Weak supervisor's model (its probe gives the weak labels; see `toolkit.weak`)."""
+    strong: str = DEFAULT_STRONG
+    """Strong model to fine-tune: catalog name, local folder or hub id."""
+    seeds: tuple = (0,)
+    """Seeds (split + training), as a tuple or `0,1,2`; an int n means 0..n-1."""
+    losses: tuple = ("xent", "logconf")
+    """Student losses from `toolkit.losses`, as a tuple or `xent,logconf`; parameters as `logconf:alpha=0.75`."""
+    ceiling: bool = True
+    """Also train the ceiling: the same model on gold `strong_train` labels with loss xent."""
+    epochs: int = 2
+    """Passes over `strong_train`."""
+    batch_size: int = 32
+    """Examples per optimiser step (the global batch; logconf's threshold is a quantile of it)."""
+    micro_batch: int = 32
+    """Examples per forward pass and process; smaller than the batch means gradient caching (same gradient)."""
+    lr: float = 5e-5
+    """Peak AdamW learning rate (5e-5 suits full fine-tuning of ~100M-parameter models)."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay, on matrices only (not biases or norm weights)."""
+    warmup_frac: float = 0.1
+    """Fraction of all steps with a linear learning-rate warm-up from 0."""
+    schedule: str = "linear"
+    """Decay after warm-up: `linear` or `cosine` (to 0), or `constant`."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm (0 = off)."""
+    max_length: int = 512
+    """Longer inputs are truncated like extraction truncates them (counted, never dropped)."""
+    bucket: bool = True
+    """Length-sorted batches (little padding); off = random batches."""
+    eval_every: int = 16
+    """Evaluate every N steps counted within each epoch, and at each epoch end (0 = epoch ends only)."""
+    ceiling_select: str = "gold"
+    """Which `val` labels choose the ceiling's best eval: `gold` (it is the gold reference) or `weak`."""
+    train_preds: bool = True
+    """Also predict `strong_train` with the best and final models (for the agreement diagnostics)."""
+    sizes: SplitSizes = SplitSizes()
+    """Examples per split (as in `toolkit.tasks.split`); on the CLI `--sizes 500,1000,200,500`."""
+    limit: int = 0
+    """Use a class-balanced subsample of the task of this many examples (0 = all)."""
+    dtype: str = "auto"
+    """`auto` (bf16 autocast on GPU, fp32 on CPU), `float32`, or `bfloat16` (autocast); weights stay fp32."""
+    device: str = "auto"
+    """`auto`, `cpu` or `cuda` (under `accelerate launch` the launcher assigns devices)."""
+    lora: int = 0
+    """LoRA rank (0 = full fine-tuning); needs the optional `peft` package."""
+    keep_weights: bool = False
+    """Save the best and final weights (safetensors) with the run."""
+    cache_dir: str | None = None
+    """Cache root (default: `cache/` in the project, or $TOOLKIT_CACHE_DIR)."""
+
+    def __post_init__(self) -> None:
+        seeds = range(self.seeds) if isinstance(self.seeds, int) else _split_list(self.seeds)
+        try:
+            object.__setattr__(self, "seeds", tuple(int(s) for s in seeds))
+        except ValueError:
+            raise ToolkitError(f"seeds must be integers, e.g. 0,1,2; got {self.seeds!r}") from None
+        object.__setattr__(self, "losses", tuple(_split_list(self.losses)))
+        for spec in self.losses:
+            parse_loss(spec)
+        if self.schedule not in ("linear", "cosine", "constant") or self.ceiling_select not in ("gold", "weak"):
+            raise ToolkitError(f"schedule must be linear/cosine/constant and ceiling_select gold/weak; "
+                               f"got {self.schedule!r}, {self.ceiling_select!r}")
+        if min(self.epochs, self.batch_size, self.micro_batch) < 1 or self.lr <= 0 or self.eval_every < 0:
+            raise ToolkitError("need epochs, batch_size, micro_batch >= 1, lr > 0 and eval_every >= 0")
+
+
+def _split_list(value) -> list[str]:
+    return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
+
+
+def parse_loss(spec: str) -> tuple[str, dict]:
+    """`logconf:alpha=0.75:warmup_frac=0.1` -> ("logconf", {"alpha": 0.75, ...}), checked by `get_loss`."""
+    name, *pairs = spec.split(":")
+    try:
+        params = {k: float(v) for k, v in (p.split("=") for p in pairs)}
+    except ValueError:
+        raise ToolkitError(f"loss {spec!r}: parameters go as name:key=value:key=value") from None
+    get_loss(name, **params)
+    return name, params
+
+
+# ----------------------------------------------------------------------------- model and batches
+
+
+class Classifier(torch.nn.Module):
+    """The strong model's base (no LM head) plus a Linear(d, 2) head on its pooled last hidden layer."""
+
+    def __init__(self, backbone, pool: str, causal: bool):
+        super().__init__()
+        self.backbone, self.pool, self.causal = backbone, pool, causal
+        self.head = torch.nn.Linear(backbone.config.get_text_config().hidden_size, 2)
+        # Zero init: the untrained head predicts 0.5 everywhere and the first steps leave the backbone's
+        # features intact instead of back-propagating a random head's noise into them.
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+
+    def pooled(self, input_ids, attention_mask):
+        """(B, T) ids and mask -> (B, d) pooled last hidden layer, as `toolkit.extract` pools it."""
+        kwargs = {}
+        if self.causal:  # positions count real tokens only, so left padding changes nothing (as in extract)
+            kwargs["position_ids"] = (attention_mask.cumsum(1) - 1).clamp(min=0)
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        return pool_hidden(hidden[None], attention_mask, self.pool)[0]
+
+    def forward(self, input_ids, attention_mask):
+        """Float[Tensor, "B 2"] logits in fp32."""
+        return self.head(self.pooled(input_ids, attention_mask)).float()
+
+
+def build_classifier(info: ModelInfo, pool: str, lora: int = 0) -> Classifier:
+    from transformers import AutoModel
+
+    backbone = AutoModel.from_pretrained(info.path, dtype=torch.float32)  # fp32 master weights
+    if lora:
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise ToolkitError("lora > 0 needs the optional package peft (pip install peft); "
+                               "or use lora=0 for full fine-tuning") from None
+        backbone = get_peft_model(backbone, LoraConfig(r=lora, lora_alpha=2 * lora, target_modules="all-linear"))
+    return Classifier(backbone, pool, info.arch == "causal")
+
+
+def make_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket: bool = True):
+    """One epoch's batches of example indices: n // batch_size batches, sizes differing by at most one
+    (no ragged last batch, which would give logconf a tiny threshold sample). With `bucket`, examples
+    are sorted by length (ties in random order), cut, and the batches shuffled."""
+    order = rng.permutation(len(lengths))
+    if bucket:
+        order = order[np.argsort(lengths[order], kind="stable")]
+    batches = np.array_split(order, max(1, len(order) // batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))] if bucket else batches
+
+
+def mixed_precision(cfg: FinetuneConfig) -> str:
+    """accelerate's `mixed_precision` for `cfg.dtype`: bf16 autocast on GPU, none on CPU (CPU bf16 is slow)."""
+    if cfg.dtype not in ("auto", "float32", "bfloat16"):
+        raise ToolkitError(f"dtype must be auto, float32 or bfloat16, got {cfg.dtype!r}")
+    gpu = pick_device(cfg.device) != "cpu"
+    return "bf16" if cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and gpu) else "no"
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device):
+    """Fixed RNG inside (dropout masks), restored after: a re-run forward sees the same masks."""
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+class Trainer:
+    """One model under one `accelerate.Accelerator`: optimiser steps on global batches, and inference."""
+
+    def __init__(self, model: Classifier, cfg: FinetuneConfig, total_steps: int, *, pad_id: int, side: str):
+        from accelerate import Accelerator
+        from transformers import get_scheduler
+
+        self.acc = Accelerator(cpu=pick_device(cfg.device) == "cpu", mixed_precision=mixed_precision(cfg))
+        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+        rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+        # fused: one kernel per step instead of ~10 passes over every weight (the step's fixed cost on CPU)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                 {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, fused=True)
+        name = "constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule
+        # Not prepared: accelerate's scheduler wrapper would step once per process.
+        self.scheduler = get_scheduler(name, opt, num_warmup_steps=round(cfg.warmup_frac * total_steps),
+                                       num_training_steps=total_steps)
+        if cfg.batch_size < self.acc.num_processes:
+            raise ToolkitError(f"batch_size {cfg.batch_size} < {self.acc.num_processes} processes: each needs rows")
+        self.model, self.opt = self.acc.prepare(model, opt)
+        self.cfg, self.total_steps, self.pad_id, self.side = cfg, total_steps, pad_id, side
+
+    def _forward(self, seqs, seed: int | None = None, grad: bool = True):
+        """(B, 2) logits of token id lists; a `seed` fixes the dropout masks, so a re-run sees the same ones."""
+        ids, mask = pad_batch(seqs, self.pad_id, self.side)
+        rng = _seeded(seed, self.acc.device) if seed is not None else contextlib.nullcontext()
+        with rng, torch.set_grad_enabled(grad):
+            return self.model(ids.to(self.acc.device), mask.to(self.acc.device))
+
+    def step(self, seqs: list[list[int]], w1: np.ndarray, loss_fn, step: int) -> float:
+        """One optimiser step on a global batch (token id lists, targets P(y=1)); returns the batch loss."""
+        world, rank = self.acc.num_processes, self.acc.process_index
+        parts = [np.arange(r, len(seqs), world) for r in range(world)]  # process r takes rows r, r+world, ...
+        mine = [seqs[i] for i in parts[rank]]
+        chunks = [mine[i:i + self.cfg.micro_batch] for i in range(0, len(mine), self.cfg.micro_batch)]
+        seed = 1_000_003 * step  # dropout seed of the step's first micro-batch
+        self.model.train()
+        if len(chunks) == 1:  # one forward with grad, no re-run
+            z_first = self._forward(chunks[0], seed)
+            z_local = z_first.detach()
+        else:
+            z_first, z_local = None, torch.cat([self._forward(c, seed + j, grad=False) for j, c in enumerate(chunks)])
+        z_all = self._gather(z_local, [len(p) for p in parts]).requires_grad_(True)
+        target = torch.as_tensor(w1[np.concatenate(parts)], dtype=torch.float32, device=z_all.device)
+        loss = loss_fn(z_all, target, step=step, total_steps=self.total_steps)
+        (grad,) = torch.autograd.grad(loss, z_all)
+        # This process's rows; x world because DDP averages gradients over processes and the loss needs their sum.
+        g = grad[sum(len(p) for p in parts[:rank]):][:len(mine)] * world
+        start = 0
+        for j, c in enumerate(chunks):
+            with contextlib.nullcontext() if j == len(chunks) - 1 else self.acc.no_sync(self.model):
+                z = z_first if z_first is not None else self._forward(c, seed + j)
+                self.acc.backward((z * g[start:start + len(c)]).sum())
+            start += len(c)
+        if self.cfg.max_grad_norm:
+            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        self.opt.step()
+        self.scheduler.step()
+        self.opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    def _gather(self, z, sizes: list[int]):
+        """The global batch's logits in process order (processes hold `sizes` rows each)."""
+        if len(sizes) == 1:
+            return z.clone()
+        full = self.acc.gather(self.acc.pad_across_processes(z, dim=0))
+        m = max(sizes)
+        return torch.cat([full[r * m:r * m + n] for r, n in enumerate(sizes)])
+
+    @torch.no_grad()
+    def predict(self, seqs: list[list[int]]) -> np.ndarray:
+        """(n,) P(y=1) in input order; length-sorted batches, sharded over processes and gathered."""
+        from accelerate.utils import gather_object
+
+        self.model.eval()
+        batches = plan_batches(np.array([len(s) for s in seqs]), _EVAL_TOKENS)
+        out = []
+        for b in batches[self.acc.process_index::self.acc.num_processes]:
+            p = torch.softmax(self._forward([seqs[i] for i in b], grad=False), -1)[:, 1]
+            out.append((b, p.cpu().double().numpy()))
+        if self.acc.num_processes > 1:
+            out = gather_object(out)
+        p = np.empty(len(seqs))
+        for b, pb in out:
+            p[b] = pb
+        return p
+
+    def state(self) -> dict:
+        """A CPU copy of the (unwrapped) model's weights."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.acc.unwrap_model(self.model).state_dict().items()}
+
+
+# ----------------------------------------------------------------------------- training loop
+
+
+@dataclass
+class TrainResult:
+    """Predictions of the best and final evals, the curve, and (if asked) weights."""
+
+    p: dict = field(default_factory=dict)
+    """(setting, split) -> (n,) P(y=1) in the split's order."""
+    curve: pd.DataFrame | None = None
+    """One row per eval: step, epoch, lr, train_loss (mean since the last eval), val_agreement (with the
+    selection labels: weak for students), test_acc (gold; never used to choose), best."""
+    val_history: list = field(default_factory=list)
+    """Val P(y=1) at each eval (in memory only)."""
+    states: dict = field(default_factory=dict)
+    """`best` / `final` CPU weights when kept."""
+
+
+def _agreement(p: np.ndarray, hard: np.ndarray) -> float:
+    return float(((p > 0.5) == hard.astype(bool)).mean())
+
+
+def train(trainer: Trainer, data: dict, targets: np.ndarray, select: np.ndarray, test_labels: np.ndarray,
+          loss_fn, seed: int, *, keep_states: bool = False, progress: bool = False) -> TrainResult:
+    """Train on `data["strong_train"]` (token id lists) with `targets` (n,) P(y=1); choose the eval whose
+    val predictions agree most with the hard labels `select` (ties: the earliest). `test_labels` only
+    feed the curve. Returns predictions on val and test (and strong_train with `cfg.train_preds`)."""
+    cfg, rng = trainer.cfg, np.random.default_rng(seed)
+    lengths = np.array([len(s) for s in data["strong_train"]])
+    res, rows, best, losses, step = TrainResult(), [], (-1.0, None), [], 0
+    bar = tqdm(total=trainer.total_steps, unit="step", desc="finetune", dynamic_ncols=True,
+               disable=not progress or not trainer.acc.is_main_process)
+    for epoch in range(cfg.epochs):
+        batches = make_batches(lengths, cfg.batch_size, rng, cfg.bucket)
+        for b, idx in enumerate(batches):
+            lr = trainer.scheduler.get_last_lr()[0]
+            losses.append(trainer.step([data["strong_train"][i] for i in idx], targets[idx], loss_fn, step))
+            step += 1
+            bar.update()
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", val_agree=f"{best[0]:.3f}" if best[1] else "-")
+            if (cfg.eval_every and (b + 1) % cfg.eval_every == 0) or b == len(batches) - 1:
+                p_val, p_test = trainer.predict(data["val"]), trainer.predict(data["test"])
+                agree = _agreement(p_val, select)
+                rows.append({"step": step, "epoch": epoch + (b + 1) / len(batches), "lr": lr,
+                             "train_loss": float(np.mean(losses)), "val_agreement": agree,
+                             "test_acc": _agreement(p_test, test_labels)})
+                res.val_history.append(p_val)
+                losses = []
+                if agree > best[0]:  # strict: ties keep the earlier eval
+                    best = (agree, step)
+                    res.p.update({("best", "val"): p_val, ("best", "test"): p_test})
+                    if keep_states or cfg.train_preds:
+                        res.states["best"] = trainer.state()
+                res.p.update({("final", "val"): p_val, ("final", "test"): p_test})
+    bar.close()
+    res.curve = pd.DataFrame(rows).assign(best=lambda d: d["step"] == best[1])
+    final_state = trainer.state() if keep_states else None
+    if cfg.train_preds:
+        res.p["final", "strong_train"] = p_train = trainer.predict(data["strong_train"])
+        if best[1] != step:
+            trainer.acc.unwrap_model(trainer.model).load_state_dict(res.states["best"])
+            p_train = trainer.predict(data["strong_train"])
+        res.p["best", "strong_train"] = p_train
+    res.states = {"best": res.states["best"], "final": final_state} if keep_states else {}
+    return res
+
+
+# ----------------------------------------------------------------------------- one stored run
+
+
+@dataclass
+class FinetuneRun:
+    """One trained (or loaded) model: its records (settings best/final x splits), curve and folder."""
+
+    records: list
+    curve: pd.DataFrame
+    path: Path
+    key: str
+
+
+def _hash_values(values) -> str:
+    return stable_hash([round(float(v), 6) for v in values])
+
+
+def _inputs(sup, role: str, cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Training targets on strong_train and hard selection labels on val. The student's come from the
+    weak records only; gold is read for the ceiling alone."""
+    if role == "student":
+        return sup.soft("strong_train"), (sup.soft("val") > 0.5).astype(int)
+    if role != "ceiling":
+        raise ToolkitError(f"role must be student or ceiling, got {role!r}")
+    select = sup.splits.val.labels if cfg.ceiling_select == "gold" else (sup.soft("val") > 0.5).astype(int)
+    return sup.splits.strong_train.labels.astype(float), select
+
+
+def run_spec(sup, cfg: FinetuneConfig, info: ModelInfo, role: str, loss: str, spec_x: dict, targets, select) -> dict:
+    """Everything that changes a run's result, and nothing that does not (device, micro-batch, processes)."""
+    name, params = parse_loss(loss)
+    keep = ("epochs", "batch_size", "lr", "weight_decay", "warmup_frac", "schedule", "max_grad_norm",
+            "max_length", "bucket", "eval_every", "train_preds", "lora")
+    return {"format_version": FORMAT_VERSION, "model": info.identity, "arch": info.arch,
+            "encoding": {k: spec_x[k] for k in ("template", "pool", "truncation_side", "max_length")},
+            "task": sup.splits.test.name, "seed": sup.seed, "role": role, "loss": name, "loss_params": params,
+            "ids": {s: stable_hash(list(sup.splits[s].ids)) for s in ("strong_train", "val", "test")},
+            "train_targets": _hash_values(targets), "select_labels": _hash_values(select),
+            "curve_labels": _hash_values(sup.splits.test.labels), "mixed_precision": mixed_precision(cfg),
+            "hparams": {k: getattr(cfg, k) for k in keep}}
+
+
+def train_run(sup, cfg: FinetuneConfig, *, role: str = "student", loss: str = "xent",
+              progress: bool = False) -> FinetuneRun:
+    """Fine-tune `cfg.strong` for one seed's `Supervision` (`toolkit.weak.supervise`), or load the stored
+    run with the same key. The ceiling always uses loss xent on gold."""
+    loss = "xent" if role == "ceiling" else loss
+    info = resolve(cfg.strong, cfg.cache_dir)
+    targets, select = _inputs(sup, role, cfg)
+    xcfg = ExtractConfig(model=cfg.strong, max_length=cfg.max_length, cache_dir=cfg.cache_dir)
+    spec_x = entry_spec(xcfg, sup.splits.test, info, 0)  # extraction's template, pooling and truncation
+    spec = run_spec(sup, cfg, info, role, loss, spec_x, targets, select)
+    key = stable_hash(spec, n=20)
+    path = cache_root(cfg.cache_dir) / "runs" / "finetune" / key
+    # The key is content; the model names are labels, so a stored run is relabelled with this call's names.
+    names = {"weak": cfg.weak, "strong": cfg.strong}
+    if (path / "manifest.json").exists() and (not cfg.keep_weights or (path / "best.safetensors").exists()):
+        STATS["loaded"] += 1
+        recs = [r.with_(**names) for r in rec.load_records(path / "predictions.csv")]
+        return FinetuneRun(recs, pd.read_csv(path / "curve.csv"), path, key)
+    if len(sup.splits.val) == 0:
+        raise ToolkitError("fine-tuning needs val examples (weak-labelled) for early stopping; set sizes.val > 0")
+    t0 = time.perf_counter()
+    result, trainer, stats = _train_fresh(sup, cfg, info, spec_x, targets, select, loss, progress)
+    STATS["trainings"] += 1
+    recs = [rec.Predictions(task=sup.splits.test.name, weak=cfg.weak, strong=cfg.strong, method="finetune",
+                            role=role, loss=loss, setting=setting, seed=sup.seed, split=split,
+                            ids=sup.splits[split].ids, p=p) for (setting, split), p in sorted(result.p.items())]
+    if trainer.acc.is_main_process:
+        _store(path, spec, recs, result, {"key": key, "wall_s": time.perf_counter() - t0, **stats})
+    trainer.acc.wait_for_everyone()
+    return FinetuneRun([r.with_(**names) for r in rec.load_records(path / "predictions.csv")], result.curve, path, key)
+
+
+def _train_fresh(sup, cfg, info, spec_x, targets, select, loss, progress):
+    tok = load_tokenizer(info)
+    data = {}
+    for split in ("strong_train", "val", "test"):
+        texts = [spec_x["template"].replace("{text}", t) for t in sup.splits[split].texts]
+        data[split], _ = tokenize(tok, texts, cfg.max_length, spec_x["truncation_side"])
+    torch.manual_seed(sup.seed)  # LoRA init (the head is zero-initialised)
+    model = build_classifier(info, spec_x["pool"], cfg.lora)
+    steps = cfg.epochs * max(1, len(data["strong_train"]) // cfg.batch_size)
+    side = "left" if info.arch == "causal" else "right"
+    trainer = Trainer(model, cfg, steps, pad_id=tok.pad_token_id, side=side)
+    name, params = parse_loss(loss)  # logconf warns only for a small batch_size: it sees the whole global batch
+    result = train(trainer, data, targets, select, sup.splits.test.labels, get_loss(name, **params), sup.seed,
+                   keep_states=cfg.keep_weights, progress=progress)
+    n_tok = sum(len(s) for s in data["strong_train"]) * cfg.epochs
+    best_step = int(result.curve.loc[result.curve["best"], "step"].iloc[0])
+    return result, trainer, {"train_tokens": n_tok, "steps": steps, "best_step": best_step}
+
+
+def _store(path: Path, spec: dict, recs: list, result: TrainResult, info: dict) -> None:
+    """Write the run into a temporary folder and rename it into place: readers see all of it or nothing."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        rec.save_records(recs, tmp / "predictions.csv")
+        result.curve.to_csv(tmp / "curve.csv", index=False)
+        for name, state in result.states.items():
+            save_file({k: v.contiguous() for k, v in state.items()}, tmp / f"{name}.safetensors")
+        manifest = {**spec, **info, "weights": sorted(result.states)}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        if path.exists():  # a stored run without weights, retrained because weights were asked for
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def run_records(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = True):
+    """Weak, student (one per loss) and ceiling records for every seed of `cfg`, and gold labels id -> 0/1.
+
+    Splits and weak labels come from `weak.supervise`, so they are exactly those of the probe path."""
+    from toolkit.weak import WeakConfig, supervise
+
+    task = load_task(ExtractConfig(task=cfg.task, limit=cfg.limit, cache_dir=cfg.cache_dir))
+    sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(model=cfg.weak), limit=cfg.limit,
+                     cache_dir=cfg.cache_dir, progress=progress)
+    records = [r for sup in sups for r in sup.weak]
+    for sup in sups:
+        jobs = [("student", loss) for loss in cfg.losses] + ([("ceiling", "xent")] if cfg.ceiling else [])
+        for role, loss in jobs:
+            t0, before = time.perf_counter(), STATS["trainings"]
+            out = train_run(sup, cfg, role=role, loss=loss, progress=progress)
+            if progress:
+                how = "trained" if STATS["trainings"] > before else "loaded"
+                print(f"[finetune] seed {sup.seed} {role} {loss}: {how} in {time.perf_counter() - t0:.0f} s "
+                      f"({out.path})", flush=True)
+            records += out.records
+    return records, dict(zip(task.ids, task.labels.tolist()))
+
+
+def run(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = True) -> pd.DataFrame:
+    """The tidy results table (`records.table`) of `run_records(cfg)`."""
+    records, labels = run_records(cfg, progress=progress)
+    return rec.table(records, labels)
+
+
+def _parse_sizes(text: str | None) -> SplitSizes:
+    try:
+        return SplitSizes(*(int(x) for x in text.split(","))) if text else SplitSizes()
+    except (TypeError, ValueError):
+        raise ToolkitError(f"--sizes takes weak_train,strong_train,val,test, e.g. 500,1000,200,500; not {text!r}") \
+            from None
+
+
+def _report(records, labels, ceiling: bool) -> str:
+    """The PGR summary (best and final); without a ceiling, PGR is undefined: test accuracy and AUROC only."""
+    if not ceiling:
+        table = rec.table([r for r in records if r.split == "test"], labels)
+        table = table[table["metric"].isin(["accuracy", "auroc"])]
+        return table.pivot_table("value", ["role", "method", "loss", "setting"], "metric").to_string()
+    table = rec.summary(records, labels, settings=("best", "final"))
+    cols = [c for c in table.columns if not c.endswith(("_lo", "_hi", "_median", "_note"))]
+    notes = table.filter(like="_note").stack()
+    return "\n".join([table[cols].to_string(index=False)] +
+                     [f"PGR undefined: {n}" for n in sorted(set(notes[notes != ""]))])
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m toolkit.finetune", description=__doc__.split("\n")[0])
+    add_config_args(parser, FinetuneConfig, skip=("sizes",))
+    parser.add_argument("--sizes", help="weak_train,strong_train,val,test (default: 500,500,200,500)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(FinetuneConfig, args, sizes=_parse_sizes(args.sizes))
+    t0, before = time.perf_counter(), dict(STATS)
+    records, labels = run_records(cfg, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
+            print(_report(records, labels, cfg.ceiling))
+        print(f"({STATS['trainings'] - before['trainings']} trained, {STATS['loaded'] - before['loaded']} loaded, "
+              f"{time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
