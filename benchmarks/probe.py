@@ -2,7 +2,7 @@
 scikit-learn `LogisticRegression` loop, on the same standardised features and the same C.
 
     python benchmarks/probe.py --synthetic            # realistic shapes, synthetic features
-    python benchmarks/probe.py --cache-entry PATH     # real cached features (see `load_features`)
+    python benchmarks/probe.py --cache-entry PATH     # real features: a folder from `python -m toolkit.cache ls`
 
 Arms, timed in turn in each of `--repeats` rounds (best time kept, so a busy machine hurts all arms alike):
 fit_many at its defaults (float64, tol=1e-8); fit_many in float32; sklearn at its defaults (lbfgs, tol=1e-4,
@@ -46,10 +46,14 @@ def synthetic_features(L=31, n_pool=1500, d=576, seed=0) -> tuple[np.ndarray, np
 
 
 def load_features(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """Features (L, n_pool, d) and gold 0/1 labels (n_pool,) from `path`: for now an .npz holding `features`
-    and `labels`; to be replaced by a read of a `toolkit.cache` entry once that module lands."""
-    with np.load(path) as f:
-        return f["features"], f["labels"]
+    """Features (L, n_pool, d) of a `toolkit.cache` entry folder and the gold 0/1 labels of its
+    examples, joined by id from the task the entry names."""
+    from toolkit import tasks
+    from toolkit.cache import load_entry
+
+    feats = load_entry(path)
+    gold = dict(zip(tasks.load(feats.manifest["task"]).ids, tasks.load(feats.manifest["task"]).labels))
+    return np.asarray(feats.hidden), np.array([gold[i] for i in feats.ids])
 
 
 def make_splits(feats, y, n_train=500, n_test=500, seeds=5):

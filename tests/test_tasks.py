@@ -75,7 +75,8 @@ def test_builtins_collapse_duplicates_and_drop_conflicts():
     assert "23140 rows; 328 duplicate or empty texts collapsed, 7 texts with both labels dropped" in source
 
 
-def test_missing_data_says_to_fetch(tmp_path):
+def test_missing_data_says_to_fetch(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOOLKIT_CACHE_DIR", str(tmp_path))  # no fetched data anywhere
     with pytest.raises(ToolkitError,
                        match=r"not downloaded yet: run `python -m toolkit\.tasks fetch sentiment`"):
         load("sentiment", cache_dir=tmp_path)

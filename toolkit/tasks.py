@@ -287,6 +287,8 @@ def _data_path(root: Path, package: str, member: str) -> Path:
 
 def _data_file(root: Path, name: str, package: str, member: str) -> Path:
     path = _data_path(root, package, member)
+    if not path.is_file():  # a separate cache root (e.g. for features) still finds fetched data
+        path = _data_path(cache_root(), package, member)
     if not path.is_file():
         raise ToolkitError(f"task {name!r} needs data that is not downloaded yet: "
                            f"run `python -m toolkit.tasks fetch {name}`")

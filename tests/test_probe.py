@@ -1,0 +1,79 @@
+"""The probe path end to end on a real task subset with the real default models (from the cache)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from toolkit import probe, records, tasks
+from toolkit._util import ToolkitError, cache_root
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def probe_run(tmp_path_factory):
+    for name in ("minilm-l6", "smollm2-135m"):
+        if not (cache_root() / "models" / name).exists():
+            pytest.skip(f"{name} not installed (run `make setup`)")
+    cfg = probe.ProbeRunConfig(task="sentiment", seeds=2, limit=240, sizes=tasks.SplitSizes(60, 80, 40, 60),
+                               Cs=(0.01, 1.0), cache_dir=str(tmp_path_factory.mktemp("cache")))
+    recs, labels = probe.run_records(cfg, progress=False)
+    return cfg, recs, labels
+
+
+def test_every_role_on_the_same_fixed_test_pool(probe_run):
+    cfg, recs, labels = probe_run
+    test = [r for r in recs if r.split == "test"]
+    assert {r.role for r in test} == {"weak", "student", "ceiling"}
+    assert {r.loss for r in test if r.role == "student"} == set(cfg.losses)
+    assert len({r.ids for r in test}) == 1  # one test pool for every method, loss and seed
+    n_layers = 31
+    per_seed = [r for r in test if r.seed == 0 and r.role == "student" and r.loss == "xent"]
+    assert len(per_seed) == n_layers + 1  # every layer plus the selected one
+
+
+def test_tidy_table_and_summary(probe_run, tmp_path):
+    cfg, recs, labels = probe_run
+    table = records.table(recs, labels)
+    assert list(table.columns) == records.ROW_COLUMNS
+    chosen = table[(table.setting == "select") & (table.metric == "layer")]
+    assert chosen.value.between(0, 30).all()
+    summ = probe.write_outputs(recs, labels, tmp_path)
+    assert {"results.csv", "summary.csv", "predictions.csv.gz"} <= {p.name for p in tmp_path.iterdir()}
+    sel = summ[summ.setting == "select"]
+    assert len(sel) == len(cfg.losses) and sel.ceiling_acc.between(0, 1).all()
+    # Layer 0 pools the embedding of the template's last token, the same for every example:
+    # the sanity baseline carries no information, and its PGR is reported undefined with the reason.
+    emb = summ[summ.setting == "layer=0"]
+    assert np.allclose(emb.student_acc, 0.5) and emb.pgr_acc_note.str.contains("does not beat weak").all()
+
+
+def test_students_never_see_gold(probe_run):
+    """Student records are a function of the weak labels only: flipping strong_train gold changes
+    the ceiling, never a student."""
+    cfg, recs, labels = probe_run
+    task = tasks.subsample(tasks.load("sentiment"), cfg.limit, seed=0)
+    from toolkit.extract import ExtractConfig, extract
+    from toolkit.weak import WeakConfig, supervise
+
+    (sup,) = supervise(task, [0], cfg.sizes, WeakConfig(), limit=cfg.limit, cache_dir=cfg.cache_dir, progress=False)
+    feats = extract(ExtractConfig(model=cfg.strong, task="sentiment", limit=cfg.limit, cache_dir=cfg.cache_dir),
+                    progress=False)
+    flipped = sup.splits.strong_train.data.assign(label=1 - sup.splits.strong_train.data.label)
+    poisoned_splits = tasks.Splits(sup.splits.weak_train, tasks.Task(**{**sup.splits.strong_train.__dict__,
+                                                                      "data": flipped}),
+                                   sup.splits.val, sup.splits.test, sup.seed, sup.splits.sizes)
+    poisoned = type(sup)(sup.seed, poisoned_splits, sup.weak)
+    a = probe.probe_students(feats, sup, cfg)
+    b = probe.probe_students(feats, poisoned, cfg)
+    for ra, rb in zip(a, b):
+        assert ra.key() == rb.key()
+        if ra.role == "student":
+            np.testing.assert_array_equal(ra.p, rb.p)
+    assert any(not np.array_equal(ra.p, rb.p) for ra, rb in zip(a, b) if ra.role == "ceiling")
+
+
+def test_bad_loss_fails_before_any_work():
+    with pytest.raises(ToolkitError, match="unknown loss"):
+        probe.run_records(probe.ProbeRunConfig(losses=("xent", "nope")))
