@@ -27,7 +27,7 @@ from toolkit.linear import LogisticProbe, fit_many, predict_proba_many
 from toolkit.losses import get_loss
 from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK
 from toolkit.records import Predictions
-from toolkit.weak import Supervision, WeakConfig, supervise
+from toolkit.weak import Supervision, WeakConfig, cv_accuracy, supervise
 
 __all__ = ["LogisticProbe", "ProbeRunConfig", "fit_many", "predict_proba_many", "run", "run_records"]
 
@@ -79,17 +79,6 @@ def _predict(probes, X: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {split: predict_proba_many(probes, X[split])[..., 1] for split in X}
 
 
-def _cv_scores(X: np.ndarray, y: np.ndarray, C: float, seed: int, folds: int = 3) -> np.ndarray:
-    """Per-layer `folds`-fold CV accuracy on gold (the ceiling's selection)."""
-    fold = np.random.default_rng(seed).permutation(X.shape[1]) % folds
-    acc = np.zeros(X.shape[0])
-    for f in range(folds):
-        tr, te = fold != f, fold == f
-        probes = fit_many(X[:, tr], np.broadcast_to(y[tr], (X.shape[0], tr.sum())), C=C)
-        acc += ((predict_proba_many(probes, X[:, te])[..., 1] > 0.5) == y[te]).mean(1) / folds
-    return acc
-
-
 def _best(scores: list[np.ndarray]) -> tuple[int, int]:
     """(C index, layer index) of the best score; ties go to the stronger regularisation, then the lower layer."""
     ci, li = np.unravel_index(int(np.argmax(np.stack(scores))), (len(scores), len(scores[0])))
@@ -112,7 +101,7 @@ def probe_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predict
         ci, li = _best([((p["val"] > 0.5) == weak_val).mean(1) for p in preds])  # weak labels only: no gold
         out += _layer_records(base, feats.layers, preds[ci], ids, "student", loss, li, cfg.Cs[ci])
     gold = np.asarray(splits.strong_train.labels, dtype=np.float64)
-    ci, li = _best([_cv_scores(X["strong_train"], gold, C, seed) for C in cfg.Cs])
+    ci, li = _best([cv_accuracy(X["strong_train"], gold, C, seed, folds=3) for C in cfg.Cs])
     probes = fit_many(X["strong_train"], np.broadcast_to(gold, (n_layers, n)), C=cfg.Cs[ci])
     out += _layer_records(base, feats.layers, _predict(probes, X), ids, "ceiling", "xent", li, cfg.Cs[ci])
     return out

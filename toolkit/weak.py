@@ -32,7 +32,7 @@ class WeakConfig:
     """Inverse L2 strengths tried (scikit-learn's meaning); 5-fold CV on weak_train gold picks one."""
 
 
-def _cv_accuracy(X: np.ndarray, labels: np.ndarray, C: float, seed: int, folds: int = 5) -> np.ndarray:
+def cv_accuracy(X: np.ndarray, labels: np.ndarray, C: float, seed: int, folds: int = 5) -> np.ndarray:
     """Mean `folds`-fold CV accuracy of a probe per layer of X (L, n, d) on gold `labels`."""
     fold = np.random.default_rng(seed).permutation(len(labels)) % folds
     acc = np.zeros(len(X))
@@ -56,7 +56,7 @@ def choose(feats: Features, ids, labels: np.ndarray, cfg: WeakConfig, seed: int)
         feats.layer(layers[0])  # raises if absent
     X = np.stack([feats.layer(li) for li in layers])[:, feats.index(ids)]
     labels = labels.astype(np.float64)
-    scores = np.stack([_cv_accuracy(X, labels, C, seed) for C in cfg.Cs])  # (n_C, n_layers)
+    scores = np.stack([cv_accuracy(X, labels, C, seed) for C in cfg.Cs])  # (n_C, n_layers)
     ci, li = np.unravel_index(int(np.argmax(scores)), scores.shape)
     return layers[li], float(cfg.Cs[ci])
 
