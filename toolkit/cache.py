@@ -231,6 +231,8 @@ def commit_entry(path: Path, manifest: dict, n_shards: int) -> Path:
     for key in ("label_logprobs", "n_tokens", "truncated"):
         if key in shards[0]:
             save(f"{key}.npy", np.concatenate([s[key] for s in shards]))
+    if "truncated" in shards[0]:
+        manifest = {**manifest, "n_truncated": int(sum(s["truncated"].sum() for s in shards))}
     atomic_write_json(tmp / MANIFEST, {**manifest, "files": files, "format_version": FORMAT_VERSION})
     if path.exists():  # a concurrent writer finished first; its entry is equivalent
         shutil.rmtree(tmp)

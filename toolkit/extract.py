@@ -414,9 +414,7 @@ def _manifest(spec: dict, task, info: ModelInfo, path: Path) -> dict:
     import transformers
 
     d = int(read_config(info)["hidden_size"])
-    truncated = [cache.read_shard(path, s)["truncated"] for s in range(_n_shards(len(task), spec["shard_size"]))]
     return {**spec, "key": path.name, "ids": list(task.ids), "hidden_size": d,
-            "n_truncated": int(np.concatenate(truncated).sum()),
             "versions": {"torch": torch.__version__.split("+")[0], "transformers": transformers.__version__}}
 
 
