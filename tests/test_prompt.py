@@ -3,6 +3,8 @@ demonstration dropping, calibration, demonstration draws, the zero-shot cache, a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -189,6 +191,28 @@ def test_records_join_a_probe_like_table(tiny_run):
     for r in val_cal:  # calibrated balance on val = weak hard-label balance on val
         weak = next(w for w in recs if w.role == "weak" and w.seed == r.seed and w.split == "val")
         assert np.mean(r.p > 0.5) == pytest.approx(np.mean(weak.aligned(r.ids) > 0.5), abs=1 / len(r.ids))
+
+
+def test_a_rerun_is_served_by_the_score_cache_and_a_damaged_file_is_rescored(tiny_run, monkeypatch):
+    cfg, recs, _ = tiny_run
+    store = Path(cfg.cache_dir) / "runs" / "prompt"
+    files = sorted(store.glob("*.npz"))
+    assert len(files) == 2 * 2  # seeds x (gold, weak) demonstrations; zero-shot came from the extraction cache
+
+    def no_model(*a, **k):
+        raise AssertionError("a cached prompt run must not load the model")
+
+    with monkeypatch.context() as m:
+        m.setattr(prompt, "load_model", no_model)
+        again, _ = prompt.run_records(cfg, progress=False)
+    assert [r.key() for r in again] == [r.key() for r in recs]
+    for a, b in zip(again, recs):
+        np.testing.assert_array_equal(a.p, b.p)
+    files[0].write_bytes(files[0].read_bytes()[:-20])  # a damaged file is scored again, never used
+    with pytest.warns(UserWarning, match="prompt score cache"):
+        third, _ = prompt.run_records(cfg, progress=False)
+    for a, b in zip(third, recs):
+        np.testing.assert_allclose(a.p, b.p, atol=1e-6)
 
 
 def test_cli_prints_the_summary(tiny_run, capsys):

@@ -34,17 +34,28 @@ were dropped); a query too long on its own is cut on the left, keeping the answe
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 import warnings
+import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from toolkit import tasks
-from toolkit._util import ToolkitError, add_config_args, cli_main, config_from_args
+from toolkit._util import (
+    ToolkitError,
+    add_config_args,
+    atomic_write_bytes,
+    cache_root,
+    cli_main,
+    config_from_args,
+    stable_hash,
+)
 from toolkit.extract import pad_batch, plan_batches, pool_positions
-from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK, load_model, load_tokenizer, pick_device, resolve
+from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK, dtype_name, load_model, load_tokenizer, pick_device, resolve
 from toolkit.records import Predictions, summary, table
 from toolkit.tasks import SplitSizes
 from toolkit.weak import WeakConfig, supervise
@@ -305,24 +316,62 @@ def cached_zero_shot(cfg: PromptConfig, task, info, tokenizer) -> dict[str, np.n
     return dict(zip(feats.ids, feats.label_logprobs.astype(float)))
 
 
+PROMPT_CACHE_VERSION = 1
+
+
 class _Strong:
-    """The strong model, loaded on first use (a run served by the cache loads nothing), and a memo of
-    scored prompts so that identical gold and weak demonstrations are scored once."""
+    """The strong model, loaded on first use, and a store of scored prompts: in memory (identical gold and
+    weak demonstrations are scored once) and on disk under `<cache>/runs/prompt/`, keyed by everything that
+    changes the scores (model identity, dtype, template, label words, demonstrations, query texts, scoring
+    options), so a rerun loads nothing and scores nothing. Files are written atomically and checked on read;
+    a damaged one is scored again."""
 
     def __init__(self, cfg: PromptConfig, info, task):
         self.cfg, self.info, self.task, self.model, self.memo = cfg, info, task, None, {}
         self.tok = load_tokenizer(info)
+        self.device = pick_device(cfg.device)
+        self.scored = 0  # prompts actually run through the model (not served by a cache)
+
+    def _path(self, texts: list[str], demos: list[tuple[str, int]]) -> Path:
+        key = stable_hash({"v": PROMPT_CACHE_VERSION, "model": self.info.identity,
+                           "dtype": dtype_name(self.cfg.dtype, self.device), "template": self.task.template,
+                           "words": list(self.task.label_words), "demos": [list(d) for d in demos],
+                           "texts": stable_hash(list(texts), 32), "max_length": self.cfg.max_length}, 24)
+        return cache_root(self.cfg.cache_dir) / "runs" / "prompt" / f"{key}.npz"
+
+    @staticmethod
+    def _read(path: Path, n: int) -> np.ndarray | None:
+        try:
+            with np.load(path) as f:
+                logp, crc = f["logp"], int(f["crc32"])
+        except FileNotFoundError:
+            return None
+        except Exception as e:  # a damaged file is never used
+            warnings.warn(f"prompt score cache {path} is unreadable ({e}); scoring again", stacklevel=3)
+            return None
+        if logp.shape != (n, 2) or zlib.crc32(np.ascontiguousarray(logp).tobytes()) != crc:
+            warnings.warn(f"prompt score cache {path} fails its checksum; scoring again", stacklevel=3)
+            return None
+        return logp
 
     def score(self, texts: list[str], demos: list[tuple[str, int]]) -> np.ndarray:
         key = (tuple(texts), tuple(demos))
-        if key not in self.memo:
-            device = pick_device(self.cfg.device)
+        if key in self.memo:
+            return self.memo[key]
+        path = self._path(texts, demos)
+        logp = self._read(path, len(texts))
+        if logp is None:
             if self.model is None:
-                self.model = load_model(self.info, dtype=self.cfg.dtype, device=device)
-            self.memo[key] = score(self.model, self.tok, self.task.template, self.task.label_words, texts, demos,
-                                   batch_tokens=self.cfg.batch_tokens, max_length=self.cfg.max_length,
-                                   reuse_prefix=self.cfg.reuse_prefix, device=device)
-        return self.memo[key]
+                self.model = load_model(self.info, dtype=self.cfg.dtype, device=self.device)
+            logp = np.asarray(score(self.model, self.tok, self.task.template, self.task.label_words, texts, demos,
+                                    batch_tokens=self.cfg.batch_tokens, max_length=self.cfg.max_length,
+                                    reuse_prefix=self.cfg.reuse_prefix, device=self.device), dtype=np.float64)
+            self.scored += len(texts)
+            buf = io.BytesIO()
+            np.savez(buf, logp=logp, crc32=np.int64(zlib.crc32(np.ascontiguousarray(logp).tobytes())))
+            atomic_write_bytes(path, buf.getvalue())
+        self.memo[key] = logp
+        return logp
 
 
 def _records(cfg: PromptConfig, sup, role: str, k: int, logp: dict, extra: dict) -> list[Predictions]:

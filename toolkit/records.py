@@ -19,7 +19,7 @@ from toolkit import metrics
 from toolkit._util import ToolkitError
 
 ROW_COLUMNS = ["task", "weak", "strong", "method", "role", "loss", "setting", "seed", "split", "metric", "value"]
-ROLES = ("weak", "student", "ceiling", "baseline")
+ROLES = ("weak", "student", "ceiling", "baseline", "control")
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,7 +34,9 @@ class Predictions:
     method: str
     """`probe`, `prompt`, `finetune`, or the weak supervisor's method."""
     role: str
-    """`weak` (the supervisor), `student` (trained on weak labels), `ceiling` (trained on gold), `baseline`."""
+    """`weak` (the supervisor), `student` (trained on weak labels), `ceiling` (trained on gold), `baseline`
+    (no training signal, e.g. zero-shot), `control` (trained on gold flipped at random at the supervisor's error
+    rate: the random-noise control of a student)."""
     loss: str
     setting: str
     """Method-specific setting, e.g. `layer=12`, `k=8`, `epoch=2`; `select` marks the chosen one."""
