@@ -25,7 +25,7 @@ def probe_run(tmp_path_factory):
 def test_every_role_on_the_same_fixed_test_pool(probe_run):
     cfg, recs, labels = probe_run
     test = [r for r in recs if r.split == "test"]
-    assert {r.role for r in test} == {"weak", "student", "ceiling"}
+    assert {r.role for r in test} == {"weak", "student", "ceiling", "control"}
     assert {r.loss for r in test if r.role == "student"} == set(cfg.losses)
     assert len({r.ids for r in test}) == 1  # one test pool for every method, loss and seed
     n_layers = 31
@@ -72,6 +72,28 @@ def test_students_never_see_gold(probe_run):
         if ra.role == "student":
             np.testing.assert_array_equal(ra.p, rb.p)
     assert any(not np.array_equal(ra.p, rb.p) for ra, rb in zip(a, b) if ra.role == "ceiling")
+
+
+def test_noise_control_has_the_supervisors_error_count(probe_run):
+    """The control is trained on gold flipped at random with exactly the supervisor's number of errors."""
+    cfg, recs, labels = probe_run
+    task = tasks.subsample(tasks.load("sentiment"), cfg.limit, seed=0)
+    from toolkit.weak import WeakConfig, supervise
+
+    for sup in supervise(task, [0, 1], cfg.sizes, WeakConfig(), limit=cfg.limit, cache_dir=cfg.cache_dir,
+                         progress=False):
+        for split in ("strong_train", "val"):
+            gold = sup.splits[split].labels
+            weak_errors = int(((sup.soft(split) > 0.5) != (gold == 1)).sum())
+            noisy = sup.noisy(split)
+            assert int((noisy != gold).sum()) == weak_errors
+            np.testing.assert_array_equal(noisy, sup.noisy(split))  # deterministic
+            per_class = sup.noisy(split, per_class=True)
+            for c in (0, 1):
+                m = gold == c
+                assert int((per_class[m] != c).sum()) == int(((sup.soft(split)[m] > 0.5) != c).sum())
+    ctrl = [r for r in recs if r.role == "control" and r.setting == "select" and r.split == "test"]
+    assert {(r.seed, r.loss) for r in ctrl} == {(s, loss) for s in (0, 1) for loss in cfg.losses}
 
 
 def test_bad_loss_fails_before_any_work():

@@ -57,6 +57,11 @@ class ProbeRunConfig:
     """Split sizes (weak_train, strong_train, val, test)."""
     limit: int = 0
     """Class-balanced subsample of the task before splitting (0 = all)."""
+    control: bool = True
+    """Also train the random-noise control of each student (role `control`): the same probe on strong_train
+    gold flipped at random at the supervisor's error count, selected on val gold flipped the same way."""
+    control_per_class: bool = False
+    """Match the supervisor's error count within each gold class (instead of overall) for the control."""
     cache_dir: str | None = None
     """Cache root."""
 
@@ -85,25 +90,39 @@ def _best(scores: list[np.ndarray]) -> tuple[int, int]:
     return int(ci), int(li)
 
 
+def _fit_select(X: dict, base: dict, layers, role: str, loss: str, train: np.ndarray, val: np.ndarray,
+                Cs) -> list[Predictions]:
+    """Probes on every layer x C trained on `train` targets; (C, layer) chosen by accuracy against the hard
+    `val` labels the same supervision gives (never gold, unless the supervision is gold)."""
+    n_layers, n = X["strong_train"].shape[:2]
+    preds = [_predict(fit_many(X["strong_train"], np.broadcast_to(train, (n_layers, n)), C=C, loss=loss), X)
+             for C in Cs]
+    ci, li = _best([((p["val"] > 0.5) == val).mean(1) for p in preds])
+    ids = {s: base["ids"][s] for s in STUDENT_SPLITS}
+    return _layer_records(base["key"], layers, preds[ci], ids, role, loss, li, Cs[ci])
+
+
 def probe_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predictions]:
-    """Students (one per loss) and the ceiling, fitted on every layer x C of the strong features at once."""
+    """Students (one per loss), their random-noise controls and the ceiling, fitted on every layer x C of
+    the strong features at once."""
     splits, seed = sup.splits, sup.seed
     ids = {s: splits[s].ids for s in STUDENT_SPLITS}
     X = {s: feats.hidden[:, feats.index(ids[s])] for s in STUDENT_SPLITS}  # (L, n, d)
     n_layers, n = X["strong_train"].shape[:2]
-    w1 = sup.soft("strong_train")
-    weak_val = sup.soft("val") > 0.5
-    base = {"task": splits.test.name, "weak": cfg.weak, "strong": cfg.strong, "method": "probe", "seed": seed}
+    base = {"ids": ids, "key": {"task": splits.test.name, "weak": cfg.weak, "strong": cfg.strong, "method": "probe",
+                                "seed": seed}}
+    noisy = {s: sup.noisy(s, per_class=cfg.control_per_class).astype(np.float64) for s in ("strong_train", "val")}
     out = []
     for loss in cfg.losses:
-        preds = [_predict(fit_many(X["strong_train"], np.broadcast_to(w1, (n_layers, n)), C=C, loss=loss), X)
-                 for C in cfg.Cs]
-        ci, li = _best([((p["val"] > 0.5) == weak_val).mean(1) for p in preds])  # weak labels only: no gold
-        out += _layer_records(base, feats.layers, preds[ci], ids, "student", loss, li, cfg.Cs[ci])
+        out += _fit_select(X, base, feats.layers, "student", loss, sup.soft("strong_train"),
+                           sup.soft("val") > 0.5, cfg.Cs)  # weak labels only: no gold
+        if cfg.control:
+            out += _fit_select(X, base, feats.layers, "control", loss, noisy["strong_train"], noisy["val"] > 0.5,
+                               cfg.Cs)
     gold = np.asarray(splits.strong_train.labels, dtype=np.float64)
     ci, li = _best([cv_accuracy(X["strong_train"], gold, C, seed, folds=3) for C in cfg.Cs])
     probes = fit_many(X["strong_train"], np.broadcast_to(gold, (n_layers, n)), C=cfg.Cs[ci])
-    out += _layer_records(base, feats.layers, _predict(probes, X), ids, "ceiling", "xent", li, cfg.Cs[ci])
+    out += _layer_records(base["key"], feats.layers, _predict(probes, X), ids, "ceiling", "xent", li, cfg.Cs[ci])
     return out
 
 

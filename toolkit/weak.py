@@ -80,6 +80,24 @@ def train_weak(feats: Features, splits, cfg: WeakConfig = WeakConfig(), *, seed:
     return out
 
 
+def noise_labels(y, weak_p, seed: int, *, per_class: bool = False) -> np.ndarray:
+    """Gold 0/1 labels `y` with exactly as many flips, at random, as the supervisor makes errors
+    (weak P(y=1) > 0.5 against `y`): the labels of the random-noise control. With `per_class`, the count of
+    flips within each gold class equals the supervisor's errors in that class. Deterministic in `seed`."""
+    y = np.asarray(y).astype(np.int64)
+    weak_p = np.asarray(weak_p, dtype=np.float64)
+    if y.shape != weak_p.shape:
+        raise ToolkitError(f"noise_labels: {len(y)} labels but {len(weak_p)} weak predictions")
+    wrong = (weak_p > 0.5) != (y == 1)
+    rng = np.random.default_rng([seed, 0x6E6F697365])
+    groups = [np.flatnonzero(y == c) for c in (0, 1)] if per_class else [np.arange(len(y))]
+    out = y.copy()
+    for g in groups:
+        flip = rng.choice(g, int(wrong[g].sum()), replace=False)
+        out[flip] = 1 - out[flip]
+    return out
+
+
 def as_soft_labels(weak: list[Predictions], split: str, ids) -> np.ndarray:
     """The weak supervisor's P(y=1) for `ids` of `split`, joined by id."""
     for rec in weak:
@@ -101,6 +119,12 @@ class Supervision:
     def soft(self, split: str) -> np.ndarray:
         """Weak P(y=1) for the examples of `split`, in the split's id order."""
         return as_soft_labels(self.weak, split, self.splits[split].ids)
+
+    def noisy(self, split: str, *, per_class: bool = False) -> np.ndarray:
+        """The random-noise control's labels for `split`: its gold flipped at random at the supervisor's
+        error count on that split (see `noise_labels`), in the split's id order."""
+        salt = LABEL_SPLITS.index(split)
+        return noise_labels(self.splits[split].labels, self.soft(split), self.seed * 4 + salt, per_class=per_class)
 
 
 def supervise(task, seeds, sizes, cfg: WeakConfig = WeakConfig(), *, limit: int = 0, cache_dir=None,
