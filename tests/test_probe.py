@@ -96,6 +96,27 @@ def test_noise_control_has_the_supervisors_error_count(probe_run):
     assert {(r.seed, r.loss) for r in ctrl} == {(s, loss) for s in (0, 1) for loss in cfg.losses}
 
 
+def test_a_rerun_loads_the_stored_probes_and_a_damaged_store_is_refitted(probe_run):
+    cfg, recs, labels = probe_run
+    before = dict(probe.STATS)
+    again, _ = probe.run_records(cfg, progress=False)
+    assert probe.STATS["loaded"] - before["loaded"] == cfg.seeds and probe.STATS["fitted"] == before["fitted"]
+    assert [r.key() for r in again] == [r.key() for r in recs]
+    for a, b in zip(again, recs):
+        np.testing.assert_array_equal(a.p, b.p)
+        assert a.extra == b.extra
+    from toolkit._util import cache_root
+
+    store = sorted((cache_root(cfg.cache_dir) / "runs" / "probe").glob("*.npz"))
+    assert len(store) == cfg.seeds
+    store[0].write_bytes(store[0].read_bytes()[:-100])
+    with pytest.warns(UserWarning, match="probe run store"):
+        third, _ = probe.run_records(cfg, progress=False)
+    assert probe.STATS["fitted"] - before["fitted"] == 1
+    for a, b in zip(third, recs):
+        np.testing.assert_allclose(a.p, b.p, atol=1e-9)
+
+
 def test_bad_loss_fails_before_any_work():
     with pytest.raises(ToolkitError, match="unknown loss"):
         probe.run_records(probe.ProbeRunConfig(losses=("xent", "nope")))

@@ -109,3 +109,21 @@ def test_weak_cv_picks_the_informative_layer_and_a_C():
     assert weak.choose(feats, splits.weak_train.ids, labels, weak.WeakConfig(layer="1"), 0)[0] == 1
     with pytest.raises(ToolkitError, match="weak layer must be"):
         weak.choose(feats, splits.weak_train.ids, labels, weak.WeakConfig(layer="deepest"), 0)
+
+
+def test_records_round_trip_through_bytes_with_extras():
+    from toolkit._util import ToolkitError
+
+    recs = [Predictions(task="t", weak="w", strong="s", method="probe", role="student", loss="xent",
+                        setting="select", seed=1, split="test", ids=("a", "b", "c"), p=np.array([0.1, 0.5, 0.9]),
+                        extra={"layer": np.int64(3), "C": 0.1, "demos": ["x", "y"]}),
+            Predictions(task="t", weak="w", strong="s", method="probe", role="weak", loss="xent",
+                        setting="layer=2", seed=1, split="val", ids=("d",), p=np.array([1.0]))]
+    back = records.from_bytes(records.to_bytes(recs))
+    assert [r.key() for r in back] == [r.key() for r in recs]
+    assert back[0].extra == {"layer": 3, "C": 0.1, "demos": ["x", "y"]} and back[0].ids == ("a", "b", "c")
+    np.testing.assert_array_equal(back[0].p, recs[0].p)
+    data = bytearray(records.to_bytes(recs))
+    data[-200] ^= 0xFF
+    with pytest.raises(ToolkitError, match="damaged"):
+        records.from_bytes(bytes(data))

@@ -14,14 +14,23 @@ with its layer in the `layer` metric row.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, replace
+import warnings
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from toolkit import records, tasks
-from toolkit._util import ToolkitError, add_config_args, cli_main, config_from_args
+from toolkit._util import (
+    ToolkitError,
+    add_config_args,
+    atomic_write_bytes,
+    cache_root,
+    cli_main,
+    config_from_args,
+    stable_hash,
+)
 from toolkit.extract import ExtractConfig, extract, load_task
 from toolkit.linear import LogisticProbe, fit_many, predict_proba_many
 from toolkit.losses import get_loss
@@ -126,23 +135,65 @@ def probe_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predict
     return out
 
 
-def run_records(cfg: ProbeRunConfig = ProbeRunConfig(), progress: bool = True):
+def run_records(cfg: ProbeRunConfig = ProbeRunConfig(), progress: bool = True, *, sups=None):
     """All prediction records of the probe comparison and the gold labels (id -> 0/1) of the task.
 
     Extracts (or loads from the cache) the weak and strong features once; then, per seed, fits the
-    weak supervisor, the students and the ceiling."""
+    weak supervisor, the students and the ceiling. `sups` (from `weak.supervise`) supplies the splits and
+    weak labels instead, so that several methods share them (`toolkit.compare`)."""
     for loss in cfg.losses:
         get_loss(loss)  # fail on a bad loss name before any long work
     ex = ExtractConfig(task=cfg.task, limit=cfg.limit, cache_dir=cfg.cache_dir)
     task = load_task(ex)
-    sup = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(cfg.weak, cfg.weak_layer), limit=cfg.limit,
-                    cache_dir=cfg.cache_dir, progress=progress)
+    sup = sups if sups is not None else supervise(task, cfg.seeds, cfg.sizes, WeakConfig(cfg.weak, cfg.weak_layer),
+                                                  limit=cfg.limit, cache_dir=cfg.cache_dir, progress=progress)
     strong_feats = extract(replace(ex, model=cfg.strong), progress=progress)
     out: list[Predictions] = []
     for s in sup:
         out += [r for r in s.weak if r.split != "weak_train"]
-        out += probe_students(strong_feats, s, cfg)
+        out += stored_students(strong_feats, s, cfg)
     return out, dict(zip(task.ids, (int(v) for v in task.labels)))
+
+
+STATS = {"fitted": 0, "loaded": 0}
+"""Seeds whose probes were fitted (`fitted`) or read from the run store (`loaded`) in this process."""
+
+
+def _code_version() -> str:
+    """A hash of the code that determines probe results, so that a changed solver never reuses old runs."""
+    import inspect
+
+    from toolkit import linear, losses
+
+    return stable_hash([inspect.getsource(m) for m in (linear, losses)] + [inspect.getsource(probe_students),
+                                                                          inspect.getsource(_fit_select)], 16)
+
+
+def stored_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predictions]:
+    """`probe_students`, read from `<cache>/runs/probe/<key>.npz` when the same fit was done before.
+
+    The key is content: the strong features' cache entry, the seed's split ids, the weak labels of
+    strong_train and val, the gold that the ceiling and the control see, every setting that changes a fit,
+    and the probe code itself. Model names are labels, so stored records are relabelled with this call's."""
+    splits = sup.splits
+    spec = {"features": feats.path.name, "seed": sup.seed, "code": _code_version(),
+            "ids": {s: stable_hash(list(splits[s].ids), 16) for s in STUDENT_SPLITS},
+            "weak": {s: stable_hash(np.round(sup.soft(s), 12).tolist(), 16) for s in ("strong_train", "val")},
+            "gold": {s: stable_hash(splits[s].labels.tolist(), 16) for s in ("strong_train", "val")},
+            "cfg": {k: v for k, v in asdict(cfg).items() if k in ("losses", "Cs", "control", "control_per_class")}}
+    path = cache_root(cfg.cache_dir) / "runs" / "probe" / f"{stable_hash(spec, 24)}.npz"
+    names = {"weak": cfg.weak, "strong": cfg.strong, "task": splits.test.name}
+    if path.exists():
+        try:
+            recs = records.from_bytes(path.read_bytes())
+            STATS["loaded"] += 1
+            return [r.with_(**names) for r in recs]
+        except ToolkitError as e:
+            warnings.warn(f"probe run store {path}: {e}; fitting again", stacklevel=2)
+    recs = probe_students(feats, sup, cfg)
+    STATS["fitted"] += 1
+    atomic_write_bytes(path, records.to_bytes(recs))
+    return recs
 
 
 SUMMARY_SETTINGS = ("select", "layer=0")  # the chosen layer, and the input-embedding sanity baseline

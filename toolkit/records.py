@@ -9,6 +9,7 @@ over records and never touch a model.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -121,6 +122,56 @@ def save_records(records: list[Predictions], path: str | Path) -> None:
     atomic_write_bytes(path, predictions_frame(records).to_csv(index=False, float_format="%.9g").encode())
 
 
+def _json_default(v):
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, np.ndarray | tuple):
+        return v.tolist() if isinstance(v, np.ndarray) else list(v)
+    raise TypeError(f"cannot store {type(v).__name__} in a record's extra")
+
+
+def to_bytes(records: list[Predictions]) -> bytes:
+    """Records, extras included, as one checksummed .npz payload (for run stores; see `from_bytes`)."""
+    import json
+    import zlib
+
+    id_sets: dict[tuple, int] = {}
+    meta = []
+    for r in records:
+        meta.append({**{c: getattr(r, c) for c in ROW_COLUMNS[:-2]}, "ids": id_sets.setdefault(r.ids, len(id_sets)),
+                     "extra": r.extra})
+    header = json.dumps({"records": meta, "ids": [list(i) for i in id_sets]}, default=_json_default).encode()
+    p = np.concatenate([r.p for r in records]) if records else np.zeros(0)
+    buf = io.BytesIO()
+    np.savez(buf, p=p, header=np.frombuffer(header, dtype=np.uint8),
+             crc32=np.int64(zlib.crc32(header, zlib.crc32(p.tobytes()))))
+    return buf.getvalue()
+
+
+def from_bytes(data: bytes) -> list[Predictions]:
+    """Inverse of `to_bytes`; raises `ToolkitError` on a damaged payload."""
+    import json
+    import zlib
+
+    try:
+        with np.load(io.BytesIO(data)) as f:
+            p, header, crc = f["p"], f["header"].tobytes(), int(f["crc32"])
+    except Exception as e:
+        raise ToolkitError(f"damaged records payload ({e})") from None
+    if zlib.crc32(header, zlib.crc32(p.tobytes())) != crc:
+        raise ToolkitError("damaged records payload (checksum mismatch)")
+    doc = json.loads(header)
+    ids = [tuple(i) for i in doc["ids"]]
+    out, at = [], 0
+    for m in doc["records"]:
+        rid = ids[m.pop("ids")]
+        out.append(Predictions(**m, ids=rid, p=p[at:at + len(rid)]))
+        at += len(rid)
+    return out
+
+
 def load_records(path: str | Path) -> list[Predictions]:
     df = pd.read_csv(path, dtype={"id": str, "setting": str, "loss": str})
     return records_from_frame(df)
@@ -136,7 +187,7 @@ def summary(records: list[Predictions], labels: dict[str, int], *, split: str = 
     and an explicit reason where PGR is undefined. The ceiling is the same method's `ceiling`
     record with the same setting; the weak model is the seed's supervisor."""
     recs = [r for r in records if r.split == split]
-    weak = {(r.task, r.seed): r for r in recs if r.role == "weak"}
+    weak = {(r.task, r.weak, r.seed): r for r in recs if r.role == "weak"}
     ceil = {(r.task, r.strong, r.method, r.setting, r.seed): r for r in recs if r.role == "ceiling"}
     students: dict[tuple, list[Predictions]] = {}
     for r in recs:
@@ -147,7 +198,7 @@ def summary(records: list[Predictions], labels: dict[str, int], *, split: str = 
         group = sorted(group, key=lambda r: r.seed)
         ids = group[0].ids
         try:
-            w = np.stack([weak[(r.task, r.seed)].aligned(ids) for r in group])
+            w = np.stack([weak[(r.task, r.weak, r.seed)].aligned(ids) for r in group])
             c = np.stack([ceil[(r.task, r.strong, r.method, r.setting, r.seed)].aligned(ids) for r in group])
         except KeyError as e:
             raise ToolkitError(f"summary: no weak or ceiling record for {key} ({e})") from None
