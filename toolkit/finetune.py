@@ -48,8 +48,8 @@ from toolkit.losses import get_loss
 from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK, ModelInfo, load_tokenizer, pick_device, resolve
 from toolkit.tasks import SplitSizes
 
-__all__ = ["FinetuneConfig", "Classifier", "Trainer", "make_batches", "train", "train_run", "run_records", "run",
-           "STATS", "main"]
+__all__ = ["FinetuneConfig", "Classifier", "Trainer", "make_batches", "train", "train_run", "run_records",
+           "run_with_curves", "run", "STATS", "main"]
 
 FORMAT_VERSION = 1
 STATS = {"trainings": 0, "loaded": 0}
@@ -490,16 +490,26 @@ def _store(path: Path, spec: dict, recs: list, result: TrainResult, info: dict) 
 # ----------------------------------------------------------------------------- the job
 
 
-def run_records(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = True):
+def run_records(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = True, sups=None):
     """Weak, student (one per loss) and ceiling records for every seed of `cfg`, and gold labels id -> 0/1.
 
-    Splits and weak labels come from `weak.supervise`, so they are exactly those of the probe path."""
+    Splits and weak labels come from `weak.supervise`, so they are exactly those of the probe path (or
+    from `sups`, already supervised, when several methods share them)."""
+    records, _, labels = run_with_curves(cfg, progress=progress, sups=sups)
+    return records, labels
+
+
+def run_with_curves(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = True, sups=None):
+    """`run_records` plus the training curves of every run (one DataFrame: step, epoch, lr, train_loss,
+    val_agreement, test_acc, best, with task, weak, strong, role, loss and seed columns)."""
     from toolkit.weak import WeakConfig, supervise
 
     task = load_task(ExtractConfig(task=cfg.task, limit=cfg.limit, cache_dir=cfg.cache_dir))
-    sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(model=cfg.weak), limit=cfg.limit,
-                     cache_dir=cfg.cache_dir, progress=progress)
+    if sups is None:
+        sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(model=cfg.weak), limit=cfg.limit,
+                         cache_dir=cfg.cache_dir, progress=progress)
     records = [r for sup in sups for r in sup.weak]
+    curves = []
     for sup in sups:
         jobs = [("student", loss) for loss in cfg.losses] + ([("ceiling", "xent")] if cfg.ceiling else [])
         for role, loss in jobs:
@@ -510,7 +520,10 @@ def run_records(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = True
                 print(f"[finetune] seed {sup.seed} {role} {loss}: {how} in {time.perf_counter() - t0:.0f} s "
                       f"({out.path})", flush=True)
             records += out.records
-    return records, dict(zip(task.ids, task.labels.tolist()))
+            curves.append(out.curve.assign(task=sup.splits.test.name, weak=cfg.weak, strong=cfg.strong, role=role,
+                                           loss="xent" if role == "ceiling" else loss, seed=sup.seed))
+    curve = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    return records, curve, dict(zip(task.ids, task.labels.tolist()))
 
 
 def run(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = True) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -380,6 +381,24 @@ def pick_dtype(dtype: str, device: str):
     import torch
 
     return getattr(torch, dtype_name(dtype, device))
+
+
+def n_params(info: ModelInfo) -> int | None:
+    """Number of parameters, read from the safetensors headers of a local model folder (no weights are
+    loaded; tied embeddings count once because they are stored once); None where the folder has none."""
+    import struct
+
+    folder = Path(info.path)
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        return None
+    total = 0
+    for f in files:
+        with open(f, "rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(size))
+        total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+    return total
 
 
 def read_config(info: ModelInfo) -> dict:

@@ -317,6 +317,8 @@ def cached_zero_shot(cfg: PromptConfig, task, info, tokenizer) -> dict[str, np.n
 
 
 PROMPT_CACHE_VERSION = 1
+STATS = {"scored": 0}
+"""Prompts run through a model in this process (not served by the score cache)."""
 
 
 class _Strong:
@@ -367,6 +369,7 @@ class _Strong:
                                     batch_tokens=self.cfg.batch_tokens, max_length=self.cfg.max_length,
                                     reuse_prefix=self.cfg.reuse_prefix, device=self.device), dtype=np.float64)
             self.scored += len(texts)
+            STATS["scored"] += len(texts)
             buf = io.BytesIO()
             np.savez(buf, logp=logp, crc32=np.int64(zlib.crc32(np.ascontiguousarray(logp).tobytes())))
             atomic_write_bytes(path, buf.getvalue())
@@ -398,9 +401,10 @@ def _zero_shot(cfg, sups, strong: _Strong, task, info) -> dict:
     return {"logp": dict(zip(ids, strong.score(texts, []))), "source": "scored"}
 
 
-def run_records(cfg: PromptConfig = PromptConfig(), *, progress: bool = True):
+def run_records(cfg: PromptConfig = PromptConfig(), *, progress: bool = True, sups=None):
     """Prompt records (val and test, raw and calibrated, every seed and k) plus the weak supervisor's
-    records, and gold labels id -> 0/1. Splits and weak labels are `weak.supervise`'s, as for probes."""
+    records, and gold labels id -> 0/1. Splits and weak labels are `weak.supervise`'s, as for probes
+    (or `sups`, already supervised, when several methods share them)."""
     info = resolve(cfg.strong, cfg.cache_dir)
     if info.arch != "causal":
         raise ToolkitError(f"model {cfg.strong} has no causal LM head; prompting needs a decoder")
@@ -410,8 +414,9 @@ def run_records(cfg: PromptConfig = PromptConfig(), *, progress: bool = True):
     task = tasks.load(cfg.task, cfg.cache_dir)
     if cfg.limit and cfg.limit < len(task):
         task = tasks.subsample(task, cfg.limit, seed=0)  # the same subsample extraction takes
-    sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(cfg.weak), limit=cfg.limit, cache_dir=cfg.cache_dir,
-                     progress=progress)
+    if sups is None:
+        sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(cfg.weak), limit=cfg.limit, cache_dir=cfg.cache_dir,
+                         progress=progress)
     strong = _Strong(cfg, info, task)
     recs = [r for sup in sups for r in sup.weak]
     zero = _zero_shot(cfg, sups, strong, task, info) if 0 in cfg.ks else None

@@ -1,0 +1,481 @@
+"""The main job: every elicitation method side by side, on the same splits and weak labels.
+
+    python -m toolkit.compare --task sentiment --weak minilm-l6 --strong smollm2-135m --out runs/default
+
+From a notebook:
+
+    from toolkit import compare
+    result = compare.run("sentiment", weak="minilm-l6", strong="smollm2-135m")
+    result.summary                 # weak / student / ceiling and PGR with 95% CIs, per method x loss x setting
+    result.write("runs/default")   # results.csv, summary.csv, diagnostics.csv, figures, report.md
+
+Per task, the weak supervisor is trained once per seed (`toolkit.weak.supervise`); its splits and soft
+labels are handed to every method, so the probe, prompt and fine-tune students differ only in how the
+strong model is elicited. Every stage reuses its cache (features, prompt scores, fine-tune runs): a rerun
+with nothing new loads no model and trains nothing heavy (probes on cached features are refitted, in
+seconds). Fine-tuning is the expensive arm, so by default it runs on the first `finetune_seeds` seeds only
+(its summary rows say how many seeds they average).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from toolkit import extract as extract_mod
+from toolkit import records
+from toolkit._util import ToolkitError, add_config_args, cli_main, config_from_args
+from toolkit.losses import get_loss
+from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK, n_params, resolve
+from toolkit.records import Predictions
+from toolkit.tasks import SplitSizes
+from toolkit.weak import WeakConfig, supervise
+
+__all__ = ["CompareConfig", "Comparison", "run", "main", "METHODS", "SUMMARY_SETTINGS"]
+
+METHODS = ("probe", "prompt", "finetune")
+SUMMARY_SETTINGS = {"probe": ("select", "layer=0"), "prompt": ("k={k}", "k={k},cal"), "finetune": ("best", "final")}
+"""Settings summarised per method: the probe's selected layer and its input-embedding sanity baseline; the
+largest k raw and calibrated; fine-tuning's best-by-weak-agreement and final checkpoints."""
+
+
+def _tuple(value) -> tuple:
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """A side-by-side comparison: tasks x strong models x methods x losses x seeds."""
+
+    tasks: tuple[str, ...] = ("sentiment",)
+    """Tasks (names, `bigbench:<path>`, or .jsonl/.csv files); on the CLI `--task a,b`."""
+    weak: str = DEFAULT_WEAK
+    """Weak supervisor's model (a probe on its cached features, trained on weak_train gold)."""
+    strong: tuple[str, ...] = (DEFAULT_STRONG,)
+    """Strong models (catalog names, folders or hub ids); several give PGR against strong-model size."""
+    methods: tuple[str, ...] = METHODS
+    """Elicitation methods: any of probe, prompt, finetune."""
+    losses: tuple[str, ...] = ("xent", "logconf")
+    """Student losses for probes and fine-tuning (prompting has no loss)."""
+    seeds: int = 3
+    """Seeds 0..seeds-1 for probes and prompting: each draws new weak_train/strong_train/val splits."""
+    finetune_seeds: int = 1
+    """Fine-tuning runs on the first this-many seeds (it is the expensive arm; 0 = all seeds)."""
+    sizes: SplitSizes = SplitSizes()
+    """Split sizes weak_train,strong_train,val,test (test is one fixed pool for every seed)."""
+    limit: int = 0
+    """Class-balanced subsample of each task before splitting (0 = all)."""
+    ks: tuple[int, ...] = (0, 8)
+    """Prompt demonstrations per prompt (even); 0 is the zero-shot baseline."""
+    epochs: int = 2
+    """Fine-tuning epochs over strong_train."""
+    control: bool = True
+    """Train the random-noise control of each probe student (gold flipped at the supervisor's error count)."""
+    n_boot: int = 1000
+    """Bootstrap resamples for the PGR intervals."""
+    dtype: str = "auto"
+    """`auto` (bfloat16 on GPU, float32 on CPU), `float32` or `bfloat16`, for prompting and fine-tuning."""
+    device: str = "auto"
+    """`auto`, `cpu` or `cuda` for prompting and fine-tuning."""
+    cache_dir: str | None = None
+    """Cache root (default `cache/` in the project, or $TOOLKIT_CACHE_DIR)."""
+
+    def __post_init__(self) -> None:
+        for name in ("tasks", "strong", "methods", "losses"):
+            object.__setattr__(self, name, _tuple(getattr(self, name)))
+        object.__setattr__(self, "ks", tuple(int(k) for k in _tuple(self.ks)))
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ToolkitError(f"unknown method(s) {bad or '(none)'}: choose from {', '.join(METHODS)}")
+        if not self.tasks or not self.strong:
+            raise ToolkitError("compare needs at least one task and one strong model")
+        for loss in self.losses:
+            get_loss(loss.split(":")[0])  # a bad loss name fails before any long work
+        if self.seeds < 1 or self.finetune_seeds < 0:
+            raise ToolkitError(f"seeds must be >= 1 and finetune_seeds >= 0, got {self.seeds}, {self.finetune_seeds}")
+        if "prompt" in self.methods and (not self.ks or any(k < 0 or k % 2 for k in self.ks)):
+            raise ToolkitError(f"ks must be even numbers >= 0 (half the demonstrations per class), got {self.ks}")
+
+    def summary_settings(self) -> tuple[str, ...]:
+        k = max(self.ks) if self.ks else 0
+        return tuple(s.format(k=k) for m in self.methods for s in SUMMARY_SETTINGS[m])
+
+
+@dataclass
+class Comparison:
+    """What `run` returns: every prediction record and the tables built from them."""
+
+    config: CompareConfig
+    records: list[Predictions]
+    labels: dict[str, dict[str, int]]
+    """Gold labels per task: task name -> id -> 0/1."""
+    curves: pd.DataFrame
+    """Fine-tuning curves (step, val agreement with weak labels, test accuracy) of every run."""
+    summary: pd.DataFrame
+    results: pd.DataFrame
+    """The tidy table: one row per task, models, method, role, loss, setting, seed, split and metric."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Wall seconds per stage."""
+    stats: dict[str, int] = field(default_factory=dict)
+    """Work done rather than loaded: models built for extraction, prompts scored, fine-tunings trained."""
+    notes: list[str] = field(default_factory=list)
+    sizes: dict[str, int | None] = field(default_factory=dict)
+    """Strong (and weak) models' parameter counts."""
+    _diag: tuple | None = None
+
+    def _diagnostics(self):
+        if self._diag is None:
+            from toolkit import diagnostics
+
+            curves = self.curves
+            frames = [diagnostics.table([r for r in self.records if r.task == t], lab,
+                                        curves=curves[curves.task == t] if len(curves) else None)
+                      for t, lab in self.labels.items()]
+            diag = pd.concat(frames, ignore_index=True)
+            self._diag = (diag, diagnostics.summarize(diag))
+        return self._diag
+
+    @property
+    def diagnostics(self) -> pd.DataFrame:
+        """Tidy diagnostics (`toolkit.diagnostics.table`): agreement, imitation, misfit, ECE per record."""
+        return self._diagnostics()[0]
+
+    @property
+    def diagnostics_summary(self) -> pd.DataFrame:
+        """Diagnostics averaged over seeds, with the noise-control comparison (`diagnostics.summarize`)."""
+        return self._diagnostics()[1]
+
+    def figures(self) -> dict:
+        """The standard figures (name -> matplotlib Figure); see `toolkit.plots`."""
+        return _figures(self)
+
+    def write(self, out: str | Path) -> list[Path]:
+        """Write results.csv, summary.csv, diagnostics.csv, predictions.csv.gz, curves.csv, the figures (PNG)
+        and report.md to `out`; return the paths written."""
+        return _write(self, Path(out))
+
+
+def _strong_runs(cfg: CompareConfig, task_name: str, strong: str, sups, progress: bool, stats: dict,
+                 notes: list[str]) -> tuple[list[Predictions], list[pd.DataFrame], dict[str, float]]:
+    from toolkit import finetune, probe, prompt
+
+    recs, curves, times = [], [], {}
+    common = {"task": task_name, "weak": cfg.weak, "strong": strong, "sizes": cfg.sizes, "limit": cfg.limit,
+              "cache_dir": cfg.cache_dir}
+    info = resolve(strong, cfg.cache_dir)
+    for method in cfg.methods:
+        t0 = time.perf_counter()
+        if method == "probe":
+            pcfg = probe.ProbeRunConfig(**common, seeds=cfg.seeds, losses=cfg.losses, control=cfg.control)
+            out, _ = probe.run_records(pcfg, progress=progress, sups=sups)
+        elif method == "prompt":
+            if info.arch != "causal":
+                notes.append(f"prompting skipped for {strong}: an encoder has no language-model head to prompt")
+                continue
+            pcfg = prompt.PromptConfig(**common, seeds=tuple(s.seed for s in sups), ks=cfg.ks, dtype=cfg.dtype,
+                                       device=cfg.device)
+            before = prompt.STATS["scored"]
+            out, _ = prompt.run_records(pcfg, progress=progress, sups=sups)
+            stats["prompts_scored"] += prompt.STATS["scored"] - before
+        else:
+            n = cfg.finetune_seeds or len(sups)
+            fcfg = finetune.FinetuneConfig(**common, seeds=tuple(s.seed for s in sups[:n]), losses=cfg.losses,
+                                           epochs=cfg.epochs, dtype=cfg.dtype, device=cfg.device)
+            before = finetune.STATS["trainings"]
+            out, curve, _ = finetune.run_with_curves(fcfg, progress=progress, sups=sups[:n])
+            stats["finetunes_trained"] += finetune.STATS["trainings"] - before
+            curves.append(curve)
+        recs += [r for r in out if r.role != "weak"]
+        times[f"{method} {task_name} {strong}"] = time.perf_counter() - t0
+    return recs, curves, times
+
+
+def run(tasks: str | tuple[str, ...] = "sentiment", weak: str = DEFAULT_WEAK,
+        strong: str | tuple[str, ...] = DEFAULT_STRONG, methods=METHODS, losses=("xent", "logconf"), seeds: int = 3,
+        *, out: str | Path | None = None, progress: bool = True, **config) -> Comparison:
+    """Compare every method in `methods` for each task x strong model, on the same splits and weak labels.
+
+    `config` takes any other `CompareConfig` field (finetune_seeds, sizes, limit, ks, epochs, control, ...).
+    With `out`, the outputs are written there as by `Comparison.write`."""
+    cfg = CompareConfig(tasks=tasks, weak=weak, strong=strong, methods=methods, losses=losses, seeds=seeds, **config)
+    return run_config(cfg, out=out, progress=progress)
+
+
+def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: bool = True) -> Comparison:
+    """`run` for a ready `CompareConfig`."""
+    t_start = time.perf_counter()
+    built = extract_mod.STATS["models_built"]
+    stats = {"prompts_scored": 0, "finetunes_trained": 0}
+    all_recs: list[Predictions] = []
+    labels: dict[str, dict[str, int]] = {}
+    curves: list[pd.DataFrame] = []
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    for task_name in cfg.tasks:
+        t0 = time.perf_counter()
+        task = extract_mod.load_task(extract_mod.ExtractConfig(task=task_name, limit=cfg.limit,
+                                                               cache_dir=cfg.cache_dir))
+        if task.name in labels:
+            raise ToolkitError(f"task '{task.name}' is listed twice")
+        sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(cfg.weak), limit=cfg.limit, cache_dir=cfg.cache_dir,
+                         progress=progress)
+        timings[f"weak {task.name}"] = time.perf_counter() - t0
+        labels[task.name] = dict(zip(task.ids, (int(v) for v in task.labels)))
+        all_recs += [r for s in sups for r in s.weak if r.split != "weak_train"]
+        for strong in cfg.strong:
+            recs, c, t = _strong_runs(cfg, task.name, strong, sups, progress, stats, notes)
+            all_recs += recs
+            curves += c
+            timings.update(t)
+    stats["models_built_for_extraction"] = extract_mod.STATS["models_built"] - built
+    t0 = time.perf_counter()
+    settings = cfg.summary_settings()
+    summaries, results = [], []
+    for task_name, lab in labels.items():
+        recs = [r for r in all_recs if r.task == task_name]
+        results.append(records.table(recs, lab))
+        summaries.append(records.summary(recs, lab, settings=settings, n_boot=cfg.n_boot))
+    summary = _order(pd.concat(summaries, ignore_index=True), cfg)
+    timings["summary"] = time.perf_counter() - t0
+    sizes = {m: n_params(resolve(m, cfg.cache_dir)) for m in (cfg.weak, *cfg.strong)}
+    result = Comparison(cfg, all_recs, labels, pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
+                        summary, pd.concat(results, ignore_index=True), timings, stats, notes, sizes)
+    if out is not None:
+        result.write(out)
+    timings["total"] = time.perf_counter() - t_start
+    return result
+
+
+def _order(summary: pd.DataFrame, cfg: CompareConfig) -> pd.DataFrame:
+    """Rows in the config's order: task, strong model, method, loss, setting."""
+    if summary.empty:
+        return summary
+    rank = {m: i for i, m in enumerate(cfg.methods)}
+    key = summary.assign(_t=summary.task.map({t: i for i, t in enumerate(summary.task.unique())}),
+                         _s=summary.strong.map({s: i for i, s in enumerate(cfg.strong)}),
+                         _m=summary.method.map(rank))
+    return key.sort_values(["_t", "_s", "_m", "loss", "setting"], kind="stable").drop(columns=["_t", "_s", "_m"]) \
+        .reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+PRINT_COLUMNS = ["task", "strong", "method", "loss", "setting", "n_seeds", "weak_acc", "student_acc", "ceiling_acc",
+                 "pgr_acc", "pgr_acc_lo", "pgr_acc_hi", "pgr_auroc", "pgr_auroc_lo", "pgr_auroc_hi"]
+
+
+def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary as printed: accuracies to 3 decimals, PGR as `mean [lo, hi]`, undefined PGR with its reason."""
+    if summary.empty:
+        return summary
+    out = summary[[c for c in PRINT_COLUMNS[:9] if c in summary]].copy()
+    for c in ("weak_acc", "student_acc", "ceiling_acc"):
+        out[c] = out[c].map(lambda v: f"{v:.3f}")
+    for m in ("acc", "auroc"):
+        out[f"PGR {m}"] = [
+            f"{r[f'pgr_{m}']:.2f} [{r[f'pgr_{m}_lo']:.2f}, {r[f'pgr_{m}_hi']:.2f}]" if np.isfinite(r[f"pgr_{m}"])
+            else "undefined" for _, r in summary.iterrows()]
+    out["note"] = summary["pgr_acc_note"].fillna("")
+    return out
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    """A GitHub-flavoured markdown table (no extra dependency)."""
+    def cell(v):
+        if isinstance(v, float):
+            return "" if np.isnan(v) else format(v, floatfmt)
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _figures(result: Comparison) -> dict:
+    from toolkit import diagnostics, plots
+
+    figs = {}
+    summ = result.summary
+    if summ.empty:
+        return figs
+    cfg = result.config
+    settings = {**diagnostics.DEFAULT_SETTINGS, "prompt": f"k={max(cfg.ks)},cal" if cfg.ks else "k=0"}
+    figs["pgr_accuracy"] = plots.pgr_bars(summ, metric="acc")
+    figs["pgr_auroc"] = plots.pgr_bars(summ, metric="auroc")
+    figs["accuracy"] = plots.accuracy_bars(summ)
+    ds = result.diagnostics_summary
+    if not ds.empty:
+        figs["agreement"] = plots.agreement_bars(ds, settings=settings)
+    ns = diagnostics.noise_control(result.diagnostics)
+    if not ns.empty:
+        figs["noise_control"] = plots.noise_control(ns)
+    if (result.diagnostics.diagnostic == "misfit").any():
+        figs["misfit"] = plots.misfit_scatter(result.diagnostics)
+    if len(cfg.strong) > 1:
+        figs["accuracy_vs_size"] = plots.accuracy_vs_size(summ, {k: v for k, v in result.sizes.items() if v})
+    by_task = {t: [r for r in result.records if r.task == t] for t in result.labels}
+    if any(r.method == "probe" for r in result.records):
+        figs["layers"] = plots.layer_curves(pd.concat(
+            [diagnostics.layer_curves([r for r in recs if r.method == "probe"], result.labels[t], split=("val", "test"))
+             for t, recs in by_task.items()], ignore_index=True))
+    if not result.curves.empty:
+        figs["finetune_curves"] = plots.finetune_curves(result.curves)
+    cross = pd.concat([diagnostics.cross_agreement(recs, result.labels[t], settings=settings)
+                       for t, recs in by_task.items()], ignore_index=True)
+    if len(cross):
+        figs["cross_agreement"] = plots.cross_agreement_heatmap(cross)
+    calib = pd.concat([diagnostics.calibration(recs, result.labels[t], settings=settings)
+                       for t, recs in by_task.items()], ignore_index=True)
+    if len(calib):
+        figs["calibration"] = plots.calibration_hist(calib)
+    return figs
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("torch", "transformers", "numpy", "scikit-learn", "pandas", "matplotlib"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    try:
+        root = Path(__file__).resolve().parents[1]
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        if rev.returncode == 0:
+            out["toolkit commit"] = rev.stdout.strip() + (" (modified)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+def _write(result: Comparison, out: Path) -> list[Path]:
+    from toolkit import plots
+    from toolkit._util import atomic_write_bytes
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def put(name: str, data: bytes) -> None:
+        atomic_write_bytes(out / name, data)
+        written.append(out / name)
+
+    put("results.csv", result.results.to_csv(index=False).encode())
+    put("summary.csv", result.summary.to_csv(index=False).encode())
+    put("diagnostics.csv", result.diagnostics.to_csv(index=False).encode())
+    put("diagnostics_summary.csv", result.diagnostics_summary.to_csv(index=False).encode())
+    put("predictions.csv.gz", _gz(records.predictions_frame(result.records).to_csv(index=False, float_format="%.9g")))
+    if not result.curves.empty:
+        put("curves.csv", result.curves.to_csv(index=False).encode())
+    figs = result.figures()
+    written += plots.save_all(figs, out)
+    put("report.md", _report(result, sorted(figs)).encode())
+    return written
+
+
+def _gz(text: str) -> bytes:
+    import gzip
+
+    return gzip.compress(text.encode(), mtime=0)
+
+
+def _report(result: Comparison, figures: list[str]) -> str:
+    cfg = result.config
+    lines = ["# Weak-to-strong comparison", "",
+             f"Tasks {', '.join(cfg.tasks)}; weak supervisor `{cfg.weak}`; strong "
+             f"{', '.join(f'`{s}`' for s in cfg.strong)}; methods {', '.join(cfg.methods)}.", "",
+             "PGR = (student − weak) / (ceiling − weak) on the fixed test pool, mean over seeds with a paired "
+             "bootstrap 95% interval (test examples × seeds). Students are trained on the weak supervisor's soft "
+             "labels of `strong_train`; ceilings on the gold labels of the same inputs; model selection uses weak "
+             "labels of `val` only.", "", "## Summary", "", markdown_table(format_summary(result.summary)), ""]
+    ds = result.diagnostics_summary
+    if not ds.empty:
+        lines += ["## Imitation and agreement (test, mean over seeds)", "",
+                  "Agreement of each student with its supervisor, overall and split by whether the supervisor is "
+                  "right; a `control` student was trained on gold flipped at random at the supervisor's error "
+                  "count.", "", markdown_table(_diag_wide(ds, cfg.summary_settings())), ""]
+    lines += ["## Figures", ""] + [f"![{name}]({name}.png)" for name in figures] + [""]
+    if result.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
+    settings = {k: (", ".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    settings["sizes"] = ", ".join(f"{k}={v}" for k, v in asdict(cfg.sizes).items())
+    lines += ["## Settings", "", markdown_table(pd.DataFrame({"setting": list(settings),
+                                                              "value": [str(v) for v in settings.values()]})), "",
+              "Model sizes (parameters): " + ", ".join(f"`{k}` {v / 1e6:.0f}M" for k, v in result.sizes.items() if v),
+              "", "## Versions", "", markdown_table(pd.DataFrame({"package": list(_versions()),
+                                                                  "version": list(_versions().values())})), "",
+              "## Work done and time", "",
+              "Work that was not served by a cache in this run: " + ", ".join(f"{k} {v}" for k, v in
+                                                                             result.stats.items()) + ".", "",
+              markdown_table(pd.DataFrame({"stage": list(result.timings),
+                                           "seconds": [round(v, 1) for v in result.timings.values()]})), ""]
+    return "\n".join(lines)
+
+
+def _diag_wide(ds: pd.DataFrame, settings: tuple[str, ...]) -> pd.DataFrame:
+    keep = ["agree", "agree_weak_right", "agree_weak_wrong", "student_acc"]
+    sub = ds[ds.diagnostic.isin(keep) & ds.role.isin(["student", "control"]) & ds.setting.isin(settings)
+             & (ds.split == "test")]
+    if sub.empty:
+        return sub
+    idx = [c for c in ("task", "strong", "method", "role", "loss", "setting") if c in sub]
+    wide = sub.pivot_table(index=idx, columns="diagnostic", values="mean", aggfunc="mean").reset_index()
+    return wide[idx + [k for k in keep if k in wide]]
+
+
+# ----------------------------------------------------------------------------- CLI
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m toolkit.compare", description=__doc__.split("\n")[0])
+    add_config_args(parser, CompareConfig, skip=("tasks", "strong", "methods", "losses", "sizes", "ks"))
+    parser.add_argument("--task", default="sentiment", help="task(s), comma-separated")
+    parser.add_argument("--strong", default=DEFAULT_STRONG, help="strong model(s), comma-separated")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated: probe,prompt,finetune")
+    parser.add_argument("--losses", default="xent,logconf", help="comma-separated student losses")
+    parser.add_argument("--sizes", default="500,500,200,500", help="weak_train,strong_train,val,test")
+    parser.add_argument("--ks", default="0,8", help="prompt demonstrations, comma-separated even numbers")
+    parser.add_argument("--out", default=None, help="folder for the outputs (default runs/<task>__<weak>__<strong>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        sizes = SplitSizes(*(int(x) for x in args.sizes.split(",")))
+    except (TypeError, ValueError):
+        raise ToolkitError(f"--sizes must be four integers weak_train,strong_train,val,test; got '{args.sizes}'") \
+            from None
+    try:
+        ks = tuple(int(k) for k in args.ks.split(","))
+    except ValueError:
+        raise ToolkitError(f"--ks must be comma-separated integers, got '{args.ks}'") from None
+    cfg = config_from_args(CompareConfig, args, tasks=_tuple(args.task), strong=_tuple(args.strong),
+                           methods=_tuple(args.methods), losses=_tuple(args.losses), sizes=sizes, ks=ks)
+    out = Path(args.out) if args.out else Path("runs") / "__".join(
+        ["+".join(Path(t).stem for t in cfg.tasks), Path(cfg.weak).name, "+".join(Path(s).name for s in cfg.strong)])
+    result = run_config(cfg, out=out, progress=not args.quiet)
+    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 60):
+        print(format_summary(result.summary).to_string(index=False))
+    for n in result.notes:
+        print(f"note: {n}")
+    work = ", ".join(f"{k} {v}" for k, v in result.stats.items())
+    print(f"\nwrote {out}/ (report.md, summary.csv, results.csv, diagnostics.csv, figures) in "
+          f"{result.timings['total']:.0f} s; not from a cache: {work}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
