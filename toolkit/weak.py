@@ -81,13 +81,20 @@ def train_weak(feats: Features, splits, cfg: WeakConfig = WeakConfig(), *, seed:
 
 
 def noise_labels(y, weak_p, seed: int, *, per_class: bool = False) -> np.ndarray:
-    """Gold 0/1 labels `y` with exactly as many flips, at random, as the supervisor makes errors
-    (weak P(y=1) > 0.5 against `y`): the labels of the random-noise control. With `per_class`, the count of
-    flips within each gold class equals the supervisor's errors in that class. Deterministic in `seed`."""
-    y = np.asarray(y).astype(np.int64)
+    """Gold labels with random flips at the supervisor's error count: the training labels of the random-noise
+    control. y: (n,) gold 0/1; weak_p: (n,) the supervisor's P(y=1) on the same examples.
+
+    Let k = #(weak_p > 0.5 != y). Exactly k examples, drawn uniformly without replacement, get their label
+    flipped. With `per_class`, within each gold class c exactly k_c = #(errors with y == c) of that class's
+    examples are flipped (the supervisor's per-class error rates, hence its label prior, are kept).
+    Deterministic in `seed`. Returns (n,) int64 in {0, 1}."""
+    y = np.asarray(y)
     weak_p = np.asarray(weak_p, dtype=np.float64)
     if y.shape != weak_p.shape:
         raise ToolkitError(f"noise_labels: {len(y)} labels but {len(weak_p)} weak predictions")
+    if not np.isin(y, (0, 1)).all():
+        raise ToolkitError("noise_labels: y must be 0/1")
+    y = y.astype(np.int64)
     wrong = (weak_p > 0.5) != (y == 1)
     rng = np.random.default_rng([seed, 0x6E6F697365])
     groups = [np.flatnonzero(y == c) for c in (0, 1)] if per_class else [np.arange(len(y))]
