@@ -250,9 +250,11 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
     sizes = {m: n_params(resolve(m, cfg.cache_dir)) for m in (cfg.weak, *cfg.strong)}
     result = Comparison(cfg, all_recs, labels, pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
                         summary, pd.concat(results, ignore_index=True), timings, stats, notes, sizes)
+    timings["total"] = time.perf_counter() - t_start  # the methods; writing the outputs is timed apart
     if out is not None:
+        t0 = time.perf_counter()
         result.write(out)
-    timings["total"] = time.perf_counter() - t_start
+        timings["diagnostics, figures, files"] = time.perf_counter() - t0
     return result
 
 
@@ -422,7 +424,7 @@ def _report(result: Comparison, figures: list[str]) -> str:
               "Work that was not served by a cache in this run: " + ", ".join(f"{k} {v}" for k, v in
                                                                              result.stats.items()) + ".", "",
               markdown_table(pd.DataFrame({"stage": list(result.timings),
-                                           "seconds": [round(v, 1) for v in result.timings.values()]})), ""]
+                                           "seconds": [f"{v:.1f}" for v in result.timings.values()]})), ""]
     return "\n".join(lines)
 
 
@@ -452,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="folder for the outputs (default runs/<task>__<weak>__<strong>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    t_start = time.perf_counter()
     try:
         sizes = SplitSizes(*(int(x) for x in args.sizes.split(",")))
     except (TypeError, ValueError):
@@ -472,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {n}")
     work = ", ".join(f"{k} {v}" for k, v in result.stats.items())
     print(f"\nwrote {out}/ (report.md, summary.csv, results.csv, diagnostics.csv, figures) in "
-          f"{result.timings['total']:.0f} s; not from a cache: {work}", file=sys.stderr)
+          f"{time.perf_counter() - t_start:.0f} s; not from a cache: {work}", file=sys.stderr)
     return 0
 
 

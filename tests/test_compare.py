@@ -1,0 +1,118 @@
+"""The main job end to end on tiny random-init models and a small local task: every method on the same
+splits and weak labels, every output file, a rerun that trains nothing, and the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import save_tiny_causal
+
+from toolkit import compare, extract, finetune, probe, prompt
+from toolkit._util import ToolkitError
+from toolkit.tasks import SplitSizes
+
+SIZES = SplitSizes(10, 10, 6, 10)
+
+
+@pytest.fixture(scope="module")
+def models(tiny_causal, tmp_path_factory):
+    return str(tiny_causal), str(save_tiny_causal(tmp_path_factory.mktemp("tiny3"), seed=1, n_layers=3))
+
+
+@pytest.fixture(scope="module")
+def first(models, tiny_task, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    out = tmp_path_factory.mktemp("out")
+    result = compare.run(str(tiny_task), weak=models[0], strong=models, seeds=2, finetune_seeds=1, sizes=SIZES,
+                         ks=(0, 2), epochs=1, n_boot=50, cache_dir=str(cache), out=out, progress=False)
+    return result, out, cache
+
+
+def test_every_method_on_the_same_splits_and_weak_labels(first, models):
+    result, _, _ = first
+    recs = result.records
+    assert {r.method for r in recs if r.role == "student"} == {"probe", "prompt", "finetune"}
+    assert {r.strong for r in recs if r.role == "student"} == set(models)
+    weak = [r for r in recs if r.role == "weak"]
+    assert len({(r.seed, r.split) for r in weak}) == len(weak)  # one supervisor per seed, shared by every method
+    tests = [r for r in recs if r.split == "test"]
+    assert len({r.ids for r in tests}) == 1  # one fixed test pool
+    for method in ("probe", "prompt", "finetune"):  # each seed's val split is the supervisor's val split
+        for r in (r for r in recs if r.method == method and r.split == "val" and r.role == "student"):
+            sup = next(w for w in weak if w.seed == r.seed and w.split == "val")
+            assert set(r.ids) == set(sup.ids)
+    ft_seeds = {r.seed for r in recs if r.method == "finetune"}
+    assert ft_seeds == {0}  # finetune_seeds=1
+
+
+def test_summary_rows_and_files(first, models):
+    result, out, _ = first
+    summ = result.summary
+    assert set(summ.method) == {"probe", "prompt", "finetune"}
+    assert set(summ.setting) == {"select", "layer=0", "k=2", "k=2,cal", "best", "final"}
+    assert (summ[summ.method == "finetune"].n_seeds == 1).all() and (summ[summ.method == "probe"].n_seeds == 2).all()
+    undefined = summ.pgr_acc.isna()
+    assert (summ.pgr_acc_note[undefined] != "").all()  # an undefined PGR always says why
+    names = {p.name for p in out.iterdir()}
+    assert {"results.csv", "summary.csv", "diagnostics.csv", "diagnostics_summary.csv", "predictions.csv.gz",
+            "curves.csv", "report.md", "pgr_accuracy.png", "agreement.png", "accuracy_vs_size.png",
+            "layers.png", "finetune_curves.png", "noise_control.png", "misfit.png"} <= names
+    report = (out / "report.md").read_text()
+    for figure in (n for n in names if n.endswith(".png")):
+        assert f"]({figure})" in report
+    assert "## Settings" in report and "## Versions" in report and "torch" in report
+    diag = pd.read_csv(out / "diagnostics.csv")
+    assert {"agree", "agree_weak_right", "agree_weak_wrong", "misfit", "gain", "ece"} <= set(diag.diagnostic)
+    assert {"student", "control", "ceiling"} <= set(diag.role)
+    results = pd.read_csv(out / "results.csv")
+    assert list(results.columns) == ["task", "weak", "strong", "method", "role", "loss", "setting", "seed", "split",
+                                     "metric", "value"]
+
+
+def test_a_rerun_trains_nothing_and_gives_the_same_tables(first, models, tiny_task, monkeypatch, tmp_path):
+    result, out, cache = first
+    before = (dict(probe.STATS), dict(finetune.STATS), dict(prompt.STATS), dict(extract.STATS))
+
+    def no_model(*a, **k):
+        raise AssertionError("a rerun must not load a model")
+
+    monkeypatch.setattr(prompt, "load_model", no_model)
+    again = compare.run(str(tiny_task), weak=models[0], strong=models, seeds=2, finetune_seeds=1, sizes=SIZES,
+                        ks=(0, 2), epochs=1, n_boot=50, cache_dir=str(cache), out=tmp_path, progress=False)
+    assert again.stats == {"prompts_scored": 0, "finetunes_trained": 0, "models_built_for_extraction": 0}
+    assert probe.STATS["fitted"] == before[0]["fitted"] and finetune.STATS["trainings"] == before[1]["trainings"]
+    pd.testing.assert_frame_equal(again.summary, result.summary)
+    pd.testing.assert_frame_equal(again.results, result.results)
+    assert (tmp_path / "summary.csv").read_bytes() == (out / "summary.csv").read_bytes()
+    assert (tmp_path / "diagnostics.csv").read_bytes() == (out / "diagnostics.csv").read_bytes()
+
+
+def test_cli_prints_the_summary_and_rejects_bad_input(first, models, tiny_task, capsys, tmp_path):
+    _, _, cache = first
+    args = ["--task", str(tiny_task), "--weak", models[0], "--strong", models[0], "--seeds", "2",
+            "--finetune-seeds", "1", "--sizes", "10,10,6,10", "--ks", "0,2", "--epochs", "1", "--n-boot", "50",
+            "--cache-dir", str(cache), "--quiet"]
+    assert compare.main(args + ["--out", str(tmp_path / "cli")]) == 0
+    printed = capsys.readouterr().out
+    assert "PGR acc" in printed and "k=2,cal" in printed and "finetune" in printed
+    assert (tmp_path / "cli" / "report.md").exists()
+    for bad, message in ((["--methods", "probe,magic"], "unknown method"), (["--losses", "nope"], "unknown loss"),
+                         (["--ks", "0,3"], "even"), (["--sizes", "1,2"], "--sizes")):
+        assert compare.main(args + bad) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ToolkitError, match="unknown method"):
+        compare.CompareConfig(methods=("probe", "sft"))
+    with pytest.raises(ToolkitError, match="at least one task"):
+        compare.CompareConfig(tasks=())
+    cfg = compare.CompareConfig(tasks="a,b", strong="x, y", ks="0,4")
+    assert cfg.tasks == ("a", "b") and cfg.strong == ("x", "y") and cfg.ks == (0, 4)
+    assert cfg.summary_settings() == ("select", "layer=0", "k=4", "k=4,cal", "best", "final")
+
+
+def test_markdown_table_escapes_and_formats():
+    df = pd.DataFrame({"a": ["x|y"], "b": [0.12345], "c": [np.nan]})
+    assert compare.markdown_table(df).splitlines() == ["| a | b | c |", "|---|---|---|", "| x\\|y | 0.123 |  |"]
