@@ -387,3 +387,11 @@ def test_layer_curves_on_comparison_has_both_splits():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dg.table(recs, labels)  # every record has its supervisor
+
+
+def test_calibration_takes_a_method_to_setting_map():
+    recs, labels, _ = synthetic_comparison()
+    by_map = dg.calibration(recs, labels, settings={"probe": "select"})
+    assert len(by_map) and set(by_map.loc[by_map.role != "weak", "setting"]) == {"select"}
+    assert "weak" in set(by_map.role)
+    assert set(dg.calibration(recs, labels, settings=["select"]).role) <= {"student", "ceiling", "control", "baseline"}

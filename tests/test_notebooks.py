@@ -13,15 +13,28 @@ from toolkit._util import cache_root
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
 
+@pytest.fixture(scope="module")
+def notebook_cache(tmp_path_factory):
+    """One fresh cache for the notebooks, so 02 reads what 01 computed, as it would for a user."""
+    return tmp_path_factory.mktemp("notebook_cache")
+
+
+def test_the_expected_notebooks_exist():
+    assert [p.name for p in NOTEBOOKS] == ["01_quickstart.ipynb", "02_diagnostics.ipynb", "03_your_own_task.ipynb"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, tmp_path, monkeypatch):
+def test_notebook_runs(path, tmp_path, monkeypatch, notebook_cache):
     if not (cache_root() / "models" / "smollm2-135m").exists():
         pytest.skip("default models not installed (run `make setup`)")
     monkeypatch.setenv("TOOLKIT_NOTEBOOK_SMALL", "1")
-    monkeypatch.setenv("TOOLKIT_NOTEBOOK_CACHE", str(tmp_path))  # features go to a fresh cache
+    monkeypatch.setenv("TOOLKIT_NOTEBOOK_CACHE", str(notebook_cache))
+    monkeypatch.setenv("TOOLKIT_NOTEBOOK_OUT", str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
+    if path.name == "01_quickstart.ipynb":
+        assert {"report.md", "summary.csv", "pgr_accuracy.png"} <= {p.name for p in tmp_path.iterdir()}

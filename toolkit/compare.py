@@ -155,6 +155,13 @@ class Comparison:
         """Diagnostics averaged over seeds, with the noise-control comparison (`diagnostics.summarize`)."""
         return self._diagnostics()[1]
 
+    @property
+    def student_settings(self) -> dict[str, str]:
+        """The setting that represents each method in cross-method views: the probe's selected layer, the
+        largest k with calibration, fine-tuning's best checkpoint."""
+        k = max(self.config.ks) if self.config.ks else 0
+        return {"probe": "select", "prompt": f"k={k},cal", "finetune": "best"}
+
     def figures(self) -> dict:
         """The standard figures (name -> matplotlib Figure); see `toolkit.plots`."""
         return _figures(self)
@@ -311,7 +318,7 @@ def _figures(result: Comparison) -> dict:
     if summ.empty:
         return figs
     cfg = result.config
-    settings = {**diagnostics.DEFAULT_SETTINGS, "prompt": f"k={max(cfg.ks)},cal" if cfg.ks else "k=0"}
+    settings = result.student_settings
     figs["pgr_accuracy"] = plots.pgr_bars(summ, metric="acc")
     figs["pgr_auroc"] = plots.pgr_bars(summ, metric="auroc")
     figs["accuracy"] = plots.accuracy_bars(summ)

@@ -295,8 +295,9 @@ def cross_agreement(records: list[Predictions], labels: dict[str, int], split: s
 
 
 def calibration(records: list[Predictions], labels: dict[str, int], bins: int = 10, *, split: str = "test",
-                settings: Sequence[str] | None = None) -> pd.DataFrame:
-    """Reliability and confidence histogram of P(y=1) per record on `split` (optionally only `settings`).
+                settings: Sequence[str] | dict[str, str] | None = None) -> pd.DataFrame:
+    """Reliability and confidence histogram of P(y=1) per record on `split` (optionally only `settings`: a
+    list of settings, or a map method -> setting such as `DEFAULT_SETTINGS`, which keeps the supervisor too).
     Bins are equal-width on p, [k/bins, (k+1)/bins), the last closed (as `metrics.ece`).
 
     Long form, one row per (record, bin): the record's key columns (task ... split), bin (0 .. bins-1),
@@ -308,7 +309,12 @@ def calibration(records: list[Predictions], labels: dict[str, int], bins: int = 
     edges = np.linspace(0, 1, bins + 1)
     frames = []
     for r in records:
-        if r.split != split or (settings is not None and r.setting not in settings):
+        if r.split != split:
+            continue
+        if isinstance(settings, dict):
+            if r.role != "weak" and settings.get(r.method) != r.setting:
+                continue
+        elif settings is not None and r.setting not in settings:
             continue
         y = _gold(labels, r.ids)
         b = np.minimum((r.p * bins).astype(np.int64), bins - 1)
