@@ -5,6 +5,7 @@ STAMP   := .venv/.toolkit-setup
 TORCH   ?= torch==2.13.0
 TASK    ?= sentiment
 STRONG  ?= smollm2-135m
+WEAK    ?= minilm-l6
 
 .PHONY: setup demo test lint clean-cache
 setup: $(STAMP)
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	HF_HUB_OFFLINE=1 $(PY) -m toolkit.extract --model $(STRONG) --task $(TASK)
+	HF_HUB_OFFLINE=1 $(PY) -m toolkit.compare --task $(TASK) --weak $(WEAK) --strong $(STRONG) --out runs/demo
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
