@@ -116,3 +116,35 @@ def test_config_errors_are_clear():
 def test_markdown_table_escapes_and_formats():
     df = pd.DataFrame({"a": ["x|y"], "b": [0.12345], "c": [np.nan]})
     assert compare.markdown_table(df).splitlines() == ["| a | b | c |", "|---|---|---|", "| x\\|y | 0.123 |  |"]
+
+
+def test_a_chain_of_two_is_the_direct_comparison(first, models, tiny_task):
+    _, _, cache = first
+    opts = dict(seeds=2, sizes=SIZES, n_boot=50, cache_dir=str(cache), progress=False, methods=("probe", "prompt"),
+                ks=(0, 2))
+    direct = compare.run(str(tiny_task), weak=models[0], strong=models[1], **opts)
+    chained = compare.run(str(tiny_task), chain=(models[0], models[1]), **opts)
+    assert [r.key() for r in chained.records] == [r.key() for r in direct.records]
+    for a, b in zip(chained.records, direct.records):
+        np.testing.assert_array_equal(a.p, b.p)
+    pd.testing.assert_frame_equal(chained.summary, direct.summary)
+
+
+def test_a_bootstrapped_run_sits_beside_the_direct_one(first, models, tiny_task, tmp_path):
+    _, _, cache = first
+    mid = models[0]
+    weak = "tfidf"  # the bag-of-words supervisor starts the chain
+    result = compare.run(str(tiny_task), chain=(weak, mid, models[1]), seeds=2, sizes=SIZES, n_boot=50,
+                         cache_dir=str(cache), progress=False, methods=("probe",), out=tmp_path)
+    summ = result.summary
+    assert set(summ.weak) == {weak, f"{weak}>{mid}"}
+    for _, g in summ.groupby(["method", "loss", "setting"]):  # same weak model and same ceiling for both
+        assert len(g) == 2 and g.weak_acc.nunique() == 1 and g.ceiling_acc.nunique() == 1
+    inter = [r for r in result.records if r.setting == "crossfit"]
+    assert {(r.weak, r.strong) for r in inter} == {(weak, mid)} and {r.seed for r in inter} == {0, 1}
+    assert (tmp_path / "chain.png").exists()
+    assert "tfidf>" in (tmp_path / "report.md").read_text()
+    with pytest.raises(ToolkitError, match="starts with the weak model"):
+        compare.CompareConfig(weak="a", chain=("b", "c"))
+    with pytest.raises(ToolkitError, match="tfidf can only start"):
+        compare.CompareConfig(chain=("a", "tfidf", "c"))

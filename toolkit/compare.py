@@ -30,13 +30,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from toolkit import chain as chain_mod
 from toolkit import extract as extract_mod
 from toolkit import records
 from toolkit._util import ToolkitError, add_config_args, cli_main, config_from_args
 from toolkit.losses import get_loss
 from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK, n_params, resolve
-from toolkit.records import Predictions
+from toolkit.records import CHAIN_SEP, Predictions
 from toolkit.tasks import SplitSizes
+from toolkit.weak import TFIDF as WEAK_TFIDF
 from toolkit.weak import WeakConfig, supervise
 
 __all__ = ["CompareConfig", "Comparison", "run", "main", "METHODS", "SUMMARY_SETTINGS"]
@@ -81,6 +83,10 @@ class CompareConfig:
     """Prompt demonstrations per prompt (even); 0 is the zero-shot baseline."""
     epochs: int = 2
     """Fine-tuning epochs over strong_train."""
+    chain: tuple[str, ...] = ()
+    """Bootstrapping chain `weak, m1, …, strong` (`toolkit.chain`): intermediates m1… are cross-fitted probes,
+    each trained on the previous model's labels; every method then trains the strong model on the last
+    intermediate's labels, beside the direct weak -> strong run. Empty: direct only."""
     control: bool = True
     """Train the random-noise control of each probe student (gold flipped at the supervisor's error count)."""
     n_boot: int = 1000
@@ -93,8 +99,20 @@ class CompareConfig:
     """Cache root (default `cache/` in the project, or $TOOLKIT_CACHE_DIR)."""
 
     def __post_init__(self) -> None:
-        for name in ("tasks", "strong", "methods", "losses"):
+        for name in ("tasks", "strong", "methods", "losses", "chain"):
             object.__setattr__(self, name, _tuple(getattr(self, name)))
+        if self.chain:
+            if len(self.chain) < 2 or len(set(self.chain)) < len(self.chain):
+                raise ToolkitError(f"a chain needs at least two different models, weak first, strong last: "
+                                   f"{CHAIN_SEP.join(self.chain)}")
+            if self.weak not in (DEFAULT_WEAK, self.chain[0]) or (self.strong not in ((DEFAULT_STRONG,),
+                                                                                      (self.chain[-1],))):
+                raise ToolkitError(f"the chain {CHAIN_SEP.join(self.chain)} starts with the weak model and ends with "
+                                   f"the strong one; got weak={self.weak}, strong={','.join(self.strong)}")
+            object.__setattr__(self, "weak", self.chain[0])
+            object.__setattr__(self, "strong", (self.chain[-1],))
+            if WEAK_TFIDF in self.chain[1:]:
+                raise ToolkitError("tfidf can only start a chain (it has no features to probe)")
         object.__setattr__(self, "ks", tuple(int(k) for k in _tuple(self.ks)))
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
@@ -174,12 +192,12 @@ class Comparison:
         return _write(self, Path(out))
 
 
-def _strong_runs(cfg: CompareConfig, task_name: str, strong: str, sups, progress: bool, stats: dict,
+def _strong_runs(cfg: CompareConfig, task_name: str, strong: str, sups, weak: str, progress: bool, stats: dict,
                  notes: list[str]) -> tuple[list[Predictions], list[pd.DataFrame], dict[str, float]]:
     from toolkit import finetune, probe, prompt
 
     recs, curves, times = [], [], {}
-    common = {"task": task_name, "weak": cfg.weak, "strong": strong, "sizes": cfg.sizes, "limit": cfg.limit,
+    common = {"task": task_name, "weak": weak, "strong": strong, "sizes": cfg.sizes, "limit": cfg.limit,
               "cache_dir": cfg.cache_dir}
     info = resolve(strong, cfg.cache_dir)
     for method in cfg.methods:
@@ -205,7 +223,7 @@ def _strong_runs(cfg: CompareConfig, task_name: str, strong: str, sups, progress
             stats["finetunes_trained"] += finetune.STATS["trainings"] - before
             curves.append(curve)
         recs += [r for r in out if r.role != "weak"]
-        times[f"{method} {task_name} {strong}"] = time.perf_counter() - t0
+        times[f"{method} {task_name} {weak} -> {strong}"] = time.perf_counter() - t0
     return recs, curves, times
 
 
@@ -241,11 +259,22 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
         timings[f"weak {task.name}"] = time.perf_counter() - t0
         labels[task.name] = dict(zip(task.ids, (int(v) for v in task.labels)))
         all_recs += [r for s in sups for r in s.weak if r.split != "weak_train"]
+        runs = [(sups, cfg.weak)]
+        if len(cfg.chain) > 2:
+            t0 = time.perf_counter()
+            inter = [(m, extract_mod.extract(extract_mod.ExtractConfig(model=m, task=task_name, limit=cfg.limit,
+                                                                       cache_dir=cfg.cache_dir), progress=progress))
+                     for m in cfg.chain[1:-1]]
+            chain_sups, inter_recs, chain_name = chain_mod.bootstrap(sups, inter, first=cfg.weak)
+            all_recs += inter_recs
+            runs.append((chain_sups, chain_name))
+            timings[f"chain {task.name} {chain_name}"] = time.perf_counter() - t0
         for strong in cfg.strong:
-            recs, c, t = _strong_runs(cfg, task.name, strong, sups, progress, stats, notes)
-            all_recs += recs
-            curves += c
-            timings.update(t)
+            for run_sups, weak_name in runs:
+                recs, c, t = _strong_runs(cfg, task.name, strong, run_sups, weak_name, progress, stats, notes)
+                all_recs += recs
+                curves += c
+                timings.update(t)
     stats["models_built_for_extraction"] = extract_mod.STATS["models_built"] - built
     t0 = time.perf_counter()
     settings = cfg.summary_settings()
@@ -256,7 +285,8 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
         summaries.append(records.summary(recs, lab, settings=settings, n_boot=cfg.n_boot))
     summary = _order(pd.concat(summaries, ignore_index=True), cfg)
     timings["summary"] = time.perf_counter() - t0
-    sizes = {m: n_params(resolve(m, cfg.cache_dir)) for m in (cfg.weak, *cfg.strong)}
+    sizes = {m: n_params(resolve(m, cfg.cache_dir)) for m in dict.fromkeys((cfg.weak, *cfg.chain, *cfg.strong))
+             if m != WEAK_TFIDF}
     result = Comparison(cfg, all_recs, labels, pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
                         summary, pd.concat(results, ignore_index=True), timings, stats, notes, sizes)
     timings["total"] = time.perf_counter() - t_start  # the methods; writing the outputs is timed apart
@@ -289,7 +319,10 @@ def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary as printed: accuracies to 3 decimals, PGR as `mean [lo, hi]`, undefined PGR with its reason."""
     if summary.empty:
         return summary
-    out = summary[[c for c in PRINT_COLUMNS[:9] if c in summary]].copy()
+    cols = [c for c in PRINT_COLUMNS[:9] if c in summary]
+    if summary["weak"].nunique() > 1:  # e.g. direct and bootstrapped students
+        cols.insert(1, "weak")
+    out = summary[cols].copy()
     for c in ("weak_acc", "student_acc", "ceiling_acc"):
         out[c] = out[c].map(lambda v: f"{v:.3f}")
     for m in ("acc", "auroc"):
@@ -339,6 +372,11 @@ def _figures(result: Comparison) -> dict:
         figs["layers"] = plots.layer_curves(pd.concat(
             [diagnostics.layer_curves([r for r in recs if r.method == "probe"], result.labels[t], split=("val", "test"))
              for t, recs in by_task.items()], ignore_index=True))
+    if cfg.chain and len(cfg.chain) > 2:
+        ch = pd.concat([diagnostics.chain_accuracy(recs, result.labels[t], settings=settings)
+                        for t, recs in by_task.items()], ignore_index=True)
+        if len(ch):
+            figs["chain"] = plots.chain_accuracy(ch)
     if not result.curves.empty:
         figs["finetune_curves"] = plots.finetune_curves(result.curves)
     cross = pd.concat([diagnostics.cross_agreement(recs, result.labels[t], settings=settings)
@@ -453,7 +491,9 @@ def _diag_wide(ds: pd.DataFrame, settings: tuple[str, ...]) -> pd.DataFrame:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toolkit.compare", description=__doc__.split("\n")[0])
-    add_config_args(parser, CompareConfig, skip=("tasks", "strong", "methods", "losses", "sizes", "ks"))
+    add_config_args(parser, CompareConfig, skip=("tasks", "strong", "methods", "losses", "sizes", "ks", "chain"))
+    parser.add_argument("--chain", default="", help="bootstrapping chain weak,m1,...,strong (overrides --weak and "
+                                                    "--strong), e.g. minilm-l6,smollm2-135m,gemma3-270m")
     parser.add_argument("--task", default="sentiment", help="task(s), comma-separated")
     parser.add_argument("--strong", default=DEFAULT_STRONG, help="strong model(s), comma-separated")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated: probe,prompt,finetune")
@@ -474,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         raise ToolkitError(f"--ks must be comma-separated integers, got '{args.ks}'") from None
     cfg = config_from_args(CompareConfig, args, tasks=_tuple(args.task), strong=_tuple(args.strong),
-                           methods=_tuple(args.methods), losses=_tuple(args.losses), sizes=sizes, ks=ks)
+                           methods=_tuple(args.methods), losses=_tuple(args.losses), sizes=sizes, ks=ks,
+                           chain=_tuple(args.chain))
     out = Path(args.out) if args.out else Path("runs") / "__".join(
         ["+".join(Path(t).stem for t in cfg.tasks), Path(cfg.weak).name, "+".join(Path(s).name for s in cfg.strong)])
     result = run_config(cfg, out=out, progress=not args.quiet)

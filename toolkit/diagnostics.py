@@ -21,10 +21,10 @@ import pandas as pd
 
 from toolkit import metrics
 from toolkit._util import ToolkitError
-from toolkit.records import Predictions
+from toolkit.records import CHAIN_SEP, Predictions
 
 __all__ = ["AGREEMENT", "DEFAULT_SETTINGS", "DIAG_COLUMNS", "MISFIT", "agreement", "calibration"]
-__all__ += ["cross_agreement", "layer_curves", "misfit", "noise_control", "summarize", "table"]
+__all__ += ["chain_accuracy", "cross_agreement", "layer_curves", "misfit", "noise_control", "summarize", "table"]
 
 DIAG_COLUMNS = ["task", "weak", "strong", "method", "role", "loss", "setting", "seed", "split", "diagnostic",
                 "value"]
@@ -104,11 +104,14 @@ def _gold(labels: dict, ids) -> np.ndarray:
 
 
 def _supervisors(records: list[Predictions]) -> dict[tuple, Predictions]:
-    """(task, weak, seed, split) -> the weak supervisor's record; an ambiguous key is an error."""
+    """(task, weak, seed, split) -> the weak supervisor's record; an ambiguous key is an error. For a
+    bootstrapped student (weak = `m0>m1`, see `toolkit.chain`) the supervisor is its immediate one: the
+    intermediate m1's record (a student record with extra `intermediate`), keyed by its chain `m0>m1`."""
     out: dict[tuple, Predictions] = {}
     for r in records:
-        if r.role == "weak":
-            k = (r.task, r.weak, r.seed, r.split)
+        if r.role == "weak" or r.extra.get("intermediate"):
+            name = f"{r.weak}{CHAIN_SEP}{r.strong}" if r.role != "weak" else r.weak
+            k = (r.task, name, r.seed, r.split)
             if k in out:
                 raise ToolkitError(f"two weak supervisors for task {r.task}, weak {r.weak}, seed {r.seed}, "
                                    f"split {r.split}: {out[k].describe()} and {r.describe()}")
@@ -370,3 +373,50 @@ def layer_curves(records: list[Predictions], labels: dict[str, int], split: str 
     out["n_chosen"] = [len(chosen.get(tuple(row[c] for c in cols[:6]) + (row["layer"],), ()))
                        for _, row in out.iterrows()]
     return out.sort_values(cols[:8], kind="stable", ignore_index=True)[cols]
+
+
+def chain_accuracy(records: list[Predictions], labels: dict[str, int], split: str = "test", *,
+                   settings: dict[str, str] | None = None) -> pd.DataFrame:
+    """Accuracy along each bootstrapping chain (`toolkit.chain`), the paper's bootstrapping figure in numbers.
+
+    For every bootstrapped student (weak `m0>m1>…`, role student, the method's setting from `settings`,
+    default `DEFAULT_SETTINGS`), one row per step of its chain: step 0 is the weak supervisor m0, steps
+    1 … K−1 the intermediates (setting `crossfit`), step K the student. Columns: task, chain (m0>…>mK),
+    method, loss, setting, step, model, accuracy (mean over seeds), accuracy_std, n_seeds, and on the last
+    step `direct_accuracy` (the same method trained directly on m0's labels) and `ceiling_accuracy`."""
+    settings = DEFAULT_SETTINGS if settings is None else settings
+    recs = [r for r in records if r.split == split]
+    acc = lambda r: float(np.mean((r.p > 0.5) == (_gold(labels, r.ids) == 1)))
+    by_key = {(r.task, r.weak, r.strong, r.method, r.role, r.loss, r.setting, r.seed): r for r in recs}
+    weak = {(r.task, r.weak, r.seed): r for r in recs if r.role == "weak"}
+    rows = []
+    for r in recs:
+        if r.role != "student" or CHAIN_SEP not in r.weak or settings.get(r.method) != r.setting:
+            continue
+        names = r.weak.split(CHAIN_SEP) + [r.strong]
+        steps = [weak.get((r.task, names[0], r.seed))]
+        for i in range(1, len(names) - 1):
+            steps.append(by_key.get((r.task, CHAIN_SEP.join(names[:i]), names[i], "probe", "student", "xent",
+                                     "crossfit", r.seed)))
+        steps.append(r)
+        direct = by_key.get((r.task, names[0], r.strong, r.method, "student", r.loss, r.setting, r.seed))
+        ceiling = next((c for c in recs if c.role == "ceiling" and c.task == r.task and c.strong == r.strong
+                        and c.method == r.method and c.setting == r.setting and c.seed == r.seed), None)
+        for i, (name, step) in enumerate(zip(names, steps)):
+            if step is None:
+                continue
+            last = i == len(names) - 1
+            rows.append({"task": r.task, "chain": CHAIN_SEP.join(names), "method": r.method, "loss": r.loss,
+                         "setting": r.setting, "seed": r.seed, "step": i, "model": name, "accuracy": acc(step),
+                         "direct_accuracy": acc(direct) if last and direct is not None else np.nan,
+                         "ceiling_accuracy": acc(ceiling) if last and ceiling is not None else np.nan})
+    cols = ["task", "chain", "method", "loss", "setting", "step", "model", "accuracy", "accuracy_std", "n_seeds",
+            "direct_accuracy", "ceiling_accuracy"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(rows)
+    keys = ["task", "chain", "method", "loss", "setting", "step", "model"]
+    out = df.groupby(keys, sort=False).agg(accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
+                                           n_seeds=("seed", "nunique"), direct_accuracy=("direct_accuracy", "mean"),
+                                           ceiling_accuracy=("ceiling_accuracy", "mean")).reset_index()
+    return out[cols]

@@ -21,7 +21,8 @@ from matplotlib.figure import Figure
 from toolkit._util import ToolkitError
 from toolkit.diagnostics import DEFAULT_SETTINGS
 
-__all__ = ["accuracy_bars", "accuracy_vs_size", "agreement_bars", "calibration_hist", "cross_agreement_heatmap"]
+__all__ = ["accuracy_bars", "accuracy_vs_size", "agreement_bars", "calibration_hist", "chain_accuracy",
+           "cross_agreement_heatmap"]
 __all__ += ["finetune_curves", "layer_curves", "misfit_scatter", "noise_control", "pgr_bars", "save_all"]
 
 WIDTH = 8.0  # inches; panels share it
@@ -211,6 +212,39 @@ def accuracy_vs_size(summary: pd.DataFrame, sizes: dict[str, float]) -> Figure:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.suptitle("Student accuracy vs strong-model size")
+    return fig
+
+
+def chain_accuracy(chain_df: pd.DataFrame) -> Figure:
+    """Bootstrapping: test accuracy at every step of a chain (from `diagnostics.chain_accuracy`): the weak
+    supervisor, each intermediate (a cross-fitted probe on the previous step's labels) and the final student,
+    one line per method/loss; at the last step the same student trained directly on the weak labels (hollow
+    marker) and the gold ceiling (dashed line). One panel per task and chain."""
+    df = _need(chain_df, "chain_accuracy", ("task", "chain", "method", "loss", "step", "model", "accuracy"))
+    panels = _panels(df, ["task", "chain"])
+    fig, axes = _grid(len(panels), ncols=1, panel_h=3.8)
+    for ax, (title, g) in zip(axes, panels):
+        labels = [_model_label(r) for _, r in g.iterrows()]
+        colors = _colors(labels)
+        for lab in colors:
+            s = g[np.array(labels) == lab].sort_values("step")
+            ax.errorbar(s["step"], s["accuracy"], yerr=s.get("accuracy_std"), fmt="o-", color=colors[lab],
+                        capsize=3, label=f"bootstrapped {lab}")
+            last = s.iloc[-1]
+            if np.isfinite(last.get("direct_accuracy", np.nan)):
+                ax.plot(last["step"] + 0.08, last["direct_accuracy"], "o", mfc="white", color=colors[lab], ms=8,
+                        label=f"direct {lab}")
+        if "ceiling_accuracy" in g and g["ceiling_accuracy"].notna().any():
+            ax.axhline(g["ceiling_accuracy"].mean(), color="C2", ls="--", lw=1.2, label="ceiling (gold)")
+        steps = g.drop_duplicates("step").sort_values("step")
+        ax.set_xticks(steps["step"], [f"{m}\n(step {k})" for k, m in zip(steps["step"], steps["model"])],
+                      fontsize=8)
+        ax.set_xlim(-0.3, steps["step"].max() + 0.4)
+        ax.set_ylabel("test accuracy")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.suptitle("Accuracy along the bootstrapping chain")
     return fig
 
 

@@ -21,6 +21,13 @@ from toolkit._util import ToolkitError
 
 ROW_COLUMNS = ["task", "weak", "strong", "method", "role", "loss", "setting", "seed", "split", "metric", "value"]
 ROLES = ("weak", "student", "ceiling", "baseline", "control")
+CHAIN_SEP = ">"
+"""Joins a bootstrapping chain's model names in the `weak` field: `minilm-l6>smollm2-135m` (`toolkit.chain`)."""
+
+
+def root_supervisor(weak: str) -> str:
+    """The weak supervisor a (possibly bootstrapped) student's PGR is measured against: the chain's first model."""
+    return weak.split(CHAIN_SEP)[0]
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,7 +205,7 @@ def summary(records: list[Predictions], labels: dict[str, int], *, split: str = 
         group = sorted(group, key=lambda r: r.seed)
         ids = group[0].ids
         try:
-            w = np.stack([weak[(r.task, r.weak, r.seed)].aligned(ids) for r in group])
+            w = np.stack([weak[(r.task, root_supervisor(r.weak), r.seed)].aligned(ids) for r in group])
             c = np.stack([ceil[(r.task, r.strong, r.method, r.setting, r.seed)].aligned(ids) for r in group])
         except KeyError as e:
             raise ToolkitError(f"summary: no weak or ceiling record for {key} ({e})") from None

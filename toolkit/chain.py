@@ -1,0 +1,105 @@
+"""Bootstrapping (Burns et al. 2023, §4.3.1): supervise a strong model through a chain of intermediate models
+instead of in one jump.
+
+A chain `m0 > m1 > … > mK` starts from the weak supervisor m0 (trained on `weak_train` gold, as always) and
+ends with the strong model mK. Each intermediate m1 … m(K−1) is a linear probe on its own cached features,
+trained on the previous model's soft labels of `strong_train`, and its predictions become the next model's
+labels. The last model is then trained by any method (probe, prompt, fine-tune) exactly as in the direct
+comparison, only with the chain's labels.
+
+Split scheme (no model labels the inputs it was trained on): each intermediate is **cross-fitted** on
+`strong_train`. The examples are split into `folds` disjoint parts (by a seeded permutation); for each part a
+probe is trained on the other parts' labels and labels that part. So every `strong_train` label an
+intermediate hands on comes from a probe that never saw that example's incoming label. On `val` and `test`
+the intermediate's label is the mean of its fold probes. Each fold probe selects its (layer, C) by agreement
+with the incoming labels of `val` (never gold), as every student does; `val` is never trained on.
+
+Records: an intermediate's predictions are `student` records of method `probe`, setting `crossfit`, whose
+`weak` is the chain before it (`m0`, then `m0>m1`, …) and `strong` is the intermediate; the final students'
+`weak` is the whole chain before the strong model (`m0>m1>m2`), so a summary shows them beside the direct
+`m0` students. PGR is always measured against m0 (the chain's first model) and the same final ceiling. A
+chain of length two is the direct comparison, record for record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from toolkit._util import ToolkitError
+from toolkit.linear import fit_many, predict_proba_many
+from toolkit.records import CHAIN_SEP, Predictions
+from toolkit.weak import Supervision
+
+__all__ = ["CHAIN_SEP", "fold_of", "relabel", "bootstrap"]
+
+SPLITS = ("strong_train", "val", "test")
+CROSSFIT = "crossfit"
+"""The setting of an intermediate's records (kept apart from the direct probe students' `select`)."""
+
+
+def fold_of(n: int, seed: int, folds: int = 2) -> np.ndarray:
+    """(n,) fold index of each strong_train example: a seeded permutation cut into `folds` near-equal parts."""
+    if folds < 2:
+        raise ToolkitError(f"cross-fitting needs folds >= 2, got {folds}")
+    if n < 2 * folds:
+        raise ToolkitError(f"strong_train has {n} examples: too few for {folds} folds")
+    out = np.empty(n, dtype=np.int64)
+    out[np.random.default_rng([seed, 0xB007]).permutation(n)] = np.arange(n) % folds
+    return out
+
+
+def relabel(feats, sup: Supervision, *, model: str, chain: str, Cs=(0.001, 0.01, 0.1, 1.0), loss: str = "xent",
+            folds: int = 2) -> tuple[Supervision, list[Predictions]]:
+    """One bootstrapping step: cross-fitted probes on `feats` (the intermediate model's features) trained on
+    `sup`'s labels. Returns the next step's `Supervision` (same splits, the intermediate's labels) and the
+    intermediate's records (`student`, weak=`chain`, strong=`model`, setting `crossfit`)."""
+    splits = sup.splits
+    X = {s: feats.hidden[:, feats.index(splits[s].ids)] for s in SPLITS}  # (L, n, d)
+    n_layers, n = X["strong_train"].shape[:2]
+    w = sup.soft("strong_train")
+    val_hard = sup.soft("val") > 0.5
+    fold = fold_of(n, sup.seed, folds)
+    p = {"strong_train": np.empty(n), "val": np.zeros(len(splits.val)), "test": np.zeros(len(splits.test))}
+    chosen = []
+    for f in range(folds):
+        train = fold != f
+        best = None
+        for C in Cs:
+            probes = fit_many(X["strong_train"][:, train], np.broadcast_to(w[train], (n_layers, int(train.sum()))),
+                              C=C, loss=loss)
+            agree = ((predict_proba_many(probes, X["val"])[..., 1] > 0.5) == val_hard).mean(1)
+            li = int(np.argmax(agree))
+            if best is None or agree[li] > best[0]:
+                best = (agree[li], li, C, probes[li])
+        _, li, C, probe = best
+        chosen.append({"layer": int(feats.layers[li]), "C": float(C)})
+        p["strong_train"][~train] = probe.predict_proba(X["strong_train"][li][~train])[:, 1]
+        for s in ("val", "test"):
+            p[s] += probe.predict_proba(X[s][li])[:, 1] / folds
+    base = {"task": splits.test.name, "weak": chain, "strong": model, "method": "probe", "role": "student",
+            "loss": loss, "setting": CROSSFIT, "seed": sup.seed}
+    extra = {"intermediate": 1, "folds": folds, "layers": [c["layer"] for c in chosen], "Cs": [c["C"] for c in chosen]}
+    recs = [Predictions(**base, split=s, ids=splits[s].ids, p=np.clip(p[s], 0, 1), extra=extra) for s in SPLITS]
+    weak = [r.with_(role="weak", extra={}) for r in recs]
+    return replace(sup, weak=weak), recs
+
+
+def bootstrap(sups: list[Supervision], intermediates: list[tuple[str, object]], *, first: str,
+              Cs=(0.001, 0.01, 0.1, 1.0), loss: str = "xent", folds: int = 2
+              ) -> tuple[list[Supervision], list[Predictions], str]:
+    """Run `sups` (the weak supervisor `first`'s) through `intermediates` [(name, Features), ...].
+
+    Returns the final `Supervision`s (labels of the last intermediate), every intermediate record, and the
+    chain name to give the final students as their `weak` (`first>m1>…`). With no intermediates, the input is
+    returned unchanged and the name is `first`."""
+    chain, recs, out = first, [], []
+    for sup in sups:
+        chain = first
+        for name, feats in intermediates:
+            sup, r = relabel(feats, sup, model=name, chain=chain, Cs=Cs, loss=loss, folds=folds)
+            recs += r
+            chain = f"{chain}{CHAIN_SEP}{name}"
+        out.append(sup)
+    return out, recs, chain
