@@ -69,8 +69,9 @@ class CompareConfig:
     """Elicitation methods: any of probe, prompt, finetune."""
     losses: tuple[str, ...] = ("xent", "logconf")
     """Student losses for probes and fine-tuning (prompting has no loss)."""
-    seeds: int = 3
-    """Seeds 0..seeds-1 for probes and prompting: each draws new weak_train/strong_train/val splits."""
+    seeds: int | tuple[int, ...] = 3
+    """Seeds for probes and prompting (an int n means 0..n-1; or a tuple, `--seeds 5,6,7`): each draws new
+    weak_train/strong_train/val splits and weak labels; test is one fixed pool for every seed."""
     finetune_seeds: int = 1
     """Fine-tuning runs on the first this-many seeds (it is the expensive arm; 0 = all seeds)."""
     sizes: SplitSizes = SplitSizes()
@@ -121,8 +122,18 @@ class CompareConfig:
             raise ToolkitError("compare needs at least one task and one strong model")
         for loss in self.losses:
             get_loss(loss.split(":")[0])  # a bad loss name fails before any long work
-        if self.seeds < 1 or self.finetune_seeds < 0:
-            raise ToolkitError(f"seeds must be >= 1 and finetune_seeds >= 0, got {self.seeds}, {self.finetune_seeds}")
+        seeds = self.seeds
+        if isinstance(seeds, str):
+            try:
+                seeds = int(seeds) if "," not in seeds else tuple(int(x) for x in _tuple(seeds))
+            except ValueError:
+                raise ToolkitError(f"seeds must be a number n (seeds 0..n-1) or a list like 0,1,2; got '{seeds}'") \
+                    from None
+        seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(x) for x in seeds)
+        if not seeds or len(set(seeds)) < len(seeds) or min(seeds) < 0 or self.finetune_seeds < 0:
+            raise ToolkitError(f"seeds must be >= 1 distinct non-negative seeds and finetune_seeds >= 0, got "
+                               f"{self.seeds}, {self.finetune_seeds}")
+        object.__setattr__(self, "seeds", seeds)
         if "prompt" in self.methods and (not self.ks or any(k < 0 or k % 2 for k in self.ks)):
             raise ToolkitError(f"ks must be even numbers >= 0 (half the demonstrations per class), got {self.ks}")
 
@@ -491,7 +502,9 @@ def _diag_wide(ds: pd.DataFrame, settings: tuple[str, ...]) -> pd.DataFrame:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toolkit.compare", description=__doc__.split("\n")[0])
-    add_config_args(parser, CompareConfig, skip=("tasks", "strong", "methods", "losses", "sizes", "ks", "chain"))
+    add_config_args(parser, CompareConfig,
+                    skip=("tasks", "strong", "methods", "losses", "sizes", "ks", "chain", "seeds"))
+    parser.add_argument("--seeds", default="3", help="number of seeds n (0..n-1), or a list like 5,6,7")
     parser.add_argument("--chain", default="", help="bootstrapping chain weak,m1,...,strong (overrides --weak and "
                                                     "--strong), e.g. minilm-l6,smollm2-135m,gemma3-270m")
     parser.add_argument("--task", default="sentiment", help="task(s), comma-separated")
@@ -505,17 +518,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     t_start = time.perf_counter()
     try:
-        sizes = SplitSizes(*(int(x) for x in args.sizes.split(",")))
-    except (TypeError, ValueError):
-        raise ToolkitError(f"--sizes must be four integers weak_train,strong_train,val,test; got '{args.sizes}'") \
-            from None
+        numbers = [int(x) for x in args.sizes.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) != 4:
+        raise ToolkitError(f"--sizes must be four integers weak_train,strong_train,val,test; got '{args.sizes}'")
+    sizes = SplitSizes(*numbers)
     try:
         ks = tuple(int(k) for k in args.ks.split(","))
     except ValueError:
         raise ToolkitError(f"--ks must be comma-separated integers, got '{args.ks}'") from None
     cfg = config_from_args(CompareConfig, args, tasks=_tuple(args.task), strong=_tuple(args.strong),
                            methods=_tuple(args.methods), losses=_tuple(args.losses), sizes=sizes, ks=ks,
-                           chain=_tuple(args.chain))
+                           chain=_tuple(args.chain), seeds=args.seeds)
     out = Path(args.out) if args.out else Path("runs") / "__".join(
         ["+".join(Path(t).stem for t in cfg.tasks), Path(cfg.weak).name, "+".join(Path(s).name for s in cfg.strong)])
     result = run_config(cfg, out=out, progress=not args.quiet)

@@ -344,7 +344,7 @@ class _Strong:
     @staticmethod
     def _read(path: Path, n: int) -> np.ndarray | None:
         try:
-            with np.load(path) as f:
+            with np.load(path, allow_pickle=False) as f:
                 logp, crc = f["logp"], int(f["crc32"])
         except FileNotFoundError:
             return None

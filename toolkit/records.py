@@ -163,7 +163,7 @@ def from_bytes(data: bytes) -> list[Predictions]:
     import zlib
 
     try:
-        with np.load(io.BytesIO(data)) as f:
+        with np.load(io.BytesIO(data), allow_pickle=False) as f:
             p, header, crc = f["p"], f["header"].tobytes(), int(f["crc32"])
     except Exception as e:
         raise ToolkitError(f"damaged records payload ({e})") from None
