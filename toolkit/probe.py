@@ -14,6 +14,8 @@ with its layer in the `layer` metric row.
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -150,8 +152,14 @@ def run_records(cfg: ProbeRunConfig = ProbeRunConfig(), progress: bool = True, *
     strong_feats = extract(replace(ex, model=cfg.strong), progress=progress)
     out: list[Predictions] = []
     for s in sup:
+        t0, before = time.perf_counter(), STATS["fitted"]
         out += [r for r in s.weak if r.split != "weak_train"]
         out += stored_students(strong_feats, s, cfg)
+        if progress:
+            how = "fitted" if STATS["fitted"] > before else "loaded"
+            print(f"[probe] seed {s.seed}: {len(strong_feats.layers)} layers x {len(cfg.Cs)} C x "
+                  f"{len(cfg.losses)} losses{' + controls' if cfg.control else ''} + ceiling: {how} in "
+                  f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     return out, dict(zip(task.ids, (int(v) for v in task.labels)))
 
 
