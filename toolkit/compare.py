@@ -49,6 +49,29 @@ SUMMARY_SETTINGS = {"probe": ("select", "layer=0"), "prompt": ("k={k}", "k={k},c
 largest k raw and calibrated; fine-tuning's best-by-weak-agreement and final checkpoints."""
 
 
+LADDER = ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b")
+STUDY_TASKS = ("sentiment", "fever", "strategyqa", "multiemo", "tweets")
+PRESETS: dict[str, dict] = {
+    "quick": {},
+    "ladder": {"tasks": STUDY_TASKS, "strong": LADDER, "methods": ("probe", "prompt"), "limit": 4000},
+    "ladder-finetune": {"tasks": ("sentiment", "fever"), "strong": ("smollm2-135m",), "methods": ("finetune",),
+                        "limit": 4000, "finetune_seeds": 3},
+    "bootstrap": {"chain": ("minilm-l6", "smollm2-135m", "gemma3-270m"), "methods": ("probe", "prompt"),
+                  "limit": 4000},
+}
+"""Named studies (`--preset NAME`; `preset(NAME)` from Python). `quick` is the default comparison (about 20
+minutes cold on a 2-core CPU); `ladder` is the reproduction study's probes and prompting over the strong-model
+ladder and five tasks; `ladder-finetune` its fine-tuning arm; `bootstrap` the chain through gemma3-270m.
+Other options given with a preset override it."""
+
+
+def preset(name: str, **overrides) -> CompareConfig:
+    """The `CompareConfig` of a named study, with `overrides`."""
+    if name not in PRESETS:
+        raise ToolkitError(f"unknown preset '{name}': choose from {', '.join(PRESETS)}")
+    return CompareConfig(**{**PRESETS[name], **overrides})
+
+
 def _tuple(value) -> tuple:
     if isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())
@@ -515,6 +538,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ks", default="0,8", help="prompt demonstrations, comma-separated even numbers")
     parser.add_argument("--out", default=None, help="folder for the outputs (default runs/<task>__<weak>__<strong>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--preset", default=None, help=f"a named study: {', '.join(PRESETS)} (options given "
+                                                       "beside it override it)")
+    known, _ = parser.parse_known_args(argv)
+    if known.preset is not None:
+        if known.preset not in PRESETS:
+            raise ToolkitError(f"unknown preset '{known.preset}': choose from {', '.join(PRESETS)}")
+        dest = {"tasks": "task"}
+        parser.set_defaults(**{dest.get(k, k): ",".join(map(str, v)) if isinstance(v, tuple) else v
+                               for k, v in PRESETS[known.preset].items()})
     args = parser.parse_args(argv)
     t_start = time.perf_counter()
     try:
@@ -531,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(CompareConfig, args, tasks=_tuple(args.task), strong=_tuple(args.strong),
                            methods=_tuple(args.methods), losses=_tuple(args.losses), sizes=sizes, ks=ks,
                            chain=_tuple(args.chain), seeds=args.seeds)
-    out = Path(args.out) if args.out else Path("runs") / "__".join(
+    out = Path(args.out) if args.out else Path("runs") / args.preset if args.preset else Path("runs") / "__".join(
         ["+".join(Path(t).stem for t in cfg.tasks), Path(cfg.weak).name, "+".join(Path(s).name for s in cfg.strong)])
     result = run_config(cfg, out=out, progress=not args.quiet)
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 60):
