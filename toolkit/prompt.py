@@ -158,12 +158,14 @@ def _forward_tail(model, seqs, prefix, n_prefix: int, side: str, tail: int, devi
 
 def score_tokens(model, queries: list[list[int]], words: list[list[int]], *, prefix: list[int] = (),
                  reuse_prefix: bool = True, batch_tokens: int = 8192, padding_side: str = "left",
-                 device: str = "cpu") -> np.ndarray:
+                 device: str = "cpu", progress: str | None = None) -> np.ndarray:
     """(n, 2) float64: log P(words[c] | prefix + queries[i]) summed over the word's tokens.
 
     Rows are length-sorted batches within `batch_tokens` (prefix counted per row). With
-    `reuse_prefix`, the prefix is run once and its cache expanded over each batch."""
+    `reuse_prefix`, the prefix is run once and its cache expanded over each batch. `progress`: a
+    progress-bar title (None: no bar)."""
     import torch
+    from tqdm.auto import tqdm
 
     rows = _word_rows(words)
     shared = reuse_prefix and len(prefix) > 0
@@ -173,6 +175,7 @@ def score_tokens(model, queries: list[list[int]], words: list[list[int]], *, pre
     out = np.zeros((len(queries), 2))
     with torch.inference_mode():
         cache = _prefix_cache(model, list(prefix), device) if shared else None
+        bar = tqdm(total=len(seqs), desc=progress, unit="prompt", disable=progress is None, leave=False)
         for batch in plan_batches(lengths, batch_tokens):
             logp, last = _forward_tail(model, [seqs[r] for r in batch], cache, len(prefix) if shared else 0,
                                        padding_side, tail, device)
@@ -185,6 +188,8 @@ def score_tokens(model, queries: list[list[int]], words: list[list[int]], *, pre
                         q_idx.append(r // len(rows)), w_idx.append(w)
             vals = logp[b_idx, cols, toks].double().cpu().numpy()
             np.add.at(out, (q_idx, w_idx), vals)
+            bar.update(len(batch))
+        bar.close()
     return out
 
 
@@ -229,7 +234,7 @@ def context_length(model) -> int:
 
 def score(model, tokenizer, template: str, label_words, texts: list[str], demos=(), *,
           batch_tokens: int = 8192, max_length: int = 0, reuse_prefix: bool = True, padding_side: str = "left",
-          device: str = "cpu") -> np.ndarray:
+          device: str = "cpu", progress: str | None = None) -> np.ndarray:
     """(n, 2) log P(label word | demos + templated text) for each text. `demos`: (text, label) pairs.
 
     A prompt longer than `max_length` (0 = the model's context) keeps only its first demonstrations
@@ -251,7 +256,8 @@ def score(model, tokenizer, template: str, label_words, texts: list[str], demos=
         queries = [after[i] if j else alone[i][cut[i]:] for i in idx]
         prefix = special + [t for block in blocks[:j] for t in block]
         out[idx] = score_tokens(model, queries, words, prefix=prefix, reuse_prefix=reuse_prefix,
-                                batch_tokens=batch_tokens, padding_side=padding_side, device=device)
+                                batch_tokens=batch_tokens, padding_side=padding_side, device=device,
+                                progress=progress)
     return out
 
 
@@ -356,7 +362,7 @@ class _Strong:
             return None
         return logp
 
-    def score(self, texts: list[str], demos: list[tuple[str, int]]) -> np.ndarray:
+    def score(self, texts: list[str], demos: list[tuple[str, int]], progress: str | None = None) -> np.ndarray:
         key = (tuple(texts), tuple(demos))
         if key in self.memo:
             return self.memo[key]
@@ -367,7 +373,8 @@ class _Strong:
                 self.model = load_model(self.info, dtype=self.cfg.dtype, device=self.device)
             logp = np.asarray(score(self.model, self.tok, self.task.template, self.task.label_words, texts, demos,
                                     batch_tokens=self.cfg.batch_tokens, max_length=self.cfg.max_length,
-                                    reuse_prefix=self.cfg.reuse_prefix, device=self.device), dtype=np.float64)
+                                    reuse_prefix=self.cfg.reuse_prefix, device=self.device, progress=progress),
+                              dtype=np.float64)
             self.scored += len(texts)
             STATS["scored"] += len(texts)
             buf = io.BytesIO()
@@ -432,7 +439,8 @@ def run_records(cfg: PromptConfig = PromptConfig(), *, progress: bool = True, su
                 t0 = time.perf_counter()
                 pos = select_demos(shown, k, sup.seed, f"{what}, seed {sup.seed},")
                 demos = [(st.texts[i], int(shown[i])) for i in pos]
-                logp = dict(zip(qids, strong.score(queries, demos)))
+                logp = dict(zip(qids, strong.score(queries, demos,
+                                                   f"prompt seed {sup.seed} k={k} {role}" if progress else None)))
                 recs += _records(cfg, sup, role, k, logp, {"demos": [st.ids[i] for i in pos]})
                 if progress:
                     print(f"[prompt] seed {sup.seed} k={k} {role}: {len(queries)} queries in "
