@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from toolkit._util import ToolkitError
 from toolkit.diagnostics import DEFAULT_SETTINGS
@@ -56,11 +57,16 @@ def _panels(df: pd.DataFrame, keys: list[str]):
     out = []
     for key, g in df.groupby(keys, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
-        d = dict(zip(keys, key))
+        d = {k: _short(v) for k, v in zip(keys, key)}
         pair = f"{d.get('weak', '')} → {d.get('strong', '')}" if {"weak", "strong"} <= d.keys() else ""
         rest = [str(v) for k, v in d.items() if k not in ("weak", "strong")]
         out.append((" · ".join([*rest[:1], pair, *rest[1:]] if pair else rest), g))
     return out
+
+
+def _short(value):
+    """A model or task given as a path is shown by its last component (full paths overflow titles)."""
+    return Path(value).name if isinstance(value, str) and "/" in value else value
 
 
 def _model_label(row, parts=("method", "loss", "setting")) -> str:
@@ -255,12 +261,13 @@ def _human(n: float) -> str:
     return f"{n:.3g}"
 
 
-def layer_curves(curves_df: pd.DataFrame) -> Figure:
+def layer_curves(curves_df: pd.DataFrame, roles=("student", "ceiling")) -> Figure:
     """Probe accuracy by layer from `diagnostics.layer_curves`: against gold (solid, ±1 std band) and
     against the weak labels (dashed; on `val` when the frame has it: what selects a student's layer),
-    per role/loss. Stars mark layers chosen by `select` (size grows with the number of seeds).
-    One panel per task, weak → strong pair and method."""
+    per role/loss (`roles`; add "control" for the noise controls). Stars mark layers chosen by `select`
+    (size grows with the number of seeds). One panel per task, weak → strong pair and method."""
     df = _need(curves_df, "layer_curves", ("role", "loss", "layer", "gold_acc", "weak_label_acc"))
+    df = _need(df[df["role"].isin(roles)], f"layer_curves (no rows with roles {roles})")
     panels = _panels(df, ["task", "weak", "strong", "method"])
     fig, axes = _grid(len(panels), ncols=1, panel_h=3.8)
     for ax, (title, g) in zip(axes, panels):
@@ -291,6 +298,7 @@ def layer_curves(curves_df: pd.DataFrame) -> Figure:
             lows += [gs["gold_acc"].min(), ws["weak_label_acc"].min()]
         ax.set_ylim(max(0.0, np.nanmin(lows) - 0.05), 1.0)
         ax.set_xlabel("layer (0 = input embeddings)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("accuracy")
         ax.set_title(title + ("  (★ = chosen layer)" if "n_chosen" in g and (g["n_chosen"] > 0).any() else ""),
                      fontsize=10)
