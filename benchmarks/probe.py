@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from toolkit.linear import fit_many
 
@@ -107,7 +107,7 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--C", type=float, default=1.0)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, help="torch and BLAS threads for every arm (default: torch's)")
+    ap.add_argument("--threads", type=int, help="torch and BLAS/OpenMP threads for every arm (default: each library's)")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -123,6 +123,8 @@ def main(argv=None):
           f"d={d}, C={C}; torch threads: {torch.get_num_threads()}")
 
     with threadpool_limits(limits=args.threads):
+        blas = sorted({f"{i['internal_api']} {i['num_threads']}" for i in threadpool_info()})
+        print(f"threads: torch {torch.get_num_threads()} (fit_many), BLAS/OpenMP {', '.join(blas)} (sklearn)")
         ref = torch_many(Xtr, ytr, C, tol=1e-12, max_iter=200)
         check = [0, B // 2, B - 1]
         sk_ref = sklearn_loop(Xtr[check], ytr[check], C, tol=1e-10, max_iter=10000)

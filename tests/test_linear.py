@@ -8,6 +8,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import toolkit.linear as linear
 from toolkit._util import ToolkitError
 from toolkit.linear import LogisticProbe, fit_many, predict_proba_many
 
@@ -95,6 +96,78 @@ def test_fit_many_equals_fit():
     for b in range(4):
         np.testing.assert_allclose(proba[b], probes[b].predict_proba(X[b]))
     np.testing.assert_allclose(predict_proba_many(probes, X[0])[2], probes[2].predict_proba(X[0]))
+
+
+def _count_factorizations(monkeypatch):
+    calls = []
+    factor = linear._Dual.factor
+    monkeypatch.setattr(linear._Dual, "factor", lambda self, i, D: (calls.append(len(i)), factor(self, i, D))[1])
+    return calls
+
+
+@pytest.mark.parametrize("refactor_after", [0, 4, 10**9])  # exact Newton every step / default / one factor
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_dual_cg_steps_match_exact_newton_and_sklearn(monkeypatch, refactor_after, dtype):
+    """n < d: the dual's preconditioned CG on a stale factor converges to the same optimum as refactoring at
+    every step, and as scikit-learn; with (almost) a single factorization per probe CG does the later steps."""
+    Xs, ys = zip(*[make_data(80, 150, seed=s)[:2] for s in range(3)])
+    X, y = np.stack(Xs), np.stack(ys).astype(float)
+    y[2] = np.random.default_rng(0).uniform(size=y.shape[1])  # soft labels
+    calls = _count_factorizations(monkeypatch)
+    monkeypatch.setattr(linear._Dual, "_REFACTOR_AFTER", refactor_after)
+    monkeypatch.setattr(linear._Dual, "_MAX_CG", 30 if refactor_after < 10**9 else 300)
+    tol = 1e-11 if dtype == "float64" else 1e-6
+    probes = fit_many(X, y, C=2.0, standardize=False, dtype=dtype, tol=tol)
+    if refactor_after == 10**9:  # refactors only where a stale step stalled on rounding
+        assert sum(calls) <= 2 * len(X) < sum(p.n_iter_ for p in probes)
+    if refactor_after == 0:
+        assert sum(calls) == sum(p.n_iter_ for p in probes)
+    for b in range(2):
+        ref = LogisticRegression(C=2.0, tol=1e-10, max_iter=10000).fit(X[b], y[b])
+        assert rel_err(params(probes[b]), params(ref)) <= (1e-4 if dtype == "float64" else 1e-3)
+    monkeypatch.setattr(linear._Dual, "_REFACTOR_AFTER", 0)
+    exact = fit_many(X, y, C=2.0, standardize=False, tol=1e-11)
+    for b, (p, e) in enumerate(zip(probes, exact)):  # the soft-label probe is ill-conditioned along b
+        assert rel_err(params(p), params(e)) <= (1e-5 if dtype == "float64" else 1e-2)
+        np.testing.assert_allclose(p.predict_proba(X[b]), e.predict_proba(X[b]),
+                                   atol=1e-8 if dtype == "float64" else 1e-4)
+
+
+def test_dual_fit_many_equals_fit():
+    """Probes that converge at different steps (some refactor, some reuse a stale factor) in one chunk."""
+    Xs, ys = zip(*[make_data(60, 100, seed=s)[:2] for s in range(4)])
+    X, y = np.stack(Xs), np.stack(ys).astype(float)
+    probes = fit_many(X, y, C=0.1)
+    for b, probe in enumerate(probes):
+        assert rel_err(params(probe), params(LogisticProbe(C=0.1).fit(X[b], y[b]))) <= 1e-6
+
+
+@pytest.mark.parametrize("tol", [1e-4, 1e-5])  # float64 without / with the float32 first phase
+def test_dual_float64_loose_tol(tol):
+    X, y, _ = make_data(60, 100, seed=12)
+    ref = LogisticProbe(C=0.5, tol=1e-12).fit(X, y)
+    probe = LogisticProbe(C=0.5, tol=tol).fit(X, y)
+    assert rel_err(params(probe), params(ref)) <= 1e-2
+    np.testing.assert_allclose(probe.predict_proba(X), ref.predict_proba(X), atol=1e-3)
+
+
+def test_dual_round_loss_float32_phase_changes_nothing(monkeypatch):
+    """logconf in the dual: warm-started rounds, each a float32 then a float64 Newton solve, agree with
+    float64-only solves."""
+    X, y, w1 = make_data(80, 150, seed=13)
+    weak = np.clip(w1 + np.random.default_rng(1).normal(0, 0.2, size=len(w1)), 0, 1)
+    kw = dict(C=0.3, loss="logconf", n_rounds=5)
+    mixed = LogisticProbe(**kw).fit(X, weak)
+    monkeypatch.setattr(linear, "_LOW_TOL", 0.0)
+    plain = LogisticProbe(**kw).fit(X, weak)
+    assert rel_err(params(mixed), params(plain)) <= 1e-6
+
+
+def test_dual_zero_curvature_examples():
+    """Huge C on separable data drives most D_i to ~0; the preconditioner and Schur step must stay finite."""
+    X, y, _ = make_data(40, 120, seed=11)
+    probe = LogisticProbe(C=1e4, standardize=False, max_iter=200).fit(X, y)
+    assert np.isfinite(params(probe)).all() and (probe.predict(X) == y).all()
 
 
 @pytest.mark.parametrize("loss,loss_params", [("logconf", {}), ("product", {}), ("logconf", {"alpha": 0.75})])
