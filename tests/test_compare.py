@@ -152,7 +152,7 @@ def test_a_bootstrapped_run_sits_beside_the_direct_one(first, models, tiny_task,
 
 def test_presets_resolve_and_cli_options_override_them(monkeypatch):
     cfg = compare.preset("ladder")
-    assert cfg.strong == compare.LADDER and cfg.tasks == compare.STUDY_TASKS and cfg.limit == 4000
+    assert cfg.strong == compare.LADDER and cfg.tasks == compare.STUDY_TASKS and cfg.limit == 2000
     assert compare.preset("bootstrap").strong == ("gemma3-270m",)
     assert compare.preset("quick") == compare.CompareConfig()
     with pytest.raises(ToolkitError, match="unknown preset 'huge'"):
@@ -169,4 +169,4 @@ def test_presets_resolve_and_cli_options_override_them(monkeypatch):
     monkeypatch.setattr(compare, "run_config", capture)
     with pytest.raises(Stop):
         compare.main(["--preset", "ladder", "--seeds", "2", "--quiet"])
-    assert seen["cfg"].seeds == (0, 1) and seen["cfg"].strong == compare.LADDER and seen["cfg"].limit == 4000
+    assert seen["cfg"].seeds == (0, 1) and seen["cfg"].strong == compare.LADDER and seen["cfg"].limit == 2000

@@ -53,11 +53,11 @@ LADDER = ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b")
 STUDY_TASKS = ("sentiment", "fever", "strategyqa", "multiemo", "tweets")
 PRESETS: dict[str, dict] = {
     "quick": {},
-    "ladder": {"tasks": STUDY_TASKS, "strong": LADDER, "methods": ("probe", "prompt"), "limit": 4000},
+    "ladder": {"tasks": STUDY_TASKS, "strong": LADDER, "methods": ("probe", "prompt"), "limit": 2000},
     "ladder-finetune": {"tasks": ("sentiment", "fever"), "strong": ("smollm2-135m",), "methods": ("finetune",),
-                        "limit": 4000, "finetune_seeds": 3},
+                        "limit": 2000, "finetune_seeds": 3},
     "bootstrap": {"chain": ("minilm-l6", "smollm2-135m", "gemma3-270m"), "methods": ("probe", "prompt"),
-                  "limit": 4000},
+                  "limit": 2000},
 }
 """Named studies (`--preset NAME`; `preset(NAME)` from Python). `quick` is the default comparison (about 20
 minutes cold on a 2-core CPU); `ladder` is the reproduction study's probes and prompting over the strong-model
