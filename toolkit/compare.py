@@ -515,7 +515,7 @@ def _diag_wide(ds: pd.DataFrame, settings: tuple[str, ...]) -> pd.DataFrame:
              & (ds.split == "test")]
     if sub.empty:
         return sub
-    idx = [c for c in ("task", "strong", "method", "role", "loss", "setting") if c in sub]
+    idx = [c for c in ("task", "weak", "strong", "method", "role", "loss", "setting") if c in sub]
     wide = sub.pivot_table(index=idx, columns="diagnostic", values="mean", aggfunc="mean").reset_index()
     return wide[idx + [k for k in keep if k in wide]]
 
