@@ -186,7 +186,8 @@ def stored_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predic
     splits = sup.splits
     spec = {"features": feats.path.name, "seed": sup.seed, "code": _code_version(),
             "ids": {s: stable_hash(list(splits[s].ids), 16) for s in STUDENT_SPLITS},
-            "weak": {s: stable_hash(np.round(sup.soft(s), 12).tolist(), 16) for s in ("strong_train", "val")},
+            # 6 decimals: thread count changes float sums in the last bits, which must not miss the store
+            "weak": {s: stable_hash(np.round(sup.soft(s), 6).tolist(), 16) for s in ("strong_train", "val")},
             "gold": {s: stable_hash(splits[s].labels.tolist(), 16) for s in ("strong_train", "val")},
             "cfg": {k: v for k, v in asdict(cfg).items() if k in ("losses", "Cs", "control", "control_per_class")}}
     path = cache_root(cfg.cache_dir) / "runs" / "probe" / f"{stable_hash(spec, 24)}.npz"
