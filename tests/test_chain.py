@@ -94,3 +94,15 @@ def test_bootstrap_records_and_chain_accuracy():
     from toolkit import plots
 
     assert len(plots.chain_accuracy(ch).axes) == 1
+
+
+def test_a_stored_step_is_reused_and_equal(tmp_path, monkeypatch):
+    sup, m1, _, _ = _setup()
+    first = chain.bootstrap([sup], [("m1", m1)], first="w", Cs=(0.1,), cache_dir=tmp_path)
+    assert len(list((tmp_path / "runs" / "chain").glob("*.npz"))) == 1
+    monkeypatch.setattr(chain, "fit_many", lambda *a, **k: (_ for _ in ()).throw(AssertionError("refitted")))
+    again = chain.bootstrap([sup], [("m1", m1)], first="w", Cs=(0.1,), cache_dir=tmp_path)
+    for a, b in zip(first[1], again[1]):
+        assert a.key() == b.key() and a.extra == b.extra
+        np.testing.assert_array_equal(a.p, b.p)
+    np.testing.assert_array_equal(first[0][0].soft("val"), again[0][0].soft("val"))

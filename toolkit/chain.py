@@ -32,7 +32,7 @@ from toolkit.linear import fit_many, predict_proba_many
 from toolkit.records import CHAIN_SEP, Predictions
 from toolkit.weak import Supervision
 
-__all__ = ["CHAIN_SEP", "fold_of", "relabel", "bootstrap"]
+__all__ = ["CHAIN_SEP", "fold_of", "relabel", "stored_relabel", "bootstrap"]
 
 SPLITS = ("strong_train", "val", "test")
 CROSSFIT = "crossfit"
@@ -86,19 +86,49 @@ def relabel(feats, sup: Supervision, *, model: str, chain: str, Cs=(0.001, 0.01,
     return replace(sup, weak=weak), recs
 
 
+def stored_relabel(feats, sup: Supervision, *, model: str, chain: str, Cs=(0.001, 0.01, 0.1, 1.0),
+                   loss: str = "xent", folds: int = 2, cache_dir=None) -> tuple[Supervision, list[Predictions]]:
+    """`relabel`, read from `<cache>/runs/chain/<key>.npz` when the same step was computed before. The key is
+    content: the intermediate's feature entry, the split ids, the incoming labels (6 decimals), the settings
+    and this module's and the solver's source."""
+    import inspect
+    import warnings
+
+    from toolkit import linear, records
+    from toolkit._util import atomic_write_bytes, cache_root, stable_hash
+
+    splits = sup.splits
+    spec = {"features": feats.path.name, "seed": sup.seed, "Cs": list(Cs), "loss": loss, "folds": folds,
+            "code": stable_hash([inspect.getsource(relabel), inspect.getsource(fold_of), inspect.getsource(linear)]),
+            "ids": {s: stable_hash(list(splits[s].ids)) for s in SPLITS},
+            "labels": {s: stable_hash(np.round(sup.soft(s), 6).tolist()) for s in SPLITS}}
+    path = cache_root(cache_dir) / "runs" / "chain" / f"{stable_hash(spec, 24)}.npz"
+    names = {"task": splits.test.name, "weak": chain, "strong": model}
+    if path.exists():
+        try:
+            recs = [r.with_(**names) for r in records.from_bytes(path.read_bytes())]
+            return replace(sup, weak=[r.with_(role="weak", extra={}) for r in recs]), recs
+        except ToolkitError as e:
+            warnings.warn(f"chain store {path}: {e}; computing again", stacklevel=2)
+    nxt, recs = relabel(feats, sup, model=model, chain=chain, Cs=Cs, loss=loss, folds=folds)
+    atomic_write_bytes(path, records.to_bytes(recs))
+    return nxt, recs
+
+
 def bootstrap(sups: list[Supervision], intermediates: list[tuple[str, object]], *, first: str,
-              Cs=(0.001, 0.01, 0.1, 1.0), loss: str = "xent", folds: int = 2
+              Cs=(0.001, 0.01, 0.1, 1.0), loss: str = "xent", folds: int = 2, cache_dir=None
               ) -> tuple[list[Supervision], list[Predictions], str]:
     """Run `sups` (the weak supervisor `first`'s) through `intermediates` [(name, Features), ...].
 
     Returns the final `Supervision`s (labels of the last intermediate), every intermediate record, and the
     chain name to give the final students as their `weak` (`first>m1>…`). With no intermediates, the input is
-    returned unchanged and the name is `first`."""
+    returned unchanged and the name is `first`. Each step is stored (`stored_relabel`) under `cache_dir`."""
     chain, recs, out = first, [], []
     for sup in sups:
         chain = first
         for name, feats in intermediates:
-            sup, r = relabel(feats, sup, model=name, chain=chain, Cs=Cs, loss=loss, folds=folds)
+            sup, r = stored_relabel(feats, sup, model=name, chain=chain, Cs=Cs, loss=loss, folds=folds,
+                                    cache_dir=cache_dir)
             recs += r
             chain = f"{chain}{CHAIN_SEP}{name}"
         out.append(sup)

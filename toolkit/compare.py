@@ -299,7 +299,8 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
             inter = [(m, extract_mod.extract(extract_mod.ExtractConfig(model=m, task=task_name, limit=cfg.limit,
                                                                        cache_dir=cfg.cache_dir), progress=progress))
                      for m in cfg.chain[1:-1]]
-            chain_sups, inter_recs, chain_name = chain_mod.bootstrap(sups, inter, first=cfg.weak)
+            chain_sups, inter_recs, chain_name = chain_mod.bootstrap(sups, inter, first=cfg.weak,
+                                                                     cache_dir=cfg.cache_dir)
             all_recs += inter_recs
             runs.append((chain_sups, chain_name))
             timings[f"chain {task.name} {chain_name}"] = time.perf_counter() - t0
