@@ -397,7 +397,7 @@ def _figures(result: Comparison) -> dict:
         figs["agreement"] = plots.agreement_bars(ds, settings=settings)
     ns = diagnostics.noise_control(result.diagnostics)
     if not ns.empty:
-        figs["noise_control"] = plots.noise_control(ns)
+        figs["noise_control"] = plots.noise_control(ns, settings=settings)
     if (result.diagnostics.diagnostic == "misfit").any():
         figs["misfit"] = plots.misfit_scatter(result.diagnostics)
     if len(cfg.strong) > 1:

@@ -333,7 +333,7 @@ def finetune_curves(curve_df: pd.DataFrame) -> Figure:
         ax.set_ylim(max(0.0, lo - 0.05), 1.0)
         ax.set_xlabel("step")
         ax.set_ylabel("accuracy / agreement")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(textwrap.fill(title, 48), fontsize=9)
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
@@ -341,12 +341,15 @@ def finetune_curves(curve_df: pd.DataFrame) -> Figure:
     return fig
 
 
-def noise_control(ns_df: pd.DataFrame) -> Figure:
+def noise_control(ns_df: pd.DataFrame, settings: dict[str, str] | None = None) -> Figure:
     """Students against their random-noise controls (from `diagnostics.noise_control`): test accuracy
     (left; the weak supervisor's as a black tick) and agreement where the supervisor is wrong (right:
-    imitation of structured errors vs of random ones). Error bars: std over seeds of the paired gap."""
+    imitation of structured errors vs of random ones). Error bars: std over seeds of the paired gap.
+    One setting per method (`settings`, default `DEFAULT_SETTINGS`: the selected probe layer)."""
     need = ("method", "loss", "student_acc", "control_acc", "student_agree_weak_wrong", "control_agree_weak_wrong")
     df = _need(ns_df, "noise_control", need)
+    if "setting" in df:
+        df = _need(_filter_settings(df, settings), "noise_control (no row with the chosen settings)")
     multi = any(c in df and df[c].nunique() > 1 for c in ("task", "weak", "strong"))
     parts = (("task", "strong") if multi else ()) + ("method", "loss", "setting")
     labels = [_model_label(r, parts) for _, r in df.iterrows()]
