@@ -91,10 +91,12 @@ def test_cli_user_errors_are_one_line_and_write_nothing(tmp_path, capsys):
                           (["--strong", "nope-model", "--methods", "probe"], "unknown model 'nope-model'"),
                           (["--methods", "probe,rlhf"], "unknown method"),
                           (["--sizes", "10,11,10,10"], "must be an even number")):
-        assert compare.main(argv + ["--out", str(out), "--quiet"]) == 2
+        # A fresh cache: nothing may be extracted (or printed) before the bad name is found.
+        assert compare.main(argv + ["--out", str(out), "--quiet", "--cache-dir", str(tmp_path / "cache")]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
         assert not out.exists()  # no partial results
+        assert not (tmp_path / "cache" / "features").exists()  # no work before the error
 
 
 def test_long_texts_are_truncated_counted_and_reported_never_dropped(tiny_causal, tmp_path, capsys):

@@ -282,10 +282,15 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
     curves: list[pd.DataFrame] = []
     timings: dict[str, float] = {}
     notes: list[str] = []
+    # Every name is checked before any long work: a bad task or model fails in a second, not after extraction.
+    loaded = {t: extract_mod.load_task(extract_mod.ExtractConfig(task=t, limit=cfg.limit, cache_dir=cfg.cache_dir))
+              for t in cfg.tasks}
+    for m in dict.fromkeys((cfg.weak, *cfg.chain, *cfg.strong)):
+        if m != WEAK_TFIDF:
+            resolve(m, cfg.cache_dir)
     for task_name in cfg.tasks:
         t0 = time.perf_counter()
-        task = extract_mod.load_task(extract_mod.ExtractConfig(task=task_name, limit=cfg.limit,
-                                                               cache_dir=cfg.cache_dir))
+        task = loaded[task_name]
         if task.name in labels:
             raise ToolkitError(f"task '{task.name}' is listed twice")
         sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(cfg.weak), limit=cfg.limit, cache_dir=cfg.cache_dir,
