@@ -65,9 +65,9 @@ def test_no_intermediate_labels_the_inputs_it_was_trained_on():
     assert not np.allclose(a[fold == 1], b[fold == 1])  # fold 1's labeller did see the flipped labels
 
 
-def test_bootstrap_records_and_chain_accuracy():
+def test_bootstrap_records_and_chain_accuracy(tmp_path):
     sup, m1, m2, gold = _setup()
-    sups, inter, name = chain.bootstrap([sup], [("m1", m1)], first="w", Cs=(0.01, 1.0))
+    sups, inter, name = chain.bootstrap([sup], [("m1", m1)], first="w", Cs=(0.01, 1.0), cache_dir=tmp_path)
     assert name == "w>m1" and len(inter) == 3
     assert {(r.weak, r.strong, r.role, r.setting) for r in inter} == {("w", "m1", "student", "crossfit")}
     assert all(r.extra["intermediate"] and len(r.extra["layers"]) == 2 for r in inter)
