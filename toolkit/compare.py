@@ -102,7 +102,7 @@ class CompareConfig:
     limit: int = 2000
     """Class-balanced subsample of each task before splitting (0 = all). The default, 2000, holds the default
     splits (1700 examples) and halves the strong model's extraction on `sentiment`, so a cold run fits a
-    2-core CPU in about 20 minutes; pass 0 for the whole task."""
+    2-core CPU in about 22 minutes (measured; most of it fine-tuning); pass 0 for the whole task."""
     ks: tuple[int, ...] = (0, 8)
     """Prompt demonstrations per prompt (even); 0 is the zero-shot baseline."""
     epochs: int = 2
