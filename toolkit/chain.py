@@ -92,10 +92,9 @@ def stored_relabel(feats, sup: Supervision, *, model: str, chain: str, Cs=(0.001
     content: the intermediate's feature entry, the split ids, the incoming labels (6 decimals), the settings
     and this module's and the solver's source."""
     import inspect
-    import warnings
 
     from toolkit import linear, records
-    from toolkit._util import atomic_write_bytes, cache_root, stable_hash
+    from toolkit._util import cache_root, stable_hash
 
     splits = sup.splits
     spec = {"features": feats.path.name, "seed": sup.seed, "Cs": list(Cs), "loss": loss, "folds": folds,
@@ -104,15 +103,9 @@ def stored_relabel(feats, sup: Supervision, *, model: str, chain: str, Cs=(0.001
             "labels": {s: stable_hash(np.round(sup.soft(s), 6).tolist()) for s in SPLITS}}
     path = cache_root(cache_dir) / "runs" / "chain" / f"{stable_hash(spec, 24)}.npz"
     names = {"task": splits.test.name, "weak": chain, "strong": model}
-    if path.exists():
-        try:
-            recs = [r.with_(**names) for r in records.from_bytes(path.read_bytes())]
-            return replace(sup, weak=[r.with_(role="weak", extra={}) for r in recs]), recs
-        except ToolkitError as e:
-            warnings.warn(f"chain store {path}: {e}; computing again", stacklevel=2)
-    nxt, recs = relabel(feats, sup, model=model, chain=chain, Cs=Cs, loss=loss, folds=folds)
-    atomic_write_bytes(path, records.to_bytes(recs))
-    return nxt, recs
+    recs, _ = records.stored(path, lambda: relabel(feats, sup, model=model, chain=chain, Cs=Cs, loss=loss,
+                                                   folds=folds)[1], what="chain store", names=names)
+    return replace(sup, weak=[r.with_(role="weak", extra={}) for r in recs]), recs
 
 
 def bootstrap(sups: list[Supervision], intermediates: list[tuple[str, object]], *, first: str,

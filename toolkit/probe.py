@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from toolkit import records, tasks
 from toolkit._util import (
     ToolkitError,
     add_config_args,
-    atomic_write_bytes,
     cache_root,
     cli_main,
     config_from_args,
@@ -192,16 +190,8 @@ def stored_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predic
             "cfg": {k: v for k, v in asdict(cfg).items() if k in ("losses", "Cs", "control", "control_per_class")}}
     path = cache_root(cfg.cache_dir) / "runs" / "probe" / f"{stable_hash(spec, 24)}.npz"
     names = {"weak": cfg.weak, "strong": cfg.strong, "task": splits.test.name}
-    if path.exists():
-        try:
-            recs = records.from_bytes(path.read_bytes())
-            STATS["loaded"] += 1
-            return [r.with_(**names) for r in recs]
-        except ToolkitError as e:
-            warnings.warn(f"probe run store {path}: {e}; fitting again", stacklevel=2)
-    recs = probe_students(feats, sup, cfg)
-    STATS["fitted"] += 1
-    atomic_write_bytes(path, records.to_bytes(recs))
+    recs, loaded = records.stored(path, lambda: probe_students(feats, sup, cfg), what="probe run store", names=names)
+    STATS["loaded" if loaded else "fitted"] += 1
     return recs
 
 

@@ -179,6 +179,24 @@ def from_bytes(data: bytes) -> list[Predictions]:
     return out
 
 
+def stored(path: Path, compute, *, what: str, names: dict | None = None) -> tuple[list[Predictions], bool]:
+    """Records from the run store file `path` (`to_bytes` format), relabelled with `names`; else `compute()`
+    written there atomically. A damaged file warns (naming `what`) and is computed again. Returns the
+    records and whether they were loaded."""
+    import warnings
+
+    from toolkit._util import atomic_write_bytes
+
+    if path.exists():
+        try:
+            return [r.with_(**(names or {})) for r in from_bytes(path.read_bytes())], True
+        except ToolkitError as e:
+            warnings.warn(f"{what} {path}: {e}; computing again", stacklevel=3)
+    recs = compute()
+    atomic_write_bytes(path, to_bytes(recs))
+    return recs, False
+
+
 def load_records(path: str | Path) -> list[Predictions]:
     df = pd.read_csv(path, dtype={"id": str, "setting": str, "loss": str})
     return records_from_frame(df)
