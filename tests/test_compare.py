@@ -170,3 +170,18 @@ def test_presets_resolve_and_cli_options_override_them(monkeypatch):
     with pytest.raises(Stop):
         compare.main(["--preset", "ladder", "--seeds", "2", "--quiet"])
     assert seen["cfg"].seeds == (0, 1) and seen["cfg"].strong == compare.LADDER and seen["cfg"].limit == 2000
+
+
+def test_one_method_alone_writes_its_tables_and_figures(first, models, tiny_task, tmp_path):
+    """A fine-tune-only comparison (the ladder-finetune preset) has no layer sweep or prompt: the figures
+    that need them are left out, the rest are written. Every run is loaded from the first call's cache."""
+    _, _, cache = first
+    before = finetune.STATS["trainings"]
+    result = compare.run(str(tiny_task), weak=models[0], strong=models[0], methods=("finetune",), seeds=2,
+                         finetune_seeds=1, sizes=SIZES, epochs=1, n_boot=50, cache_dir=str(cache), out=tmp_path,
+                         progress=False)
+    assert finetune.STATS["trainings"] == before
+    assert set(result.summary.method) == {"finetune"}
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"summary.csv", "report.md", "pgr_accuracy.png", "finetune_curves.png"} <= names
+    assert "layers.png" not in names and "fine-tuning: fp32 weights" in (tmp_path / "report.md").read_text()

@@ -48,6 +48,7 @@ def cfg(tiny_causal, tiny_task, tmp_path_factory):
     weak = save_tiny_causal(tmp_path_factory.mktemp("tiny_weak"), seed=1, n_layers=1)
     return ft.FinetuneConfig(task=str(tiny_task), weak=str(weak), strong=str(tiny_causal), seeds=(0,),
                              sizes=SIZES, batch_size=8, micro_batch=8, lr=1e-3, eval_every=1,
+                             dtype="float32",  # exactness checks below; bf16 autocast is tested on its own
                              cache_dir=str(tmp_path_factory.mktemp("cache")))
 
 
@@ -73,11 +74,13 @@ def _xent(p, y):
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def test_one_step_lowers_the_loss(cfg):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_one_step_lowers_the_loss(cfg, dtype):
     task = tasks.load(cfg.task)
     info, tok, seqs = _encoded(cfg, task.texts[:16])
     y = task.labels[:16].astype(float)
-    trainer = _trainer(replace(cfg, batch_size=16, micro_batch=16, warmup_frac=0.0), info, tok)
+    trainer = _trainer(replace(cfg, batch_size=16, micro_batch=16, warmup_frac=0.0, dtype=dtype), info, tok)
+    assert trainer.precision == ("bf16" if dtype == "bfloat16" else "no")
     before = _xent(trainer.predict(seqs), y)
     step_loss = trainer.step(seqs, y, get_loss("xent"), step=0)
     assert math.isclose(before, math.log(2), abs_tol=1e-6) and math.isclose(step_loss, before, abs_tol=1e-6)
@@ -191,7 +194,7 @@ def test_finished_run_is_reused_and_joins_the_results_table(cfg, sup, capsys):
 
     argv = ["--task", cfg.task, "--weak", cfg.weak, "--strong", cfg.strong, "--seeds", "0", "--sizes", "8,16,8,8",
             "--batch-size", "8", "--micro-batch", "8", "--lr", "1e-3", "--eval-every", "1", "--cache-dir",
-            cfg.cache_dir, "--quiet"]
+            cfg.cache_dir, "--dtype", "float32", "--quiet"]
     assert ft.main(argv) == 0
     out = capsys.readouterr().out
     assert "pgr_acc" in out and "logconf" in out and "0 trained, 3 loaded" in out
@@ -208,6 +211,16 @@ def test_keep_weights_retrains_a_run_stored_without_them(cfg, sup):
     assert {"best.safetensors", "final.safetensors"} <= {p.name for p in run.path.iterdir()}
     ft.train_run(sup, replace(cfg, keep_weights=True), role="ceiling")
     assert ft.STATS["trainings"] == before + 1
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    for native, expected in ((True, "bf16"), (False, "no")):
+        monkeypatch.setattr(ft, "cpu_native_bf16", lambda native=native: native)
+        assert ft.mixed_precision(ft.FinetuneConfig(device="cpu")) == expected
+        assert ft.mixed_precision(ft.FinetuneConfig(device="cpu", dtype="float32")) == "no"
+        assert ft.mixed_precision(ft.FinetuneConfig(device="cpu", dtype="bfloat16")) == "bf16"
+    with pytest.raises(ToolkitError, match="dtype"):
+        ft.mixed_precision(ft.FinetuneConfig(dtype="float16"))
 
 
 def test_config_parsing_and_errors(cfg):
@@ -233,7 +246,7 @@ def test_two_processes_match_one(cfg, tmp_path):
     two_dir = tmp_path / "two"
     shutil.copytree(os.path.join(cfg.cache_dir, "features"), two_dir / "features")  # the weak model's features
     argv = ["--task", cfg.task, "--weak", cfg.weak, "--strong", cfg.strong, "--seeds", "0", "--sizes", "8,16,8,8",
-            "--batch-size", "8", "--micro-batch", "2", "--lr", "1e-3", "--eval-every", "1", "--device", "cpu",
+            "--batch-size", "8", "--micro-batch", "2", "--lr", "1e-3", "--eval-every", "1", "--device", "cpu", "--dtype", "float32",
             "--cache-dir", str(two_dir), "--quiet"]
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29541", "-m", "toolkit.finetune", *argv],

@@ -116,7 +116,9 @@ class CompareConfig:
     n_boot: int = 1000
     """Bootstrap resamples for the PGR intervals."""
     dtype: str = "auto"
-    """`auto` (bfloat16 on GPU, float32 on CPU), `float32` or `bfloat16`, for prompting and fine-tuning."""
+    """`auto`, `float32` or `bfloat16`, for prompting and fine-tuning. `auto` prompts in bfloat16 on a GPU and
+    float32 on a CPU, and fine-tunes with bf16 autocast wherever bf16 is native, CPUs with AVX512-BF16
+    included (`toolkit.finetune.mixed_precision`); the report names what was used."""
     device: str = "auto"
     """`auto`, `cpu` or `cuda` for prompting and fine-tuning."""
     cache_dir: str | None = None
@@ -408,10 +410,11 @@ def _figures(result: Comparison) -> dict:
     if len(cfg.strong) > 1:
         figs["accuracy_vs_size"] = plots.accuracy_vs_size(summ, {k: v for k, v in result.sizes.items() if v})
     by_task = {t: [r for r in result.records if r.task == t] for t in result.labels}
-    if any(r.method == "probe" for r in result.records):
-        figs["layers"] = plots.layer_curves(pd.concat(
-            [diagnostics.layer_curves([r for r in recs if r.method == "probe"], result.labels[t], split=("val", "test"))
-             for t, recs in by_task.items()], ignore_index=True))
+    layers = pd.concat([diagnostics.layer_curves([r for r in recs if r.method == "probe"], result.labels[t],
+                                                 split=("val", "test")) for t, recs in by_task.items()],
+                       ignore_index=True)
+    if len(layers):  # the weak supervisor alone (a fine-tune-only run) has no layer sweep
+        figs["layers"] = plots.layer_curves(layers)
     if cfg.chain and len(cfg.chain) > 2:
         ch = pd.concat([diagnostics.chain_accuracy(recs, result.labels[t], settings=settings)
                         for t, recs in by_task.items()], ignore_index=True)
@@ -428,6 +431,21 @@ def _figures(result: Comparison) -> dict:
     if len(calib):
         figs["calibration"] = plots.calibration_hist(calib)
     return figs
+
+
+def _precision_lines(cfg: CompareConfig) -> list[str]:
+    """What `dtype` resolved to on this machine, for the methods that run the strong model."""
+    from toolkit.models import dtype_name, pick_device
+
+    out = []
+    if "prompt" in cfg.methods:
+        out.append(f"prompting weights: {dtype_name(cfg.dtype, pick_device(cfg.device))}")
+    if "finetune" in cfg.methods:
+        from toolkit.finetune import FinetuneConfig, mixed_precision
+
+        mp = mixed_precision(FinetuneConfig(dtype=cfg.dtype, device=cfg.device))
+        out.append("fine-tuning: fp32 weights, " + ("bf16 autocast" if mp == "bf16" else "fp32 compute"))
+    return ["", "Precision on this machine: " + "; ".join(out) + "."] if out else []
 
 
 def _versions() -> dict[str, str]:
@@ -505,6 +523,7 @@ def _report(result: Comparison, figures: list[str]) -> str:
     lines += ["## Settings", "", markdown_table(pd.DataFrame({"setting": list(settings),
                                                               "value": [str(v) for v in settings.values()]})), "",
               "Model sizes (parameters): " + ", ".join(f"`{k}` {v / 1e6:.0f}M" for k, v in result.sizes.items() if v),
+              *_precision_lines(cfg),
               "", "## Versions", "", markdown_table(pd.DataFrame({"package": list(_versions()),
                                                                   "version": list(_versions().values())})), "",
               "## Work done and time", "",
