@@ -246,8 +246,8 @@ def test_two_processes_match_one(cfg, tmp_path):
     two_dir = tmp_path / "two"
     shutil.copytree(os.path.join(cfg.cache_dir, "features"), two_dir / "features")  # the weak model's features
     argv = ["--task", cfg.task, "--weak", cfg.weak, "--strong", cfg.strong, "--seeds", "0", "--sizes", "8,16,8,8",
-            "--batch-size", "8", "--micro-batch", "2", "--lr", "1e-3", "--eval-every", "1", "--device", "cpu", "--dtype", "float32",
-            "--cache-dir", str(two_dir), "--quiet"]
+            "--batch-size", "8", "--micro-batch", "2", "--lr", "1e-3", "--eval-every", "1", "--device", "cpu",
+            "--dtype", "float32", "--cache-dir", str(two_dir), "--quiet"]
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29541", "-m", "toolkit.finetune", *argv],
                    check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, capture_output=True)

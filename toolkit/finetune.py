@@ -45,8 +45,15 @@ from toolkit import records as rec
 from toolkit._util import ToolkitError, add_config_args, cache_root, cli_main, config_from_args, stable_hash
 from toolkit.extract import ExtractConfig, entry_spec, load_task, pad_batch, plan_batches, pool_hidden, tokenize
 from toolkit.losses import get_loss
-from toolkit.models import (DEFAULT_STRONG, DEFAULT_WEAK, ModelInfo, cpu_native_bf16, load_tokenizer, pick_device,
-                            resolve)
+from toolkit.models import (
+    DEFAULT_STRONG,
+    DEFAULT_WEAK,
+    ModelInfo,
+    cpu_native_bf16,
+    load_tokenizer,
+    pick_device,
+    resolve,
+)
 from toolkit.tasks import SplitSizes
 
 __all__ = ["FinetuneConfig", "Classifier", "Trainer", "make_batches", "train", "train_run", "run_records",
