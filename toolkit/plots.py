@@ -70,7 +70,7 @@ def _short(value):
 
 
 def _model_label(row, parts=("method", "loss", "setting")) -> str:
-    return "/".join(str(row[p]) for p in parts if p in row and str(row[p]) != "")
+    return "/".join(str(_short(row[p])) for p in parts if p in row and str(row[p]) != "")
 
 
 def _colors(labels) -> dict[str, str]:
@@ -353,7 +353,10 @@ def noise_control(ns_df: pd.DataFrame, settings: dict[str, str] | None = None) -
     multi = any(c in df and df[c].nunique() > 1 for c in ("task", "weak", "strong"))
     parts = (("task", "strong") if multi else ()) + ("method", "loss", "setting")
     labels = [_model_label(r, parts) for _, r in df.iterrows()]
-    fig = Figure(figsize=(WIDTH, 4.2), layout="constrained")
+    # Rotated tick labels take height in proportion to their length, bars take width: grow with both, so
+    # a many-model comparison (tasks x strong models) keeps readable panels.
+    height = 3.4 + 0.045 * max(map(len, labels))
+    fig = Figure(figsize=(max(WIDTH, 0.3 * len(df) * 2), height), layout="constrained")
     axes = fig.subplots(1, 2)
     x, w = np.arange(len(df)), 0.38
     for ax, (s, c, gap, ylabel) in zip(axes, (
@@ -506,7 +509,13 @@ def save_all(figs: dict[str, Figure], folder: str | Path, dpi: int = 120) -> lis
     paths = []
     for name, fig in figs.items():
         path = folder / f"{name}.png"
-        fig.savefig(path, dpi=dpi)
+        import warnings
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", "constrained_layout not applied")
+            try:
+                fig.savefig(path, dpi=dpi)
+            except UserWarning as e:
+                raise RuntimeError(f"figure {name}: {e}") from None
         paths.append(path)
         if "matplotlib.pyplot" in sys.modules:  # a pyplot-managed figure must be released by pyplot
             sys.modules["matplotlib.pyplot"].close(fig)
