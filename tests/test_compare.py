@@ -154,7 +154,8 @@ def test_presets_resolve_and_cli_options_override_them(monkeypatch):
     cfg = compare.preset("ladder")
     assert cfg.strong == compare.LADDER and cfg.tasks == compare.STUDY_TASKS and cfg.limit == 2000
     assert compare.preset("bootstrap").strong == ("gemma3-270m",)
-    assert compare.preset("quick") == compare.CompareConfig()
+    # quick is the default comparison without fine-tuning, its expensive arm
+    assert compare.preset("quick") == compare.CompareConfig(methods=("probe", "prompt"))
     with pytest.raises(ToolkitError, match="unknown preset 'huge'"):
         compare.preset("huge")
     seen = {}

@@ -52,17 +52,18 @@ largest k raw and calibrated; fine-tuning's best-by-weak-agreement and final che
 LADDER = ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b")
 STUDY_TASKS = ("sentiment", "fever", "strategyqa", "multiemo", "tweets")
 PRESETS: dict[str, dict] = {
-    "quick": {},
+    "quick": {"methods": ("probe", "prompt")},
     "ladder": {"tasks": STUDY_TASKS, "strong": LADDER, "methods": ("probe", "prompt"), "limit": 2000},
     "ladder-finetune": {"tasks": ("sentiment", "fever"), "strong": ("smollm2-135m",), "methods": ("finetune",),
                         "limit": 2000, "finetune_seeds": 3},
     "bootstrap": {"chain": ("minilm-l6", "smollm2-135m", "gemma3-270m"), "methods": ("probe", "prompt"),
                   "limit": 2000},
 }
-"""Named studies (`--preset NAME`; `preset(NAME)` from Python). `quick` is the default comparison (17
-minutes cold on a 2-core CPU); `ladder` is the reproduction study's probes and prompting over the strong-model
-ladder and five tasks; `ladder-finetune` its fine-tuning arm; `bootstrap` the chain through gemma3-270m.
-Other options given with a preset override it."""
+"""Named studies (`--preset NAME`; `preset(NAME)` from Python). `quick` is the default comparison without its
+expensive arm, fine-tuning: probes and prompting on sentiment, minilm-l6 -> smollm2-135m, in 16 minutes cold on
+the slower of the two 2-core CPUs measured (AVX2 only; the full default there takes 49). `ladder` is the
+reproduction study's probes and prompting over the strong-model ladder and five tasks; `ladder-finetune` its
+fine-tuning arm; `bootstrap` the chain through gemma3-270m. Other options given with a preset override it."""
 
 
 def preset(name: str, **overrides) -> CompareConfig:
@@ -101,9 +102,10 @@ class CompareConfig:
     """Split sizes weak_train,strong_train,val,test (test is one fixed pool for every seed)."""
     limit: int = 2000
     """Class-balanced subsample of each task before splitting (0 = all). The default, 2000, holds the default
-    splits (1700 examples) and halves the strong model's extraction on `sentiment`, so a cold run fits a
-    2-core CPU in 17 minutes (measured on a clean clone: extraction and probes 3, prompting 4, fine-tuning
-    with bf16 autocast 9.5); pass 0 for the whole task."""
+    splits (1700 examples) and halves the strong model's extraction on `sentiment`. A cold default run, measured
+    on a clean clone of a 2-core CPU, takes 17 minutes where the CPU has AVX512-BF16 (extraction and probes 3,
+    prompting 4, fine-tuning with bf16 autocast 9.5) and 49 minutes on an AVX2-only CPU (7, 9 and 33: fp32
+    fine-tuning); `--preset quick` leaves fine-tuning out (16 minutes there). Pass 0 for the whole task."""
     ks: tuple[int, ...] = (0, 8)
     """Prompt demonstrations per prompt (even); 0 is the zero-shot baseline."""
     epochs: int = 2
