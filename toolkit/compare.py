@@ -102,10 +102,8 @@ class CompareConfig:
     """Split sizes weak_train,strong_train,val,test (test is one fixed pool for every seed)."""
     limit: int = 2000
     """Class-balanced subsample of each task before splitting (0 = all). The default, 2000, holds the default
-    splits (1700 examples) and halves the strong model's extraction on `sentiment`. A cold default run (fresh cache)
-    on a 2-core CPU takes 17 minutes where the CPU has AVX512-BF16 (extraction and probes 3,
-    prompting 4, fine-tuning with bf16 autocast 9.5) and 49 minutes on an AVX2-only CPU (7, 9 and 33: fp32
-    fine-tuning); `--preset quick` leaves fine-tuning out (16 minutes there). Pass 0 for the whole task."""
+    splits (1700 examples) and halves the strong model's extraction on `sentiment` (cold and warm timings of
+    the default run on two CPU kinds: README, "The main job"). Pass 0 for the whole task."""
     ks: tuple[int, ...] = (0, 8)
     """Prompt demonstrations per prompt (even); 0 is the zero-shot baseline."""
     epochs: int = 2
