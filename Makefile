@@ -24,7 +24,7 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(PY) -m toolkit.compare --task $(TASK) --weak $(WEAK) --strong $(STRONG) --out runs/demo
 
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15
 	$(PY) -m ruff check toolkit tests benchmarks
 
 lint: setup
