@@ -8,9 +8,9 @@ Arms, timed in turn in each of `--repeats` rounds (best time kept, so a busy mac
 fit_many at its defaults (float64, tol=1e-8); fit_many in float32 at tol=1e-5 and 1e-4; sklearn at its defaults
 (lbfgs, tol=1e-4, max_iter=100); sklearn at tol=1e-6 with its default max_iter=100, where most probes stop at
 the iteration cap short of the tolerance (column `at cap`); and sklearn at tol=1e-6 with max_iter=10000, which
-does reach it. Ratios are sklearn's time over the arm's. The reference is fit_many at tol=1e-12, itself checked against sklearn at
-tol=1e-10 on a few probes. Features are z-scored once per (layer, seed) on that seed's
-training sample, outside every arm, and every arm fits with no standardisation of its own.
+does reach it. Ratios are sklearn's time over the arm's. The reference is fit_many at tol=1e-12, itself
+checked against sklearn at tol=1e-10 on a few probes. Features are z-scored once per (layer, seed) on that
+seed's training sample, outside every arm, and every arm fits with no standardisation of its own.
 """
 
 from __future__ import annotations

@@ -72,13 +72,18 @@ def test_agreement_bars(comparison):
 
 
 def test_accuracy_vs_size(comparison):
-    s = comparison["summary"]
+    s = records.summary(comparison["recs"], comparison["labels"], settings=SETTINGS + ("layer=0",), n_boot=20)
     fig = plots.accuracy_vs_size(s, {"s-small": 1.35e8, "s-large": 1.5e9, "unused": 7e9})
     ax = fig.axes[0]
     assert len(fig.axes) == 1 and ax.get_xscale() == "log"
-    # one line per method/loss/setting, one ceiling per method/setting, the weak line
-    n_labels = s[["method", "loss", "setting"]].drop_duplicates().shape[0]
+    # one line per method/loss at the default settings (no layer=0 baseline), one ceiling per method, the weak line
+    shown = s[[dg.DEFAULT_SETTINGS[m] == st for m, st in zip(s["method"], s["setting"])]]
+    n_labels = shown[["method", "loss"]].drop_duplicates().shape[0]
+    assert n_labels < s[["method", "loss", "setting"]].drop_duplicates().shape[0]
     assert len(ax.lines) == n_labels + 3 + 1
+    assert not any("layer=" in t.get_text() for t in ax.get_legend().get_texts())
+    probes_l0 = plots.accuracy_vs_size(s, {"s-small": 1.35e8, "s-large": 1.5e9}, settings={"probe": "layer=0"})
+    assert any("layer=0" in t.get_text() for t in probes_l0.axes[0].get_legend().get_texts())
     with pytest.raises(ToolkitError, match="sizes"):
         plots.accuracy_vs_size(s, {"nothing": 1.0})
 

@@ -184,13 +184,15 @@ def agreement_bars(diag_summary: pd.DataFrame, settings: dict[str, str] | None =
     return fig
 
 
-def accuracy_vs_size(summary: pd.DataFrame, sizes: dict[str, float]) -> Figure:
+def accuracy_vs_size(summary: pd.DataFrame, sizes: dict[str, float], settings: dict[str, str] | None = None) -> Figure:
     """Student test accuracy against strong-model size (`sizes`: strong name -> parameter count; log x),
-    one solid line per method/loss/setting, the ceilings dashed (one per method/setting) and the weak
-    supervisor's accuracy as a dotted horizontal line. One panel per task and weak model; strong models
+    one solid line per method/loss, the ceilings dashed (one per method) and the weak supervisor's accuracy
+    as a dotted horizontal line. One setting per method (`settings`, default `DEFAULT_SETTINGS`; per-layer
+    rows such as the layer=0 sanity baseline are left out). One panel per task and weak model; strong models
     missing from `sizes` are left out."""
     df = _need(summary, "accuracy_vs_size", ("strong", "method", "loss", "setting", "student_acc", "ceiling_acc"))
     df = _need(df[df["strong"].isin(sizes)], "accuracy_vs_size (no strong model of the frame is in `sizes`)")
+    df = _need(_filter_settings(df, settings), "accuracy_vs_size (no row has the settings shown)")
     df = df.assign(size=df["strong"].map(sizes).astype(float)).sort_values("size", kind="stable")
     panels = _panels(df, ["task", "weak"])
     fig, axes = _grid(len(panels), ncols=1 if len(panels) == 1 else 2, panel_h=4.2)
