@@ -54,3 +54,12 @@ def tiny_task(tmp_path_factory):
             text = " ".join(words[(i + k) % len(words)] for k in range(3 + (i * 7) % 23)) + ("!" * (i % 3))
             f.write(json.dumps({"text": f"{text} #{i}", "label": i % 2}) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def real_models_cache(tmp_path_factory):
+    """One fresh cache, shared by the tests that run the real default models on `sentiment` with limit=160
+    (test_probe, the notebooks): they extract once and reuse it, as a user's later runs do. Models and task
+    data still come from the project's cache."""
+    return tmp_path_factory.mktemp("real_models_cache")
+

@@ -79,7 +79,9 @@ def test_a_rerun_trains_nothing_and_gives_the_same_tables(first, models, tiny_ta
 
     monkeypatch.setattr(prompt, "load_model", no_model)
     again = compare.run(str(tiny_task), weak=models[0], strong=models, seeds=2, finetune_seeds=1, sizes=SIZES,
-                        ks=(0, 2), epochs=1, n_boot=50, cache_dir=str(cache), out=tmp_path, progress=False)
+                        ks=(0, 2), epochs=1, n_boot=50, cache_dir=str(cache), out=tmp_path, progress=False,
+                        figures=False)
+    assert not list(tmp_path.glob("*.png")) and "## Figures" not in (tmp_path / "report.md").read_text()
     assert again.stats == {"prompts_scored": 0, "finetunes_trained": 0, "models_built_for_extraction": 0}
     assert probe.STATS["fitted"] == before[0]["fitted"] and finetune.STATS["trainings"] == before[1]["trainings"]
     pd.testing.assert_frame_equal(again.summary, result.summary)
@@ -93,10 +95,10 @@ def test_cli_prints_the_summary_and_rejects_bad_input(first, models, tiny_task, 
     args = ["--task", str(tiny_task), "--weak", models[0], "--strong", models[0], "--seeds", "2",
             "--finetune-seeds", "1", "--sizes", "10,10,6,10", "--ks", "0,2", "--epochs", "1", "--n-boot", "50",
             "--cache-dir", str(cache), "--quiet"]
-    assert compare.main(args + ["--out", str(tmp_path / "cli")]) == 0
+    assert compare.main(args + ["--out", str(tmp_path / "cli"), "--no-figures"]) == 0
     printed = capsys.readouterr().out
     assert "PGR acc" in printed and "k=2,cal" in printed and "finetune" in printed
-    assert (tmp_path / "cli" / "report.md").exists()
+    assert (tmp_path / "cli" / "report.md").exists() and not list((tmp_path / "cli").glob("*.png"))
     for bad, message in ((["--methods", "probe,magic"], "unknown method"), (["--losses", "nope"], "unknown loss"),
                          (["--ks", "0,3"], "even"), (["--sizes", "1,2"], "--sizes")):
         assert compare.main(args + bad) == 2

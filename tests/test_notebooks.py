@@ -14,9 +14,9 @@ NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
 
 @pytest.fixture(scope="module")
-def notebook_cache(tmp_path_factory):
-    """One fresh cache for the notebooks, so 02 reads what 01 computed, as it would for a user."""
-    return tmp_path_factory.mktemp("notebook_cache")
+def notebook_cache(real_models_cache):
+    """One cache for the notebooks, so 02 reads what 01 computed, as it would for a user."""
+    return real_models_cache
 
 
 def test_the_expected_notebooks_exist():

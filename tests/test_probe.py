@@ -12,18 +12,20 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def probe_run(tmp_path_factory):
+def probe_run(real_models_cache):
     for name in ("minilm-l6", "smollm2-135m"):
         if not (cache_root() / "models" / name).exists():
             pytest.skip(f"{name} not installed (run `make setup`)")
-    cfg = probe.ProbeRunConfig(task="sentiment", seeds=2, limit=240, sizes=tasks.SplitSizes(60, 80, 40, 60),
-                               Cs=(0.01, 1.0), cache_dir=str(tmp_path_factory.mktemp("cache")))
+    cfg = probe.ProbeRunConfig(task="sentiment", seeds=2, limit=160, sizes=tasks.SplitSizes(40, 48, 24, 40),
+                               Cs=(0.01, 1.0), cache_dir=str(real_models_cache))
+    store = cache_root(cfg.cache_dir) / "runs" / "probe"
+    before = set(store.glob("*.npz"))  # the shared cache may hold other tests' probe runs
     recs, labels = probe.run_records(cfg, progress=False)
-    return cfg, recs, labels
+    return cfg, recs, labels, sorted(set(store.glob("*.npz")) - before)
 
 
 def test_every_role_on_the_same_fixed_test_pool(probe_run):
-    cfg, recs, labels = probe_run
+    cfg, recs, labels, _ = probe_run
     test = [r for r in recs if r.split == "test"]
     assert {r.role for r in test} == {"weak", "student", "ceiling", "control"}
     assert {r.loss for r in test if r.role == "student"} == set(cfg.losses)
@@ -34,7 +36,7 @@ def test_every_role_on_the_same_fixed_test_pool(probe_run):
 
 
 def test_tidy_table_and_summary(probe_run, tmp_path):
-    cfg, recs, labels = probe_run
+    cfg, recs, labels, _ = probe_run
     table = records.table(recs, labels)
     assert list(table.columns) == records.ROW_COLUMNS
     chosen = table[(table.setting == "select") & (table.metric == "layer")]
@@ -52,7 +54,7 @@ def test_tidy_table_and_summary(probe_run, tmp_path):
 def test_students_never_see_gold(probe_run):
     """Student records are a function of the weak labels only: flipping strong_train gold changes
     the ceiling, never a student."""
-    cfg, recs, labels = probe_run
+    cfg, recs, labels, _ = probe_run
     task = tasks.subsample(tasks.load("sentiment"), cfg.limit, seed=0)
     from toolkit.extract import ExtractConfig, extract
     from toolkit.weak import WeakConfig, supervise
@@ -76,7 +78,7 @@ def test_students_never_see_gold(probe_run):
 
 def test_noise_control_has_the_supervisors_error_count(probe_run):
     """The control is trained on gold flipped at random with exactly the supervisor's number of errors."""
-    cfg, recs, labels = probe_run
+    cfg, recs, labels, _ = probe_run
     task = tasks.subsample(tasks.load("sentiment"), cfg.limit, seed=0)
     from toolkit.weak import WeakConfig, supervise
 
@@ -97,7 +99,7 @@ def test_noise_control_has_the_supervisors_error_count(probe_run):
 
 
 def test_a_rerun_loads_the_stored_probes_and_a_damaged_store_is_refitted(probe_run):
-    cfg, recs, labels = probe_run
+    cfg, recs, labels, store = probe_run
     before = dict(probe.STATS)
     again, _ = probe.run_records(cfg, progress=False)
     assert probe.STATS["loaded"] - before["loaded"] == cfg.seeds and probe.STATS["fitted"] == before["fitted"]
@@ -105,9 +107,6 @@ def test_a_rerun_loads_the_stored_probes_and_a_damaged_store_is_refitted(probe_r
     for a, b in zip(again, recs):
         np.testing.assert_array_equal(a.p, b.p)
         assert a.extra == b.extra
-    from toolkit._util import cache_root
-
-    store = sorted((cache_root(cfg.cache_dir) / "runs" / "probe").glob("*.npz"))
     assert len(store) == cfg.seeds
     store[0].write_bytes(store[0].read_bytes()[:-100])
     with pytest.warns(UserWarning, match="probe run store"):
