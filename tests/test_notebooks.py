@@ -13,23 +13,18 @@ from toolkit._util import cache_root
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
 
-@pytest.fixture(scope="module")
-def notebook_cache(real_models_cache):
-    """One cache for the notebooks, so 02 reads what 01 computed, as it would for a user."""
-    return real_models_cache
-
-
 def test_the_expected_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == ["01_quickstart.ipynb", "02_diagnostics.ipynb", "03_your_own_task.ipynb"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, tmp_path, monkeypatch, notebook_cache):
+def test_notebook_runs(path, tmp_path, monkeypatch, real_models_cache):
     if not (cache_root() / "models" / "smollm2-135m").exists():
         pytest.skip("default models not installed (run `make setup`)")
     monkeypatch.setenv("TOOLKIT_NOTEBOOK_SMALL", "1")
-    monkeypatch.setenv("TOOLKIT_NOTEBOOK_CACHE", str(notebook_cache))
+    # one cache for all three, so 02 reads what 01 computed, as it would for a user
+    monkeypatch.setenv("TOOLKIT_NOTEBOOK_CACHE", str(real_models_cache))
     monkeypatch.setenv("TOOLKIT_NOTEBOOK_OUT", str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
