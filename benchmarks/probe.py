@@ -1,16 +1,19 @@
-"""Probe fitting speed and exactness: `fit_many` (all layers × seeds in one batched Newton solve) against a
-scikit-learn `LogisticRegression` loop, on the same standardised features and the same C.
+"""Probe fitting speed and exactness: `fit_many` (all layers × seeds in one call) against a scikit-learn
+`LogisticRegression` loop, on the same standardised features and the same C.
 
     python benchmarks/probe.py --synthetic            # realistic shapes, synthetic features
     python benchmarks/probe.py --cache-entry PATH     # real features: a folder from `python -m toolkit.cache ls`
+    python benchmarks/probe.py --device cuda          # fit_many's arms on a GPU (the batched torch engine)
 
 Arms, timed in turn in each of `--repeats` rounds (best time kept, so a busy machine hurts all arms alike):
-fit_many at its defaults (float64, tol=1e-8); fit_many in float32 at tol=1e-5 and 1e-4; sklearn at its defaults
-(lbfgs, tol=1e-4, max_iter=100); sklearn at tol=1e-6 with its default max_iter=100, where most probes stop at
-the iteration cap short of the tolerance (column `at cap`); and sklearn at tol=1e-6 with max_iter=10000, which
-does reach it. Ratios are sklearn's time over the arm's. The reference is fit_many at tol=1e-12, itself
-checked against sklearn at tol=1e-10 on a few probes. Features are z-scored once per (layer, seed) on that
-seed's training sample, outside every arm, and every arm fits with no standardisation of its own.
+fit_many at its defaults (float64, tol=1e-8; on a CPU the numpy engine); fit_many in float32 at tol=1e-5 and
+1e-4; fit_many's batched torch engine at its defaults (what an accelerator runs; on a CPU, for comparison);
+sklearn at its defaults (lbfgs, tol=1e-4, max_iter=100); sklearn at tol=1e-6 with its default max_iter=100,
+where most probes stop at the iteration cap short of the tolerance (column `at cap`); and sklearn at tol=1e-6
+with max_iter=10000, which does reach it. Ratios are sklearn's time over the arm's. The reference is fit_many
+at tol=1e-12, itself checked against sklearn at tol=1e-10 on a few probes. Features are z-scored once per
+(layer, seed) on that seed's training sample, outside every arm, and every arm fits with no standardisation of
+its own.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def sklearn_loop(Xtr, ytr, C, max_iter=100, **kw):
     return np.stack(coefs), at_cap
 
 
-def torch_many(Xtr, ytr, C, **kw):
+def toolkit_many(Xtr, ytr, C, **kw):
     """Stacked [coef, intercept] rows (fit_many has no iteration cap to report)."""
     probes = fit_many(Xtr, ytr, C=C, standardize=False, **kw)
     return np.stack([np.r_[p.coef_[0], p.intercept_] for p in probes]), None
@@ -113,6 +116,7 @@ def main(argv=None):
     ap.add_argument("--C", type=float, default=1.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, help="torch and BLAS/OpenMP threads for every arm (default: each library's)")
+    ap.add_argument("--device", default="cpu", help="where fit_many's arms run (cpu, cuda, cuda:1, ...)")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -125,21 +129,25 @@ def main(argv=None):
     B, n, d = Xtr.shape
     C = args.C
     print(f"{B} probes = {feats.shape[0]} layers x {args.seeds} seeds; n_train={n}, n_test={Xte.shape[1]}, "
-          f"d={d}, C={C}; torch threads: {torch.get_num_threads()}")
+          f"d={d}, C={C}; torch threads: {torch.get_num_threads()}; fit_many on {args.device}")
 
     with threadpool_limits(limits=args.threads):
         blas = sorted({f"{i['internal_api']} {i['num_threads']}" for i in threadpool_info()})
         print(f"threads: torch {torch.get_num_threads()} (fit_many), BLAS/OpenMP {', '.join(blas)} (sklearn)")
-        ref, _ = torch_many(Xtr, ytr, C, tol=1e-12, max_iter=200)
+        dev = dict(device=args.device)
+        if args.device != "cpu":  # include the transfer, and warm the device up outside the timings
+            toolkit_many(Xtr[:2], ytr[:2], C, **dev)
+        ref, _ = toolkit_many(Xtr, ytr, C, tol=1e-12, max_iter=200)
         check = [0, B // 2, B - 1]
         sk_ref, _ = sklearn_loop(Xtr[check], ytr[check], C, tol=1e-10, max_iter=10000)
         print(f"reference vs sklearn tol=1e-10 on probes {check}: "
               f"max coef rel error {rel_err(ref[check], sk_ref):.1e}")
         arms = {
-            "fit_many (float64)": lambda: torch_many(Xtr, ytr, C),
-            "fit_many f32 tol=1e-5": lambda: torch_many(Xtr, ytr, C, dtype="float32", tol=1e-5),
+            "fit_many (float64)": lambda: toolkit_many(Xtr, ytr, C, **dev),
+            "fit_many f32 tol=1e-5": lambda: toolkit_many(Xtr, ytr, C, dtype="float32", tol=1e-5, **dev),
             # sklearn's own default tolerance value, on the same gradient-norm scale
-            "fit_many f32 tol=1e-4": lambda: torch_many(Xtr, ytr, C, dtype="float32", tol=1e-4),
+            "fit_many f32 tol=1e-4": lambda: toolkit_many(Xtr, ytr, C, dtype="float32", tol=1e-4, **dev),
+            "fit_many torch engine": lambda: toolkit_many(Xtr, ytr, C, engine="torch", **dev),
             "sklearn default": lambda: sklearn_loop(Xtr, ytr, C),
             "sklearn tol=1e-6": lambda: sklearn_loop(Xtr, ytr, C, tol=1e-6),
             "sklearn 1e-6 conv.": lambda: sklearn_loop(Xtr, ytr, C, tol=1e-6, max_iter=10000),

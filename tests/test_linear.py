@@ -1,5 +1,6 @@
 """LogisticProbe against scikit-learn's LogisticRegression, fit_many against per-probe fits, the non-xent
-losses, scikit-learn estimator conformance and input errors."""
+losses, scikit-learn estimator conformance and input errors. Both engines (numpy, the CPU default, and the
+batched torch one that accelerators use) face the same references."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import toolkit._linear_cpu as linear_cpu
 import toolkit.linear as linear
 from toolkit._util import ToolkitError
 from toolkit.linear import LogisticProbe, fit_many, predict_proba_many
+
+ENGINES = pytest.mark.parametrize("engine", ["numpy", "torch"])
 
 
 def make_data(n=300, d=20, seed=0, scale=True):
@@ -35,10 +39,11 @@ def rel_err(a, b):
 
 @pytest.mark.parametrize("n,d", [(300, 20), (80, 150)])  # n > d (primal Newton) and n < d (dual Newton)
 @pytest.mark.parametrize("C", [0.05, 1.0])
-def test_matches_sklearn_hard_labels(n, d, C):
+@ENGINES
+def test_matches_sklearn_hard_labels(n, d, C, engine):
     X, y, _ = make_data(n, d)
     ref = LogisticRegression(C=C, tol=1e-10, max_iter=10000).fit(X, y)
-    probe = LogisticProbe(C=C, standardize=False).fit(X, y)
+    probe = LogisticProbe(C=C, standardize=False, engine=engine).fit(X, y)
     assert probe.coef_.shape == (1, d) and probe.intercept_.shape == (1,)
     assert rel_err(params(probe), params(ref)) <= 1e-4
     np.testing.assert_array_equal(probe.predict(X), ref.predict(X))
@@ -46,49 +51,54 @@ def test_matches_sklearn_hard_labels(n, d, C):
     assert list(probe.classes_) == [0, 1] and probe.n_features_in_ == d and probe.n_iter_ >= 1
 
 
-def test_matches_sklearn_soft_labels_by_duplicated_rows():
+@ENGINES
+def test_matches_sklearn_soft_labels_by_duplicated_rows(engine):
     """CE to a soft label w1 is the sum of CE to 0 with weight 1 − w1 and CE to 1 with weight w1."""
     X, _, w1 = make_data(200, 15, seed=1)
     sw = np.r_[1 - w1, w1]
     ref = LogisticRegression(C=0.5, tol=1e-10, max_iter=10000).fit(
         np.r_[X, X], np.r_[np.zeros(len(X)), np.ones(len(X))], sample_weight=sw)
-    probe = LogisticProbe(C=0.5, standardize=False).fit(X, w1)
+    probe = LogisticProbe(C=0.5, standardize=False, engine=engine).fit(X, w1)
     assert rel_err(params(probe), params(ref)) <= 1e-4
 
 
-def test_standardize_equals_scaled_sklearn():
+@ENGINES
+def test_standardize_equals_scaled_sklearn(engine):
     """standardize=True is a StandardScaler + LogisticRegression pipeline, mapped back to raw features."""
     X, y, _ = make_data(250, 12, seed=2)
     mu, sd = X.mean(0), X.std(0)
     ref = LogisticRegression(C=0.3, tol=1e-10, max_iter=10000).fit((X - mu) / sd, y)
-    probe = LogisticProbe(C=0.3).fit(X, y)
+    probe = LogisticProbe(C=0.3, engine=engine).fit(X, y)
     assert rel_err(probe.coef_[0] * sd, ref.coef_[0]) <= 1e-4
     np.testing.assert_allclose(probe.decision_function(X), ref.decision_function((X - mu) / sd), atol=1e-6)
 
 
-def test_sample_weight_matches_sklearn():
+@ENGINES
+def test_sample_weight_matches_sklearn(engine):
     X, y, _ = make_data(150, 10, seed=3)
     sw = np.random.default_rng(0).uniform(0, 3, size=len(y))
     ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(X, y, sample_weight=sw)
-    probe = LogisticProbe(C=1.0, standardize=False).fit(X, y, sample_weight=sw)
+    probe = LogisticProbe(C=1.0, standardize=False, engine=engine).fit(X, y, sample_weight=sw)
     assert rel_err(params(probe), params(ref)) <= 1e-4
 
 
-def test_float32_close_to_float64():
+@ENGINES
+def test_float32_close_to_float64(engine):
     X, y, _ = make_data(200, 30, seed=4)
-    a = LogisticProbe(dtype="float32", tol=1e-6).fit(X, y)
-    b = LogisticProbe().fit(X, y)
+    a = LogisticProbe(dtype="float32", tol=1e-6, engine=engine).fit(X, y)
+    b = LogisticProbe(engine=engine).fit(X, y)
     assert rel_err(params(a), params(b)) <= 1e-3
 
 
-def test_fit_many_equals_fit():
+@ENGINES
+def test_fit_many_equals_fit(engine):
     rng = np.random.default_rng(5)
     Xs, ys = zip(*[make_data(120, 40, seed=s)[:2] for s in range(4)])
     X, y = np.stack(Xs), np.stack(ys).astype(float)
     y[1] = rng.uniform(size=y.shape[1])  # one probe on soft labels
-    probes = fit_many(X, y, C=0.7)
+    probes = fit_many(X, y, C=0.7, engine=engine)
     for b, probe in enumerate(probes):
-        single = LogisticProbe(C=0.7).fit(X[b], y[b])
+        single = LogisticProbe(C=0.7, engine=engine).fit(X[b], y[b])
         assert rel_err(params(probe), params(single)) <= 1e-8
         np.testing.assert_allclose(probe.predict_proba(X[b]), single.predict_proba(X[b]), atol=1e-10)
     proba = predict_proba_many(probes, X)
@@ -98,26 +108,36 @@ def test_fit_many_equals_fit():
     np.testing.assert_allclose(predict_proba_many(probes, X[0])[2], probes[2].predict_proba(X[0]))
 
 
-def _count_factorizations(monkeypatch):
+def _dual_knobs(monkeypatch, engine, refactor_after, max_cg):
+    """Set the dual's refactoring threshold and CG cap in `engine`; returns the list its factorizations (the
+    number of probes factored by each call) are appended to."""
     calls = []
-    factor = linear._Dual.factor
-    monkeypatch.setattr(linear._Dual, "factor", lambda self, i, D: (calls.append(len(i)), factor(self, i, D))[1])
+    if engine == "torch":
+        factor = linear._Dual.factor
+        monkeypatch.setattr(linear._Dual, "factor", lambda self, i, D: (calls.append(len(i)), factor(self, i, D))[1])
+        monkeypatch.setattr(linear._Dual, "_REFACTOR_AFTER", refactor_after)
+        monkeypatch.setattr(linear._Dual, "_MAX_CG", max_cg)
+    else:
+        factor = linear_cpu._Dual.factor
+        monkeypatch.setattr(linear_cpu._Dual, "factor",
+                            lambda self, D, **kw: (calls.append(1), factor(self, D, **kw))[1])
+        monkeypatch.setattr(linear_cpu, "_REFACTOR_AFTER", refactor_after)
+        monkeypatch.setattr(linear_cpu, "_MAX_CG", max_cg)
     return calls
 
 
+@ENGINES
 @pytest.mark.parametrize("refactor_after", [0, 4, 10**9])  # exact Newton every step / default / one factor
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_dual_cg_steps_match_exact_newton_and_sklearn(monkeypatch, refactor_after, dtype):
+def test_dual_cg_steps_match_exact_newton_and_sklearn(monkeypatch, refactor_after, dtype, engine):
     """n < d: the dual's preconditioned CG on a stale factor converges to the same optimum as refactoring at
     every step, and as scikit-learn; with (almost) a single factorization per probe CG does the later steps."""
     Xs, ys = zip(*[make_data(80, 150, seed=s)[:2] for s in range(3)])
     X, y = np.stack(Xs), np.stack(ys).astype(float)
     y[2] = np.random.default_rng(0).uniform(size=y.shape[1])  # soft labels
-    calls = _count_factorizations(monkeypatch)
-    monkeypatch.setattr(linear._Dual, "_REFACTOR_AFTER", refactor_after)
-    monkeypatch.setattr(linear._Dual, "_MAX_CG", 30 if refactor_after < 10**9 else 300)
+    calls = _dual_knobs(monkeypatch, engine, refactor_after, 30 if refactor_after < 10**9 else 300)
     tol = 1e-11 if dtype == "float64" else 1e-6
-    probes = fit_many(X, y, C=2.0, standardize=False, dtype=dtype, tol=tol)
+    probes = fit_many(X, y, C=2.0, standardize=False, dtype=dtype, tol=tol, engine=engine)
     if refactor_after == 10**9:  # refactors only where a stale step stalled on rounding
         assert sum(calls) <= 2 * len(X) < sum(p.n_iter_ for p in probes)
     if refactor_after == 0:
@@ -125,65 +145,98 @@ def test_dual_cg_steps_match_exact_newton_and_sklearn(monkeypatch, refactor_afte
     for b in range(2):
         ref = LogisticRegression(C=2.0, tol=1e-10, max_iter=10000).fit(X[b], y[b])
         assert rel_err(params(probes[b]), params(ref)) <= (1e-4 if dtype == "float64" else 1e-3)
-    monkeypatch.setattr(linear._Dual, "_REFACTOR_AFTER", 0)
-    exact = fit_many(X, y, C=2.0, standardize=False, tol=1e-11)
+    _dual_knobs(monkeypatch, engine, 0, 30)
+    exact = fit_many(X, y, C=2.0, standardize=False, tol=1e-11, engine=engine)
     for b, (p, e) in enumerate(zip(probes, exact)):  # the soft-label probe is ill-conditioned along b
         assert rel_err(params(p), params(e)) <= (1e-5 if dtype == "float64" else 1e-2)
         np.testing.assert_allclose(p.predict_proba(X[b]), e.predict_proba(X[b]),
                                    atol=1e-8 if dtype == "float64" else 1e-4)
 
 
-def test_dual_fit_many_equals_fit():
+@ENGINES
+def test_dual_fit_many_equals_fit(engine):
     """Probes that converge at different steps (some refactor, some reuse a stale factor) in one chunk."""
     Xs, ys = zip(*[make_data(60, 100, seed=s)[:2] for s in range(4)])
     X, y = np.stack(Xs), np.stack(ys).astype(float)
-    probes = fit_many(X, y, C=0.1)
+    probes = fit_many(X, y, C=0.1, engine=engine)
     for b, probe in enumerate(probes):
-        assert rel_err(params(probe), params(LogisticProbe(C=0.1).fit(X[b], y[b]))) <= 1e-6
+        assert rel_err(params(probe), params(LogisticProbe(C=0.1, engine=engine).fit(X[b], y[b]))) <= 1e-6
 
 
-@pytest.mark.parametrize("tol", [1e-4, 1e-5])  # float64 without / with the float32 first phase
-def test_dual_float64_loose_tol(tol):
+@ENGINES
+@pytest.mark.parametrize("tol", [1e-4, 1e-5])  # torch: float64 without / with the float32 first phase
+def test_dual_float64_loose_tol(tol, engine):
     X, y, _ = make_data(60, 100, seed=12)
-    ref = LogisticProbe(C=0.5, tol=1e-12).fit(X, y)
-    probe = LogisticProbe(C=0.5, tol=tol).fit(X, y)
+    ref = LogisticProbe(C=0.5, tol=1e-12, engine=engine).fit(X, y)
+    probe = LogisticProbe(C=0.5, tol=tol, engine=engine).fit(X, y)
     assert rel_err(params(probe), params(ref)) <= 1e-2
     np.testing.assert_allclose(probe.predict_proba(X), ref.predict_proba(X), atol=1e-3)
 
 
 def test_dual_round_loss_float32_phase_changes_nothing(monkeypatch):
-    """logconf in the dual: warm-started rounds, each a float32 then a float64 Newton solve, agree with
-    float64-only solves."""
+    """logconf in the torch engine's dual: warm-started rounds, each a float32 then a float64 Newton solve,
+    agree with float64-only solves, and with the numpy engine (float64 only)."""
     X, y, w1 = make_data(80, 150, seed=13)
     weak = np.clip(w1 + np.random.default_rng(1).normal(0, 0.2, size=len(w1)), 0, 1)
-    kw = dict(C=0.3, loss="logconf", n_rounds=5)
+    kw = dict(C=0.3, loss="logconf", n_rounds=5, engine="torch")
     mixed = LogisticProbe(**kw).fit(X, weak)
     monkeypatch.setattr(linear, "_LOW_TOL", 0.0)
     plain = LogisticProbe(**kw).fit(X, weak)
     assert rel_err(params(mixed), params(plain)) <= 1e-6
+    numpy = LogisticProbe(**{**kw, "engine": "numpy"}).fit(X, weak)
+    assert rel_err(params(numpy), params(plain)) <= 1e-6
 
 
-def test_dual_zero_curvature_examples():
+@ENGINES
+def test_dual_zero_curvature_examples(engine):
     """Huge C on separable data drives most D_i to ~0; the preconditioner and Schur step must stay finite."""
     X, y, _ = make_data(40, 120, seed=11)
-    probe = LogisticProbe(C=1e4, standardize=False, max_iter=200).fit(X, y)
+    probe = LogisticProbe(C=1e4, standardize=False, max_iter=200, engine=engine).fit(X, y)
     assert np.isfinite(params(probe)).all() and (probe.predict(X) == y).all()
 
 
+@ENGINES
 @pytest.mark.parametrize("loss,loss_params", [("logconf", {}), ("product", {}), ("logconf", {"alpha": 0.75})])
-def test_round_losses_run_and_are_sensible(loss, loss_params):
+def test_round_losses_run_and_are_sensible(loss, loss_params, engine):
     X, y, w1 = make_data(400, 10, seed=6)
     weak = np.clip(w1 + np.random.default_rng(0).normal(0, 0.2, size=len(w1)), 0, 1)
-    xent = LogisticProbe(C=0.1).fit(X, weak)
-    probe = LogisticProbe(C=0.1, loss=loss, loss_params=loss_params, n_rounds=10).fit(X, weak)
+    xent = LogisticProbe(C=0.1, engine=engine).fit(X, weak)
+    probe = LogisticProbe(C=0.1, loss=loss, loss_params=loss_params, n_rounds=10, engine=engine).fit(X, weak)
     p = probe.predict_proba(X)
     assert np.isfinite(p).all() and np.allclose(p.sum(1), 1)
     assert (probe.predict(X) == y).mean() > 0.75
     assert probe.n_iter_ > xent.n_iter_  # one solve per round
     # both losses push towards confident predictions: further from 0.5 than plain xent
     assert np.abs(p[:, 1] - 0.5).mean() > np.abs(xent.predict_proba(X)[:, 1] - 0.5).mean()
-    many = fit_many(X[None], weak[None], C=0.1, loss=loss, loss_params=loss_params, n_rounds=10)[0]
+    many = fit_many(X[None], weak[None], C=0.1, loss=loss, loss_params=loss_params, n_rounds=10, engine=engine)[0]
     assert rel_err(params(many), params(probe)) <= 1e-8
+
+
+@pytest.mark.parametrize("n,d", [(150, 30), (50, 90)])  # primal and dual coordinates
+@pytest.mark.parametrize("loss", ["xent", "logconf"])
+def test_engines_agree(n, d, loss):
+    """The numpy and torch engines solve the same problems to the same optimum: several probes in one call,
+    with standardisation, soft labels, sample weights and warm-started rounds."""
+    rng = np.random.default_rng(14)
+    Xs, _, w1s = zip(*[make_data(n, d, seed=s) for s in range(3)])
+    X, y = np.stack(Xs), np.clip(np.stack(w1s) + rng.normal(0, 0.2, size=(3, n)), 0, 1)
+    sw = rng.uniform(0.5, 2, size=y.shape)
+    kw = dict(C=0.4, loss=loss, n_rounds=5, tol=1e-10)
+    a, b = (fit_many(X, y, sw, engine=e, **kw) for e in ("numpy", "torch"))
+    for pa, pb in zip(a, b):
+        assert rel_err(params(pa), params(pb)) <= 1e-6
+
+
+def test_numpy_factor_falls_back_to_float64():
+    """A matrix that is positive definite but singular once rounded to float32 is factored in float64."""
+    eps = 1e-9
+    build = lambda dt: np.array([[1.0, 1 - eps], [1 - eps, 1.0]], dtype=dt)  # noqa: E731
+    L = linear_cpu._factor(build, np.float32)
+    assert L.dtype == np.float64
+    x = linear_cpu._potrs(L, np.array([1.0, 0.0]))
+    np.testing.assert_allclose(build(np.float64) @ x, [1.0, 0.0], atol=1e-6)
+    with pytest.raises(np.linalg.LinAlgError):
+        linear_cpu._factor(lambda dt: np.array([[1.0, 2.0], [2.0, 1.0]], dtype=dt), np.float32)
 
 
 def test_string_and_signed_labels():
@@ -221,6 +274,10 @@ def test_bad_params_and_fit_many_shapes():
         LogisticProbe(dtype="float16").fit(X, y)
     with pytest.raises(ToolkitError, match="C > 0"):
         LogisticProbe(C=0).fit(X, y)
+    with pytest.raises(ToolkitError, match="engine must be"):
+        LogisticProbe(engine="jax").fit(X, y)
+    with pytest.raises(ToolkitError, match="runs on the CPU"):
+        LogisticProbe(engine="numpy", device="cuda").fit(X, y)
     with pytest.raises(ToolkitError, match=r"X \(B, n, d\)"):
         fit_many(X, y)
     with pytest.raises(ToolkitError, match=r"\[0, 1\]"):

@@ -1,5 +1,9 @@
-"""Linear probes on cached features: `LogisticProbe`, a scikit-learn estimator backed by torch, and
-`fit_many`, which fits every layer × seed in one batched Newton run.
+"""Linear probes on cached features: `LogisticProbe`, a scikit-learn estimator, and `fit_many`, which fits
+every layer × seed in one call, by damped Newton in one of two engines that solve the same problem the same way:
+- numpy (`engine="numpy"`, the default on a CPU; `toolkit._linear_cpu`): one probe at a time on single-threaded
+  OpenBLAS/LAPACK calls, its kernel and factor held in cache, with the next probe's setup on a second thread;
+- torch (`engine="torch"`, the default on any other device; this module): every probe of a chunk batched in
+  each tensor op, which is what a GPU needs and what makes a CPU pay dispatch and cache misses per op.
 
 The objective is scikit-learn's, so `C` means what it means in `LogisticRegression(C)`:
 
@@ -34,7 +38,9 @@ z in float64 and finishes in float64 (typically one step), with the same K and f
 chunks measured markedly slower on a 2-core CPU). There is no L-BFGS fallback: a factorization costs
 O(min(n, d)³), which stays affordable up to min(n, d) of several thousand. On a 2-core CPU, forming K (n²d
 flops) already costs a good part of what scikit-learn's lbfgs needs for a whole probe at its loose default tol,
-so the gain there is mostly in exactness at equal time; a GPU (`device="cuda"`) is where the batching pays off.
+so the torch engine gains there mostly in exactness at equal time; a GPU (`device="cuda"`) is where its batching
+pays off. The numpy engine takes the same coordinates, factors, CG and line search per probe, without the float32
+first phase, and is ~2× faster on a CPU (`benchmarks/probe.py`).
 
 Losses other than xent (logconf, product, ...) have targets that depend on the current predictions and on a
 warm-up schedule. They are trained full batch, in `n_rounds` rounds: round k (k = 0 … n_rounds − 1, passed as
@@ -56,12 +62,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from toolkit import _linear_cpu
 from toolkit._util import ToolkitError
 from toolkit.losses import get_loss
 
-_ITERS_GUESS = 8  # typical Newton iterations from zero, used only to choose primal vs dual coordinates
 _CHUNK_BYTES = 32 << 20  # per chunk of probes: passes over X and K are memory-bound, so keep them in cache
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
+_ENGINES = ("auto", "numpy", "torch")
 
 
 def _ce(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -348,6 +355,13 @@ def _round_target(loss_fn, z, t, k, n_rounds):
     return out.clamp(0, 1)
 
 
+def _numpy_round_target(loss_fn):
+    """`_round_target` for one probe's numpy arrays (the CPU engine's form)."""
+    def target(z, t, k, n_rounds):
+        return _round_target(loss_fn, torch.from_numpy(z)[None], torch.from_numpy(t)[None], k, n_rounds)[0].numpy()
+    return target
+
+
 def _fit_batch(X, t, s, est) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fit B probes; X (B, n, d), t and s (B, n) arrays. Returns coef (B, d), intercept (B,), n_iter (B,),
     in the original feature space."""
@@ -355,9 +369,18 @@ def _fit_batch(X, t, s, est) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise ToolkitError(f"dtype must be one of {sorted(_DTYPES)}, got {est.dtype!r}")
     if not (np.isscalar(est.C) and est.C > 0) or est.max_iter < 1 or not est.tol >= 0 or est.n_rounds < 1:
         raise ToolkitError(f"need C > 0, max_iter >= 1, tol >= 0, n_rounds >= 1; got {est.get_params()}")
+    if est.engine not in _ENGINES:
+        raise ToolkitError(f"engine must be one of {_ENGINES}, got {est.engine!r}")
+    if est.engine == "numpy" and torch.device(est.device).type != "cpu":
+        raise ToolkitError(f"engine='numpy' runs on the CPU; got device={est.device!r}")
     loss_fn = get_loss(est.loss, **(est.loss_params or {}))
+    rounds = 1 if est.loss == "xent" else est.n_rounds
+    if est.engine == "numpy" or (est.engine == "auto" and torch.device(est.device).type == "cpu"):
+        round_target = None if est.loss == "xent" else _numpy_round_target(loss_fn)
+        return _linear_cpu.fit_batch(X, t, s, float(est.C), np.dtype(est.dtype).type, est.standardize, est.tol,
+                                     est.max_iter, rounds, round_target)
     B, n, d = X.shape
-    dual = d * n * n + _ITERS_GUESS * n**3 / 3 < _ITERS_GUESS * (n * d * d + d**3 / 3)
+    dual = _linear_cpu.use_dual(n, d)
     m = n if dual else d + 1
     kw = dict(dtype=_DTYPES[est.dtype], device=est.device)
     chunk = max(1, _CHUNK_BYTES // (kw["dtype"].itemsize * 2 * n * (d + 1) + 4 * 3 * m * m))
@@ -385,7 +408,6 @@ def _fit_batch(X, t, s, est) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         th = prob.zeros()
         z = torch.zeros_like(tc)
         it = torch.zeros(len(tc), dtype=torch.long)
-        rounds = 1 if est.loss == "xent" else est.n_rounds
         C = float(est.C)
         for k in range(rounds):
             target = tc if est.loss == "xent" else _round_target(loss_fn, z, tc, k, rounds)
@@ -444,10 +466,12 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
         `coef_` and `intercept_` are mapped back to the original feature space either way.
     loss : a name from `toolkit.losses` ("xent", "logconf", "product", ...); `loss_params` its parameters.
     n_rounds : full-batch rounds for losses other than xent (see the module docstring); ignored for xent.
-    max_iter : Newton iterations per solve (per round; a float64 dual solve has that many in each of its float32
-        and float64 phases); `tol` : stop when ‖gradient‖₂ / (C·Σs) ≤ tol.
-    device, dtype : where torch solves, and the precision of gradient, objective and logits, which is the
-        precision of the answer (float64, the default: coefficients to ~1e-7 relative at tol=1e-8; float32:
+    max_iter : Newton iterations per solve (per round; the torch engine's float64 dual solve has that many in each
+        of its float32 and float64 phases); `tol` : stop when ‖gradient‖₂ / (C·Σs) ≤ tol.
+    engine : "auto" (numpy on a CPU device, torch elsewhere), "numpy" or "torch"; see the module docstring.
+        The engines agree to ~1e-7 relative at the default tol.
+    device, dtype : where the torch engine solves, and the precision of gradient, objective and logits, which is
+        the precision of the answer (float64, the default: coefficients to ~1e-7 relative at tol=1e-8; float32:
         ~1e-5). Hessian work is float32 in both where the conditioning allows (see the module docstring), so
         float32 saves little on CPU; it halves memory and suits GPUs.
     random_state : accepted for scikit-learn tooling (`set_random_state`); the solver is deterministic.
@@ -457,10 +481,10 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, C=1.0, standardize=True, loss="xent", loss_params=None, n_rounds=20, max_iter=100,
-                 tol=1e-8, device="cpu", dtype="float64", random_state=None):
+                 tol=1e-8, device="cpu", dtype="float64", engine="auto", random_state=None):
         self.C, self.standardize, self.loss, self.loss_params = C, standardize, loss, loss_params
         self.n_rounds, self.max_iter, self.tol = n_rounds, max_iter, tol
-        self.device, self.dtype, self.random_state = device, dtype, random_state
+        self.device, self.dtype, self.engine, self.random_state = device, dtype, engine, random_state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
