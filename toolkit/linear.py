@@ -469,7 +469,8 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
     max_iter : Newton iterations per solve (per round; the torch engine's float64 dual solve has that many in each
         of its float32 and float64 phases); `tol` : stop when ‖gradient‖₂ / (C·Σs) ≤ tol.
     engine : "auto" (numpy on a CPU device, torch elsewhere), "numpy" or "torch"; see the module docstring.
-        The engines agree to ~1e-7 relative at the default tol.
+        The engines agree to ~1e-7 relative at the default tol. The numpy engine takes two cores (one solves,
+        one prepares the next probe) unless `torch.set_num_threads(1)`; its BLAS calls are single-threaded.
     device, dtype : where the torch engine solves, and the precision of gradient, objective and logits, which is
         the precision of the answer (float64, the default: coefficients to ~1e-7 relative at tol=1e-8; float32:
         ~1e-5). Hessian work is float32 in both where the conditioning allows (see the module docstring), so
