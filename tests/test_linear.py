@@ -194,6 +194,14 @@ def test_dual_round_loss_float32_phase_changes_nothing(monkeypatch, engine):
 
 
 @ENGINES
+def test_dual_zero_curvature_examples(engine):
+    """Huge C on separable data drives most D_i to ~0; the preconditioner and Schur step must stay finite."""
+    X, y, _ = make_data(40, 120, seed=11)
+    probe = LogisticProbe(C=1e4, standardize=False, max_iter=200, engine=engine).fit(X, y)
+    assert np.isfinite(params(probe)).all() and (probe.predict(X) == y).all()
+
+
+@ENGINES
 @pytest.mark.parametrize("loss,loss_params", [("logconf", {}), ("product", {}), ("logconf", {"alpha": 0.75})])
 def test_round_losses_run_and_are_sensible(loss, loss_params, engine):
     X, y, w1 = make_data(400, 10, seed=6)
