@@ -7,9 +7,15 @@ torch engine's few hundred tensor ops per Newton step each pay torch's dispatch 
 for a numpy call on 500 numbers) and each walks a whole chunk of probes, so little stays in a core's cache.
 One probe at a time, its kernel K (1 MB in float32 at n = 500) and its factor stay in cache, and a CG
 iteration is two matrix-vector products and two triangular solves (BLAS trsv: ~4× faster than LAPACK's potrs
-for one right-hand side). The one large GEMM per probe, K = XXᵀ, releases the GIL, so a second thread forms
-the next probe's K and its Hessian factor at the starting point while this one solves. Measured in
-`benchmarks/probe.py` and `benchmarks/README.md`.
+for one right-hand side). The one large GEMM per probe, K = XXᵀ, and torch's Cholesky release the GIL, so a
+second thread forms the next probe's K and factors its Hessian at the starting point while this one solves.
+Measured in `benchmarks/probe.py` and `benchmarks/README.md`.
+
+Not done, because measured slower here: the torch engine's float32 first phase for float64 solves (1.60 s
+against 1.28 s for the 155 probes of `benchmarks/probe.py`, best of 5: one probe's float64 passes over X are
+cheap, and the float64 finish adds a Newton step); handing every factorization to the second thread while
+this one runs another probe (the second thread becomes the bottleneck, its factorizations slowed to ~2 ms by
+contention for the GIL).
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ from threadpoolctl import threadpool_limits
 
 _REFACTOR_AFTER = 4  # refactor once the last CG solve needed more iterations than this (as the torch engine)
 _MAX_CG = 30
-_LOW_TOL = 1e-6  # float64 dual solves: gradient reached in float32 before the float64 finish
 _ITERS_GUESS = 8  # typical Newton iterations from zero, only to choose primal vs dual coordinates
 
 
@@ -102,8 +107,8 @@ class _Dual:
     """θ = (α, w, b) with w = Xᵀα; the Newton system in the coefficients (a, β) of (Xᵀa, β), solved by
     preconditioned CG in the inner product aᵀKc + βγ. As `toolkit.linear._Dual`, one probe."""
 
-    def __init__(self, X: np.ndarray, K: np.ndarray, X_low: np.ndarray | None = None):
-        self.X, self.K, self.X_low, (self.n, self.d) = X, K, X_low, X.shape
+    def __init__(self, X: np.ndarray, K: np.ndarray):
+        self.X, self.K, (self.n, self.d) = X, K, X.shape
         self.size, self.cg_iters, self.L = self.n + self.d + 1, 0, None
 
     def w(self, th):
@@ -183,12 +188,6 @@ class _Dual:
 
     def weights(self, th):
         return self.w(th), th[-1]
-
-    def lift(self, th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """θ of the float32 phase → θ in X's dtype with w = Xᵀα and z = Xw + b recomputed exactly; returns θ, z."""
-        alpha, b = th[: self.n].astype(self.X.dtype), float(th[-1])
-        w = alpha @ self.X
-        return np.concatenate([alpha, w, [b]]), self.X @ w + b
 
 
 def _ce(z, t):
@@ -292,7 +291,7 @@ def solve(n_probes: int, problem: Callable[[int], tuple], C: float, tol: float, 
         hd = _hess_dtype(prob.X, prob.s, C, prob.X.dtype)
         if use_dual(*prob.X.shape):
             Xh = prob.X.astype(hd, copy=False)
-            coords = _Dual(prob.X, Xh @ Xh.T, X_low=Xh)
+            coords = _Dual(prob.X, Xh @ Xh.T)
         else:
             coords = _Primal(prob.X, hd)
         coords.factor(C * prob.s / 4, release_gil=True)  # the Hessian at θ = 0, where p = ½
@@ -313,25 +312,11 @@ def solve(n_probes: int, problem: Callable[[int], tuple], C: float, tol: float, 
 
 
 def _solve_one(coords, prob: Problem, C, tol, max_iter, rounds, round_target):
-    """Newton over the rounds of one probe. A float64 dual solve whose Hessian work is float32 first runs in
-    float32 throughout (gradient, logits and line search on `X_low`, the float32 copy K was formed from) down to
-    a gradient of `_LOW_TOL`, then finishes in float64 from there (usually one or two steps), as the torch
-    engine does: the passes over X cost half as much in float32."""
-    X, low = prob.X, getattr(coords, "X_low", None)
-    low = low if low is not None and low.dtype != X.dtype and tol < _LOW_TOL else None
-    th, z, total = np.zeros(coords.size, X.dtype), np.zeros(len(prob.t), X.dtype), 0
+    th, z, total = np.zeros(coords.size, prob.X.dtype), np.zeros(len(prob.t), prob.X.dtype), 0
     for k in range(rounds):
         target = prob.t if round_target is None else round_target(z, prob.t, k, rounds)
-        # Round 0 starts at θ = 0, where `solve` factored the Hessian; a later round with the factor the previous
-        # one ended with (D depends on z alone)
-        exact = k == 0
-        if low is not None:
-            coords.X = low
-            th_low, _, it = newton(coords, target.astype(low.dtype), prob.s.astype(low.dtype), C,
-                                   th.astype(low.dtype), z.astype(low.dtype), max_iter, _LOW_TOL, exact)
-            coords.X = X
-            (th, z), exact, total = coords.lift(th_low), False, total + it
-        th, z, it = newton(coords, target, prob.s, C, th, z, max_iter, tol, exact_factor=exact)
+        # D depends on z alone, so a round starts with the factor the previous one ended with
+        th, z, it = newton(coords, target, prob.s, C, th, z, max_iter, tol, exact_factor=k == 0)
         total += it
     w, b = coords.weights(th)
     return w, b, total
