@@ -227,16 +227,17 @@ def test_engines_agree(n, d, loss):
         assert rel_err(params(pa), params(pb)) <= 1e-6
 
 
-def test_numpy_factor_falls_back_to_float64():
+@pytest.mark.parametrize("release_gil", [False, True])  # scipy's LAPACK, torch's
+def test_numpy_factor_falls_back_to_float64(release_gil):
     """A matrix that is positive definite but singular once rounded to float32 is factored in float64."""
     eps = 1e-9
     build = lambda dt: np.array([[1.0, 1 - eps], [1 - eps, 1.0]], dtype=dt)  # noqa: E731
-    L = linear_cpu._factor(build, np.float32)
+    L = linear_cpu._factor(build, np.float32, release_gil)
     assert L.dtype == np.float64
     x = linear_cpu._potrs(L, np.array([1.0, 0.0]))
     np.testing.assert_allclose(build(np.float64) @ x, [1.0, 0.0], atol=1e-6)
     with pytest.raises(np.linalg.LinAlgError):
-        linear_cpu._factor(lambda dt: np.array([[1.0, 2.0], [2.0, 1.0]], dtype=dt), np.float32)
+        linear_cpu._factor(lambda dt: np.array([[1.0, 2.0], [2.0, 1.0]], dtype=dt), np.float32, release_gil)
 
 
 def test_string_and_signed_labels():

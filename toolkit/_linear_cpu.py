@@ -42,10 +42,11 @@ def use_dual(n: int, d: int) -> bool:
 
 
 def _factor(build: Callable[[type], np.ndarray], dtype, release_gil: bool = False) -> np.ndarray:
-    """Lower Cholesky factor L of the symmetric C-ordered matrix `build(dtype)`, computed in place (its
-    transpose is the same matrix in Fortran order, which LAPACK takes without a copy); only L's triangle is
-    set, and `_potrs` reads nothing else. A float32 factorization that fails (rounding on a badly conditioned
-    matrix) is redone in float64."""
+    """Lower Cholesky factor L, in Fortran order, of the symmetric C-ordered matrix `build(dtype)`. By scipy's
+    LAPACK in place (the matrix's transpose is itself in Fortran order, so no copy; only L's triangle is set,
+    and `_potrs` reads nothing else), or with `release_gil` by torch's, which lets the other thread run (scipy's
+    holds the GIL). A float32 factorization that fails (rounding on a badly conditioned matrix) is redone in
+    float64."""
     for dt in (dtype, np.float64) if dtype == np.float32 else (dtype,):
         if release_gil:
             L, info = torch.linalg.cholesky_ex(torch.from_numpy(build(dt)))
@@ -55,7 +56,7 @@ def _factor(build: Callable[[type], np.ndarray], dtype, release_gil: bool = Fals
             L, info = potrf(build(dt).T, lower=1, clean=0, overwrite_a=1)
         if info == 0:
             return np.asfortranarray(L)
-    raise np.linalg.LinAlgError(f"Cholesky factorization failed (LAPACK info {info})")
+    raise np.linalg.LinAlgError(f"Cholesky factorization failed (LAPACK info {int(info)})")
 
 
 def _potrs(L: np.ndarray, b: np.ndarray) -> np.ndarray:
