@@ -98,7 +98,7 @@ def stored_relabel(feats, sup: Supervision, *, model: str, chain: str, Cs=(0.001
 
     splits = sup.splits
     spec = {"features": feats.path.name, "seed": sup.seed, "Cs": list(Cs), "loss": loss, "folds": folds,
-            "code": stable_hash([inspect.getsource(relabel), inspect.getsource(fold_of), inspect.getsource(linear)]),
+            "code": stable_hash([inspect.getsource(relabel), inspect.getsource(fold_of), *linear.solver_source()]),
             "ids": {s: stable_hash(list(splits[s].ids)) for s in SPLITS},
             "labels": {s: stable_hash(np.round(sup.soft(s), 6).tolist()) for s in SPLITS}}
     path = cache_root(cache_dir) / "runs" / "chain" / f"{stable_hash(spec, 24)}.npz"

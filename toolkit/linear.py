@@ -40,7 +40,7 @@ O(min(n, d)³), which stays affordable up to min(n, d) of several thousand. On a
 flops) already costs a good part of what scikit-learn's lbfgs needs for a whole probe at its loose default tol,
 so the torch engine gains there mostly in exactness at equal time; a GPU (`device="cuda"`) is where its batching
 pays off. The numpy engine takes the same coordinates, factors, CG and line search per probe, without the float32
-first phase, and is ~2× faster on a CPU (`benchmarks/probe.py`).
+first phase, and is 2–2.5× faster on a 2-core CPU (`benchmarks/probe.py`, `benchmarks/probe_seed.py`).
 
 Losses other than xent (logconf, product, ...) have targets that depend on the current predictions and on a
 warm-up schedule. They are trained full batch, in `n_rounds` rounds: round k (k = 0 … n_rounds − 1, passed as
@@ -542,6 +542,14 @@ def fit_many(X, y, sample_weight=None, **params) -> list[LogisticProbe]:
         probe.classes_, probe.n_features_in_ = np.array([0, 1]), X.shape[2]
         probes.append(probe)
     return probes
+
+
+def solver_source() -> list[str]:
+    """The source of both engines, for run stores whose key must change whenever the solver does."""
+    import inspect
+    import sys
+
+    return [inspect.getsource(sys.modules[__name__]), inspect.getsource(_linear_cpu)]
 
 
 def predict_proba_many(probes: list[LogisticProbe], X) -> np.ndarray:

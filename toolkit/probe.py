@@ -171,8 +171,8 @@ def _code_version() -> str:
 
     from toolkit import linear, losses
 
-    return stable_hash([inspect.getsource(m) for m in (linear, losses)] + [inspect.getsource(probe_students),
-                                                                          inspect.getsource(_fit_select)], 16)
+    sources = [inspect.getsource(m) for m in (losses, probe_students, _fit_select)]
+    return stable_hash(linear.solver_source() + sources, 16)
 
 
 def stored_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predictions]:
