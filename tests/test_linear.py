@@ -228,6 +228,27 @@ def test_engines_agree(n, d, loss):
 
 
 @pytest.mark.parametrize("release_gil", [False, True])  # scipy's LAPACK, torch's
+def test_numpy_factors_are_the_newton_hessians(release_gil):
+    """The numpy engine factors exactly the Hessians of `toolkit.linear`'s docstring: primal [X 1]ᵀD[X 1] plus
+    the ridge on w (not on b), dual I + EKE with E = √D."""
+    rng = np.random.default_rng(15)
+    X, D = rng.normal(size=(30, 5)), rng.uniform(0.01, 0.25, size=30)
+    primal = linear_cpu._Primal(X, np.float64)
+    primal.factor(D, release_gil=release_gil)
+    Xa = np.c_[X, np.ones(30)]
+    H = Xa.T @ (Xa * D[:, None]) + np.diag([1.0] * 5 + [0.0])
+    H[5, 5] *= 1 + 1e-7
+    H[5, 5] += 1e-7
+    L = np.tril(primal.L)
+    np.testing.assert_allclose(L @ L.T, H, rtol=1e-12, atol=1e-12)
+    K = X @ X.T
+    dual = linear_cpu._Dual(X, K)
+    dual.factor(D, release_gil=release_gil)
+    L = np.tril(dual.L)
+    np.testing.assert_allclose(L @ L.T, np.eye(30) + np.sqrt(D)[:, None] * K * np.sqrt(D), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("release_gil", [False, True])  # scipy's LAPACK, torch's
 def test_numpy_factor_falls_back_to_float64(release_gil):
     """A matrix that is positive definite but singular once rounded to float32 is factored in float64."""
     eps = 1e-9

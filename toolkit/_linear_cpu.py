@@ -90,7 +90,7 @@ class _Primal:
         def hessian(dt):
             Xh = self.Xh.astype(dt, copy=False)
             H = Xh.T @ (Xh * D.astype(dt)[:, None])
-            H.flat[:: self.size + 1][: self.d] += 1.0
+            H.ravel()[:: self.size + 1][: self.d] += 1.0  # ravel: a view of the C-ordered H, so in place
             H[self.d, self.d] += 1e-7 * (1 + H[self.d, self.d])  # keeps b's pivot positive if D ≈ 0
             return H
 
