@@ -157,3 +157,22 @@ def test_summarize_seeds():
     assert out["std"] == pytest.approx(math.sqrt((9 + 4 + 1 + 36) / 3))
     assert math.isnan(summarize_seeds([0.3])["std"])
     assert math.isnan(summarize_seeds([0.3, math.nan])["mean"])
+
+
+def test_pgr_bootstrap_draws_with_a_zero_gap_are_dropped_without_warnings(monkeypatch):
+    """A draw where one seed's gap is 0 and the student moved up, another's 0 and moved down, gives +inf and
+    −inf: their seed mean is nan. Such draws leave the interval quietly (no RuntimeWarning) and are counted."""
+    import warnings
+
+    from toolkit import metrics
+
+    point = np.array([[0.6] * 3, [0.7] * 3, [0.8] * 3])  # weak, student, ceiling per seed
+    draws = np.repeat(point[:, None, :], 100, axis=1).copy()
+    draws[:, 0, :2] = [[0.6, 0.6], [0.7, 0.5], [0.6, 0.6]]  # draw 0: seeds 0 and 1 have a zero gap
+    monkeypatch.setattr(metrics, "_paired_scores", lambda *a: (point, draws))
+    y, p = np.array([0, 1] * 5), np.full(10, 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = pgr_bootstrap(y, p, p, p, n_boot=100)
+    assert out.pgr.defined and out.pgr_draws_dropped == 1
+    assert out.pgr_mean_ci == pytest.approx((0.5, 0.5))

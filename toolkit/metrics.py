@@ -230,11 +230,13 @@ def pgr_bootstrap(
     out.update(pgr_mean=math.nan, pgr_median=math.nan, pgr_mean_ci=(math.nan,) * 2, pgr_median_ci=(math.nan,) * 2)
     out.update(pgr_seeds=tuple(r.value for r in seed_pgr), pgr_draws_dropped=0)
     if not reason:
+        # A draw where a seed's gap is 0 gives ±inf (and +inf − inf = nan in the seed mean): `interval` drops it
         with np.errstate(invalid="ignore", divide="ignore"):
             per = (draws[1] - draws[0]) / (draws[2] - draws[0])  # [n_boot, s]
+            per_mean, per_median = per.mean(1), np.median(per, 1)
         vals = np.array(out["pgr_seeds"])
         out.update(pgr_mean=float(vals.mean()), pgr_median=float(np.median(vals)))
-        out.update(pgr_mean_ci=interval(per.mean(1)), pgr_median_ci=interval(np.median(per, 1)))
+        out.update(pgr_mean_ci=interval(per_mean), pgr_median_ci=interval(per_median))
         out["pgr_draws_dropped"] = int((~np.isfinite(per).all(1)).sum())  # `interval` leaves these out
     return PGRBootstrap(pgr=PGR(out["pgr_mean"], not reason, reason), **out)
 
