@@ -20,9 +20,10 @@ contention for the GIL).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,7 +137,7 @@ class _Dual:
         phi = D - E * _potrs(self.L, E * (K @ D)).astype(K.dtype)
         Kphi = K @ phi
         Ds = D.sum()
-        self.E, self.phi_b, self.Kphi_b = E, phi, Kphi
+        self.E, self.D0, self.phi_b, self.Kphi_b = E, D, phi, Kphi
         self.schur = max(Ds - D @ Kphi, 1e-7 * (1 + Ds))
 
     def _precondition(self, ra, rb):
@@ -145,7 +146,7 @@ class _Dual:
         Kr = K @ ra
         phi = ra - E * _potrs(self.L, E * Kr).astype(K.dtype)
         Kphi = K @ phi
-        beta = (rb - (E * E) @ Kphi) / self.schur
+        beta = (rb - self.D0 @ Kphi) / self.schur
         return phi - beta * self.phi_b, beta, Kphi - beta * self.Kphi_b, Kr
 
     def direction(self, th, r, g, D, rtol, fresh):
@@ -282,10 +283,11 @@ def solve(n_probes: int, problem: Callable[[int], tuple], C: float, tol: float, 
     order. `round_target(z, t, k, rounds)` gives round k's target for losses other than xent (None: xent, one
     round).
 
-    While this thread runs Newton on a probe, a second one builds the next probe: its Problem and its Newton
-    coordinates (the dual's K = XXᵀ, a GEMM that releases the GIL), unless torch is limited to one thread
-    (`torch.set_num_threads(1)`), the toolkit's one knob for cores. BLAS and LAPACK stay single-threaded, so
-    results do not depend on timing or on the number of cores."""
+    While this thread runs Newton on a probe, a second one builds the next probe: its Problem, its Newton
+    coordinates (the dual's K = XXᵀ) and its Hessian factor at θ = 0, in calls that release the GIL. With torch
+    limited to one thread (`torch.set_num_threads(1)`, the toolkit's one knob for cores) each probe is built
+    here, when it is needed. BLAS and LAPACK stay single-threaded either way, so results do not depend on timing
+    or on the number of cores."""
 
     def prepare(b):
         prob, *extra = problem(b)
@@ -298,17 +300,17 @@ def solve(n_probes: int, problem: Callable[[int], tuple], C: float, tol: float, 
         coords.factor(C * prob.s / 4, release_gil=True)  # the Hessian at θ = 0, where p = ½
         return coords, prob, extra
 
-    if torch.get_num_threads() < 2:  # the caller allows one core: build each probe when it is needed
-        with threadpool_limits(limits=1, user_api="blas"):
-            for b in range(n_probes):
-                coords, prob, extra = prepare(b)
-                yield (_solve_one(coords, prob, C, tol, max_iter, rounds, round_target), *extra)
-        return
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(1) as pool, _torch_threads(1):
-        ahead = pool.submit(prepare, 0) if n_probes else None
+    with threadpool_limits(limits=1, user_api="blas"), ExitStack() as stack:
+        if torch.get_num_threads() < 2:
+            later = lambda b: functools.partial(prepare, b)  # noqa: E731
+        else:
+            pool = stack.enter_context(ThreadPoolExecutor(1))
+            stack.enter_context(_torch_threads(1))
+            later = lambda b: pool.submit(prepare, b).result  # noqa: E731
+        ahead = later(0) if n_probes else None
         for b in range(n_probes):
-            coords, prob, extra = ahead.result()
-            ahead = pool.submit(prepare, b + 1) if b + 1 < n_probes else None
+            coords, prob, extra = ahead()
+            ahead = later(b + 1) if b + 1 < n_probes else None
             yield (_solve_one(coords, prob, C, tol, max_iter, rounds, round_target), *extra)
 
 

@@ -371,11 +371,12 @@ def _fit_batch(X, t, s, est) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise ToolkitError(f"need C > 0, max_iter >= 1, tol >= 0, n_rounds >= 1; got {est.get_params()}")
     if est.engine not in _ENGINES:
         raise ToolkitError(f"engine must be one of {_ENGINES}, got {est.engine!r}")
-    if est.engine == "numpy" and torch.device(est.device).type != "cpu":
+    on_cpu = torch.device(est.device).type == "cpu"
+    if est.engine == "numpy" and not on_cpu:
         raise ToolkitError(f"engine='numpy' runs on the CPU; got device={est.device!r}")
     loss_fn = get_loss(est.loss, **(est.loss_params or {}))
     rounds = 1 if est.loss == "xent" else est.n_rounds
-    if est.engine == "numpy" or (est.engine == "auto" and torch.device(est.device).type == "cpu"):
+    if est.engine == "numpy" or (est.engine == "auto" and on_cpu):
         round_target = None if est.loss == "xent" else _numpy_round_target(loss_fn)
         return _linear_cpu.fit_batch(X, t, s, float(est.C), np.dtype(est.dtype).type, est.standardize, est.tol,
                                      est.max_iter, rounds, round_target)
