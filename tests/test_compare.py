@@ -105,6 +105,46 @@ def test_cli_prints_the_summary_and_rejects_bad_input(first, models, tiny_task, 
         assert message in capsys.readouterr().err
 
 
+def test_records_keep_the_one_pass_order(first):
+    """Seed 0's cheap methods run first (`compare._phases`), but the records, and so results.csv, are in the
+    order of one pass over the methods, seed by seed."""
+    result, _, _ = first
+    rank = {m: i for i, m in enumerate(result.config.methods)}
+    for strong in result.config.strong:
+        keys = [(rank[r.method], r.seed) for r in result.records if r.role != "weak" and r.strong == strong]
+        assert keys == sorted(keys)
+
+
+def test_phases_put_seed_0_of_the_cheap_methods_first():
+    cfg = compare.CompareConfig(seeds=3, finetune_seeds=2)
+    sups = ["s0", "s1", "s2"]
+    assert compare._phases(cfg, sups) == [(["s0"], ("probe", "prompt")), (["s1", "s2"], ("probe", "prompt")),
+                                          (["s0", "s1"], ("finetune",))]
+    assert compare._phases(compare.CompareConfig(seeds=1, methods=("probe",)), sups[:1]) == [(["s0"], ("probe",))]
+    assert compare._phases(compare.CompareConfig(methods=("finetune",), finetune_seeds=0), sups) == [
+        (sups, ("finetune",))]
+
+
+def test_a_cold_run_says_how_long_it_takes_and_shows_seed_0_first(models, tiny_task, capsys, tmp_path):
+    args = ["--task", str(tiny_task), "--weak", models[0], "--strong", models[0], "--seeds", "2",
+            "--sizes", "10,10,6,10", "--ks", "0,2", "--epochs", "1", "--n-boot", "20", "--no-control",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--no-figures"]
+    assert compare.main(args) == 0
+    captured = capsys.readouterr()
+    err = captured.err
+    marks = ["expected in all: about", "first results after", "on seed(s) 1; ETA at seed 0's pace: probe ~",
+             "finetune on seed(s) 0; ETA (estimate): finetune ~"]
+    at = [err.find(m) for m in marks]
+    assert all(a >= 0 for a in at) and at == sorted(at), err
+    early = err[at[1]:at[2]]
+    assert "prompt" in early and "probe" in early and "finetune" not in early.split("\n", 1)[1]
+    assert "PGR acc" in captured.out and "finetune" in captured.out  # the full table, at the end
+    capsys.readouterr()
+    assert compare.main(args) == 0  # warm: no estimate (it would load a model), the same early table
+    err = capsys.readouterr().err
+    assert "expected in all" not in err and "first results after" in err
+
+
 def test_config_errors_are_clear():
     with pytest.raises(ToolkitError, match="unknown method"):
         compare.CompareConfig(methods=("probe", "sft"))

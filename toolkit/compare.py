@@ -231,21 +231,25 @@ class Comparison:
 
 
 def _strong_runs(cfg: CompareConfig, task_name: str, strong: str, sups, weak: str, progress: bool, stats: dict,
-                 notes: list[str]) -> tuple[list[Predictions], list[pd.DataFrame], dict[str, float]]:
+                 notes: list[str], methods: tuple[str, ...]) -> tuple[list[Predictions], list[pd.DataFrame],
+                                                                  dict[str, float]]:
+    """Every method of `methods` on the seeds of `sups`; returns records, fine-tuning curves, seconds per method."""
     from toolkit import finetune, probe, prompt
 
     recs, curves, times = [], [], {}
     common = {"task": task_name, "weak": weak, "strong": strong, "sizes": cfg.sizes, "limit": cfg.limit,
               "cache_dir": cfg.cache_dir}
     info = resolve(strong, cfg.cache_dir)
-    for method in cfg.methods:
+    for method in methods:
         t0 = time.perf_counter()
         if method == "probe":
             pcfg = probe.ProbeRunConfig(**common, seeds=cfg.seeds, losses=cfg.losses, control=cfg.control)
             out, _ = probe.run_records(pcfg, progress=progress, sups=sups)
         elif method == "prompt":
             if info.arch != "causal":
-                notes.append(f"prompting skipped for {strong}: an encoder has no language-model head to prompt")
+                note = f"prompting skipped for {strong}: an encoder has no language-model head to prompt"
+                if note not in notes:
+                    notes.append(note)
                 continue
             pcfg = prompt.PromptConfig(**common, seeds=tuple(s.seed for s in sups), ks=cfg.ks, dtype=cfg.dtype,
                                        device=cfg.device)
@@ -253,11 +257,10 @@ def _strong_runs(cfg: CompareConfig, task_name: str, strong: str, sups, weak: st
             out, _ = prompt.run_records(pcfg, progress=progress, sups=sups)
             stats["prompts_scored"] += prompt.STATS["scored"] - before
         else:
-            n = cfg.finetune_seeds or len(sups)
-            fcfg = finetune.FinetuneConfig(**common, seeds=tuple(s.seed for s in sups[:n]), losses=cfg.losses,
+            fcfg = finetune.FinetuneConfig(**common, seeds=tuple(s.seed for s in sups), losses=cfg.losses,
                                            epochs=cfg.epochs, dtype=cfg.dtype, device=cfg.device)
             before = finetune.STATS["trainings"]
-            out, curve, _ = finetune.run_with_curves(fcfg, progress=progress, sups=sups[:n])
+            out, curve, _ = finetune.run_with_curves(fcfg, progress=progress, sups=sups)
             stats["finetunes_trained"] += finetune.STATS["trainings"] - before
             curves.append(curve)
         recs += [r for r in out if r.role != "weak"]
@@ -293,6 +296,7 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
     for m in dict.fromkeys((cfg.weak, *cfg.chain, *cfg.strong)):
         if m != WEAK_TFIDF:
             resolve(m, cfg.cache_dir)
+    plans = _print_plan(cfg, loaded) if progress else {}
     for task_name in cfg.tasks:
         t0 = time.perf_counter()
         task = loaded[task_name]
@@ -315,11 +319,31 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
             runs.append((chain_sups, chain_name))
             timings[f"chain {task.name} {chain_name}"] = time.perf_counter() - t0
         for strong in cfg.strong:
+            if "probe" in cfg.methods:  # timed on its own, so that seed 0's probe time (and the ETA) is fitting only
+                t0 = time.perf_counter()
+                extract_mod.extract(extract_mod.ExtractConfig(model=strong, task=task_name, limit=cfg.limit,
+                                                              cache_dir=cfg.cache_dir), progress=progress)
+                timings[f"extract {task.name} {strong}"] = time.perf_counter() - t0
             for run_sups, weak_name in runs:
-                recs, c, t = _strong_runs(cfg, task.name, strong, run_sups, weak_name, progress, stats, notes)
-                all_recs += recs
-                curves += c
-                timings.update(t)
+                block: list[Predictions] = []
+                for i, (phase_sups, methods) in enumerate(_phases(cfg, run_sups)):
+                    if progress:
+                        _print_eta(cfg, methods, phase_sups, timings, plans.get((task.name, strong)), task.name,
+                                   weak_name, strong)
+                    recs, c, t = _strong_runs(cfg, task.name, strong, phase_sups, weak_name, progress, stats, notes,
+                                              methods)
+                    block += recs
+                    curves += c
+                    for k, v in t.items():
+                        timings[k] = timings.get(k, 0.0) + v
+                    if progress and i == 0 and recs:
+                        weak_recs = [r for s in phase_sups for r in s.weak if r.split != "weak_train"]
+                        _print_early(cfg, weak_recs + recs, labels[task.name], phase_sups,
+                                     time.perf_counter() - t_start)
+                # back in the one-pass order (method, then seed), so that results.csv does not depend on the phases
+                rank = {m: i for i, m in enumerate(cfg.methods)}
+                pos = {s.seed: i for i, s in enumerate(run_sups)}
+                all_recs += sorted(block, key=lambda r: (rank[r.method], pos[r.seed]))
     stats["models_built_for_extraction"] = extract_mod.STATS["models_built"] - built
     t0 = time.perf_counter()
     settings = cfg.summary_settings()
@@ -340,6 +364,82 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
         result.write(out, figures)
         timings["diagnostics, figures, files"] = time.perf_counter() - t0
     return result
+
+
+def _print_plan(cfg: CompareConfig, loaded: dict) -> dict:
+    """Say at the start roughly how long the run takes here (`toolkit.plan`), for every task × strong model
+    whose features are not cached yet; a warm rerun skips it (it would cost a model load). Returns the plans by
+    (task, strong)."""
+    from toolkit import plan
+
+    total, lines, plans = 0.0, [], {}
+    for task_name, task in loaded.items():
+        for strong in cfg.strong:
+            ex = extract_mod.ExtractConfig(model=strong, task=task_name, limit=cfg.limit, cache_dir=cfg.cache_dir)
+            if extract_mod.is_cached(ex):
+                continue
+            p = plan.estimate(task, resolve(strong, cfg.cache_dir), seeds=len(cfg.seeds), sizes=cfg.sizes,
+                              methods=cfg.methods, ks=cfg.ks, finetune_seeds=cfg.finetune_seeds,
+                              losses=len(cfg.losses), epochs=cfg.epochs, device=cfg.device)
+            total += p.total
+            plans[task.name, strong] = p
+            lines.append(f"[compare] {task.name} -> {strong}: {p.describe()}")
+    if lines:
+        print("\n".join(lines + [f"[compare] expected in all: about {_duration(total)} on this machine; "
+                                  "seed 0's probe and prompt table is printed as soon as it exists"]),
+              file=sys.stderr, flush=True)
+    return plans
+
+
+def _phases(cfg: CompareConfig, sups) -> list[tuple[list, tuple[str, ...]]]:
+    """(seeds, methods) in the order they run. The cheap methods (probes, prompting) go first on seed 0 alone, so
+    that a table exists within minutes; then on the other seeds; fine-tuning, the expensive arm, comes last on
+    its first `finetune_seeds` seeds. Each stage is stored per seed, so the order changes no result."""
+    early = tuple(m for m in cfg.methods if m != "finetune")
+    phases = [(sups[:1], early), (sups[1:], early)] if early else []
+    if "finetune" in cfg.methods:
+        phases.append((sups[: cfg.finetune_seeds or len(sups)], ("finetune",)))
+    return [(s, m) for s, m in phases if s and m]
+
+
+_PLAN_STAGE = {"probe": "probes", "prompt": "prompting", "finetune": "fine-tuning"}
+
+
+def _print_eta(cfg: CompareConfig, methods, phase_sups, timings: dict, plan, task: str, weak: str,
+               strong: str) -> None:
+    """One line before each phase: what runs now and when it should end. A method already timed on seed 0
+    is projected at that pace; one not yet run takes its share of the start-of-run estimate (a cold run only).
+    A stage that turns out to be cached takes less."""
+    timed, planned = [], []
+    for m in methods:
+        done = timings.get(f"{m} {task} {weak} -> {strong}")
+        if done is not None:
+            timed.append(f"{m} ~{_duration(done * len(phase_sups))}")
+        elif plan is not None and _PLAN_STAGE[m] in plan.seconds:
+            n = (cfg.finetune_seeds or len(cfg.seeds)) if m == "finetune" else len(cfg.seeds)
+            planned.append(f"{m} ~{_duration(plan.seconds[_PLAN_STAGE[m]] * len(phase_sups) / n)}")
+    eta = (f"; ETA at seed 0's pace: {', '.join(timed)}" if timed else "") + \
+        (f"; ETA (estimate): {', '.join(planned)}" if planned else "")
+    seeds = ",".join(str(s.seed) for s in phase_sups)
+    print(f"[compare] {task} {weak} -> {strong}: {', '.join(methods)} on seed(s) {seeds}{eta}",
+          file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _print_early(cfg: CompareConfig, recs: list[Predictions], labels: dict[str, int], sups, elapsed: float) -> None:
+    """The summary of the first seed's cheap methods, printed as soon as it exists (the full table follows at
+    the end): a user sees results minutes into a run whose fine-tuning takes much longer."""
+    settings = tuple(s for s in cfg.summary_settings() if not s.startswith(("best", "final")))
+    summ = records.summary(recs, labels, settings=settings, n_boot=cfg.n_boot)
+    if summ.empty:
+        return
+    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 60):
+        table = format_summary(_order(summ, cfg)).to_string(index=False)
+    print(f"\n[compare] first results after {_duration(elapsed)}: seed {sups[0].seed} only (the full table over every "
+          f"seed follows at the end)\n{table}\n", file=sys.stderr, flush=True)
 
 
 def _order(summary: pd.DataFrame, cfg: CompareConfig) -> pd.DataFrame:

@@ -348,6 +348,14 @@ def extract(cfg: ExtractConfig = ExtractConfig(), *, progress: bool = True, laye
     return cache.load_entry(path, layers=layers)
 
 
+def is_cached(cfg: ExtractConfig) -> bool:
+    """Whether `cfg`'s entry is committed in the cache (its manifest exists; nothing is read or verified)."""
+    task = load_task(cfg)
+    info = resolve(cfg.model, cfg.cache_dir)
+    spec = entry_spec(cfg, task, info, int(read_config(info)["num_hidden_layers"]))
+    return (cache.entry_dir(spec, cfg.cache_dir) / cache.MANIFEST).exists()
+
+
 def _n_shards(n: int, shard_size: int) -> int:
     return max(1, math.ceil(n / shard_size))
 
