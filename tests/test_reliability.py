@@ -26,12 +26,15 @@ def slow_model(tmp_path_factory):
     return save_tiny_causal(tmp_path_factory.mktemp("slow_model"), seed=1, n_layers=6)
 
 
+N_BIG = 240  # 30 shards of 8: the kill lands after 5 of them, and the resume and the clean run stay short
+
+
 @pytest.fixture(scope="module")
 def big_task(tmp_path_factory):
     path = tmp_path_factory.mktemp("big") / "big.jsonl"
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
     with open(path, "w") as f:
-        for i in range(600):
+        for i in range(N_BIG):
             text = " ".join(words[(i * 3 + k) % 10] for k in range(8 + i % 40))
             f.write(json.dumps({"text": f"{text} {i}", "label": i % 2}) + "\n")
     return path
@@ -61,7 +64,7 @@ def test_sigkill_mid_extraction_resumes_from_finished_shards(slow_model, big_tas
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len(done) >= 5, "the run finished before it could be killed; make the fixture model slower"
-    n_total = 600 // 8 + (600 % 8 > 0)
+    n_total = N_BIG // 8 + (N_BIG % 8 > 0)
     n_finished = len(list((killed / "features").glob("*.partial/shard-*.npz")))
     assert n_finished < n_total and not cache.entries(killed)
 
