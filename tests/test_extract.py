@@ -135,7 +135,13 @@ def test_torchrun_two_processes_equal_one_byte_for_byte(tiny_causal, tiny_task, 
     one = tmp_path / "one"
     two = tmp_path / "two"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "toolkit.extract", *args, "--cache-dir", str(one)], check=True, env=env)
+    # the one-process reference runs here, on one thread as each torchrun worker does (saves an interpreter start)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert extract.main([*args, "--cache-dir", str(one)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "toolkit.extract", *args,
                     "--cache-dir", str(two)], check=True, env=env, timeout=300)
