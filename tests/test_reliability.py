@@ -168,3 +168,35 @@ def test_layers_out_of_range_is_a_clear_error(tiny_causal, tiny_task, tmp_path):
 def test_loaded_arrays_are_read_only_views_of_verified_files(finished):
     _, feats = finished
     assert np.isfinite(feats.hidden).all() and feats.hidden.dtype == np.float32
+
+
+def test_rm_deletes_only_entries_of_the_store(finished, tmp_path, monkeypatch, capsys):
+    """`cache rm` refuses, in one line, any folder that is not an entry of this cache's store (a path outside it,
+    a relative name that happens to be a folder here, the store's own root), and the folder survives; an entry,
+    by path or by name, is removed."""
+    cfg, feats = finished
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "sub" / "f").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    root = Path(cfg.cache_dir) / "features"
+    for target in (str(victim), "victim", "./victim", str(root), str(Path(cfg.cache_dir)), str(feats.path / "..")):
+        assert cache.main(["--cache-dir", cfg.cache_dir, "rm", target]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and ("not an entry" in err or "matches 0 entries" in err), err
+    assert (victim / "sub" / "f").read_text() == "x" and (feats.path / cache.MANIFEST).exists()
+    # a folder inside features/ that the store did not name is not ours either
+    (root / "notes").mkdir()
+    assert cache.main(["--cache-dir", cfg.cache_dir, "rm", str(root / "notes")]) == 2
+    assert (root / "notes").is_dir()
+    # --cache-dir after the subcommand works as before it
+    assert cache.main(["rm", "--cache-dir", cfg.cache_dir, str(feats.path)]) == 0
+    assert not feats.path.exists() and f"removed {feats.path}" in capsys.readouterr().out
+
+
+def test_verify_says_when_there_is_nothing_to_verify(tmp_path, capsys):
+    assert cache.main(["--cache-dir", str(tmp_path / "missing"), "verify"]) == 2
+    assert "no feature cache" in capsys.readouterr().err
+    (tmp_path / "empty" / "features").mkdir(parents=True)
+    assert cache.main(["--cache-dir", str(tmp_path / "empty"), "verify"]) == 0
+    assert "nothing to verify" in capsys.readouterr().out

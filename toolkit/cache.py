@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import sys
 import zlib
@@ -285,14 +286,31 @@ def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _resolve_entry(name: str, cache_dir) -> Path:
-    p = Path(name)
-    if p.is_dir():
+_ENTRY_NAME = re.compile(r".+__.+__[0-9a-f]{20}(\.partial)?")
+"""What `entry_dir` names (and a `.partial` folder of an unfinished one): nothing else in the store is ours."""
+
+
+def _resolve_entry(name: str, cache_dir, *, delete: bool = False) -> Path:
+    """The entry folder that `name` means: an entry's name (or a unique part of it) in this cache, or a path
+    (it contains a '/') to an entry folder. For `delete`, a path must be an entry of this cache's store, a
+    direct child of `<cache>/features` named as the store names its entries, so that `rm` can never remove a
+    folder the store did not create, whatever path it is given."""
+    if os.sep in name or (os.altsep and os.altsep in name):
+        p = Path(name).expanduser()
+        if delete:
+            root = features_root(cache_dir).resolve()
+            if p.resolve().parent != root or not _ENTRY_NAME.fullmatch(p.name) or not p.is_dir():
+                raise ToolkitError(f"'{name}' is not an entry of the cache at {root}; nothing removed "
+                                   "(see `python -m toolkit.cache ls`, or pass --cache-dir)")
+        elif not (p / MANIFEST).exists():
+            raise ToolkitError(f"'{name}' is not a cache entry (no {MANIFEST} in it)")
         return p
     matches = [e for e in entries(cache_dir) if name in e.name]
+    if delete:
+        matches += [p for p in features_root(cache_dir).glob("*.partial") if name in p.name]
     if len(matches) != 1:
-        raise ToolkitError(f"'{name}' matches {len(matches)} entries; give a longer part of the name "
-                           "(see `python -m toolkit.cache ls`)")
+        raise ToolkitError(f"'{name}' matches {len(matches)} entries of the cache at {features_root(cache_dir)}; "
+                           "give a longer part of the name (see `python -m toolkit.cache ls`)")
     return matches[0]
 
 
@@ -300,11 +318,18 @@ def _resolve_entry(name: str, cache_dir) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toolkit.cache", description="Inspect the feature cache.")
     parser.add_argument("--cache-dir")
+    # --cache-dir before or after the subcommand, as in `toolkit.models` (SUPPRESS: absent after it, the
+    # value given before it stands)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cache-dir", default=argparse.SUPPRESS, help="cache root (default: cache/ or "
+                                                                        "$TOOLKIT_CACHE_DIR)")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("ls", help="list entries")
-    for cmd in ("info", "rm"):
-        sub.add_parser(cmd).add_argument("entry", help="entry folder or a unique part of its name")
-    sub.add_parser("verify", help="check every file of every entry").add_argument("entry", nargs="?")
+    sub.add_parser("ls", help="list entries", parents=[common])
+    for cmd, what in (("info", "show an entry's manifest"), ("rm", "remove an entry of this cache")):
+        sub.add_parser(cmd, help=what, parents=[common]).add_argument(
+            "entry", help="a unique part of an entry's name, or the path of an entry folder")
+    sub.add_parser("verify", help="check every file of every entry", parents=[common]).add_argument(
+        "entry", nargs="?")
     args = parser.parse_args(argv)
     if args.cmd == "ls":
         for e in entries(args.cache_dir):
@@ -319,7 +344,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{p}  (unfinished: resumes on the next run)")
         return 0
     if args.cmd == "verify":
+        if not args.entry and not features_root(args.cache_dir).is_dir():
+            raise ToolkitError(f"no feature cache at {features_root(args.cache_dir)} (check --cache-dir)")
         targets = [_resolve_entry(args.entry, args.cache_dir)] if args.entry else entries(args.cache_dir)
+        if not targets:
+            print(f"no entries in {features_root(args.cache_dir)}: nothing to verify")
         bad = 0
         for e in targets:
             try:
@@ -329,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                 bad += 1
                 print(f"CORRUPT  {e}: {err}")
         return 1 if bad else 0
-    path = _resolve_entry(args.entry, args.cache_dir)
+    path = _resolve_entry(args.entry, args.cache_dir, delete=args.cmd == "rm")
     if args.cmd == "info":
         m = read_manifest(path)
         m = {k: (f"{len(v)} ids" if k == "ids" else v) for k, v in m.items()}
