@@ -21,16 +21,17 @@ def test_stage_seconds_follow_the_token_counts(tiny_causal, tiny_task, monkeypat
                       finetune_seeds=1, losses=2, epochs=2, device="cpu", rate=rate)
     sec = lambda n: n * mean_len / rate  # noqa: E731
     assert p.seconds["extraction"] == pytest.approx(sec(len(task)))
-    assert p.seconds["prompting"] == pytest.approx(sec(3 * 2 * 2 * (6 + 10)))  # seeds x {gold, weak} x k>0
-    # 3 runs (two student losses and the ceiling): 2 epochs of forward+backward on strong_train, two epoch-end
+    # seeds x {gold, weak} x k>0, each over val and test
+    assert p.seconds["prompting"] == pytest.approx(plan._PROMPT_PER_TOKEN * sec(3 * 2 * 2 * (6 + 10)))
+    # 3 runs (two student losses and the ceiling): 2 epochs of training on strong_train, two epoch-end
     # evaluations of val and test, and the final predictions on strong_train
-    assert p.seconds["fine-tuning"] == pytest.approx(3 * sec(2 * 10 * 3.0 + 2 * (6 + 10) + 10))
+    assert p.seconds["fine-tuning"] == pytest.approx(3 * sec(2 * 10 * plan._TRAIN_PER_TOKEN + 2 * (6 + 10) + 10))
     assert p.total == pytest.approx(sum(p.seconds.values()))
     assert "tokens/s" in p.describe() and p.tokens_per_second == rate
     only = plan.estimate(task, info, seeds=3, sizes=SIZES, methods=("finetune",), ks=(0,), finetune_seeds=0,
                          losses=1, epochs=1, device="cpu", rate=rate)
     assert set(only.seconds) == {"fine-tuning"}
-    assert only.seconds["fine-tuning"] == pytest.approx(3 * 2 * sec(10 * 3.0 + (6 + 10) + 10))  # every seed
+    assert only.seconds["fine-tuning"] == pytest.approx(3 * 2 * sec(10 * plan._TRAIN_PER_TOKEN + (6 + 10) + 10))
 
 
 def test_bf16_autocast_is_priced_faster_where_the_cpu_has_it(tiny_causal, tiny_task, monkeypatch):

@@ -2,13 +2,14 @@
 
 The model-bound stages (extraction, prompting, fine-tuning) are almost all of a cold comparison's time, and
 each is a count of tokens through the strong model: forward only for extraction and prompting, forward and
-backward (about 3× a forward) for fine-tuning steps, forward for its evaluations. So one timed forward pass of
-the strong model on real inputs, about a second, prices the whole run on whatever CPU or GPU this is. The
-figures are for a cold run: a stage already in the cache takes seconds.
+backward for fine-tuning steps (about 4 forwards a token, measured), forward for its evaluations. So one timed
+forward pass of the strong model on real inputs, a few seconds, prices the whole run on whatever CPU or GPU
+this is. The figures are for a cold run: a stage already in the cache takes seconds.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 
@@ -17,14 +18,17 @@ import numpy as np
 from toolkit import tasks
 from toolkit.models import ModelInfo, cpu_native_bf16, load_model, load_tokenizer, pick_device
 
-# Fine-tuning costs per token relative to one forward pass: forward + backward ≈ 3 forwards (the backward
-# pass computes gradients for activations and weights, each about a forward's FLOPs); AdamW's update is
-# per parameter, not per token, and is small at batch 32.
-_TRAIN_PER_TOKEN = 3.0
+# Costs relative to one forward token, measured in one cold default run on a 2-core Zen 2 (fp32):
+# - a fine-tuning token: forward + backward is 3 forwards in FLOPs; with AdamW, clipping and the non-matmul
+#   ops it measured 4.1 (1,476 s for the three runs, 97 TFLOP; the matmuls themselves run at the CPU's peak);
+# - a prompt token: 1.3, for attention over the k demonstrations' shared prefix, the separator and the label
+#   word after each query (445 s measured against 342 s for the query tokens alone).
+_TRAIN_PER_TOKEN = 4.0
+_PROMPT_PER_TOKEN = 1.3
 # bf16 autocast where the CPU has native bf16: measured 1.45x faster than fp32 on an AVX512-BF16 Zen 4
 # (README, "The main job").
 _BF16_SPEEDUP = 1.45
-_PROBE_SECONDS_PER_SEED = 30.0  # order of magnitude on 2 CPU cores (13-35 s per seed measured, Zen 4 - Zen 1)
+_PROBE_SECONDS_PER_SEED = 20.0  # 13 s (Zen 4) to 18 s (Zen 2) measured per seed of the default probe grid
 
 
 @dataclass(frozen=True)
@@ -50,28 +54,35 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def forward_rate(info: ModelInfo, texts: list[str], device: str = "auto", budget_tokens: int = 512) -> float:
-    """Tokens per second of one batched forward pass of `info`'s model over the first `texts` that fill
-    `budget_tokens` (after one small warm-up pass), in float32: what extraction and prompting run on a CPU."""
+def forward_rate(info: ModelInfo, texts: list[str], device: str = "auto", budget_tokens: int = 2048) -> float:
+    """Real tokens per second of one batched float32 forward pass of `info`'s model (after a small warm-up
+    pass): what extraction and prompting run on a CPU. The batch is `budget_tokens` of the first 256 texts,
+    length-sorted and cut to 64 tokens so that padding stays small. A batch this size runs at the sustained
+    rate of the 8,192-token batches the stages use (within ~10% on a 2-core Zen 2, where a 512-token batch
+    measured half of it)."""
     import torch
 
     tok = load_tokenizer(info)
     device = pick_device(device)
     model = load_model(info, dtype="float32", device=device)
+    ids_all = sorted((ids[:64] for ids in tok(list(texts[:256]), add_special_tokens=True).input_ids), key=len)
     seqs, n = [], 0
-    for ids in tok(list(texts[:256]), add_special_tokens=True).input_ids:
+    for ids in reversed(ids_all):  # the longest first, as the stages' batches
         if n >= budget_tokens:
             break
-        seqs.append(ids[:128])
-        n += len(seqs[-1])
+        seqs.append(ids)
+        n += len(ids)
     width = max(map(len, seqs))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=device)
     mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+    # as extraction and prompting: logits for the last position only (the vocabulary head over every position
+    # would add ~26% to a 135M model's FLOPs)
+    kw = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     with torch.inference_mode():
-        model(input_ids=ids[:2], attention_mask=mask[:2])  # warm-up: first-call allocation and dispatch
+        model(input_ids=ids[:2], attention_mask=mask[:2], **kw)  # warm-up: first-call allocation and dispatch
         t0 = time.perf_counter()
-        model(input_ids=ids, attention_mask=mask)
+        model(input_ids=ids, attention_mask=mask, **kw)
         if device == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
@@ -96,7 +107,7 @@ def estimate(task, info: ModelInfo, *, seeds: int, sizes: tasks.SplitSizes, meth
     causal = info.arch == "causal"
     if "prompt" in methods and causal:
         runs = seeds * 2 * sum(k > 0 for k in ks)  # gold and weak demonstrations; zero-shot comes with extraction
-        seconds["prompting"] = fwd(runs * (sizes.val + sizes.test))
+        seconds["prompting"] = _PROMPT_PER_TOKEN * fwd(runs * (sizes.val + sizes.test))
     if "finetune" in methods:
         runs = (finetune_seeds or seeds) * (losses + 1)  # each student loss and the ceiling
         steps = epochs * sizes.strong_train * _TRAIN_PER_TOKEN
