@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -325,3 +326,35 @@ def test_bad_params_and_fit_many_shapes():
 @parametrize_with_checks([LogisticProbe(tol=0)])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+class _NoImplicitDevice(torch.overrides.TorchFunctionMode):
+    """Records every tensor factory call without an explicit device: on a GPU such a tensor lands on the CPU
+    and the next op that mixes it with the inputs fails ("Expected all tensors to be on the same device")."""
+
+    FACTORIES = {torch.zeros, torch.ones, torch.full, torch.empty, torch.arange, torch.eye, torch.tensor,
+                 torch.linspace, torch.rand, torch.randn}
+
+    def __init__(self):
+        super().__init__()
+        self.offenders = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.FACTORIES and "device" not in kwargs:
+            import traceback
+
+            self.offenders.append(traceback.extract_stack()[-2])  # the line that called the factory
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("n,d", [(150, 30), (50, 90)])  # primal and dual
+@pytest.mark.parametrize("loss", ["xent", "logconf"])
+def test_torch_engine_creates_every_tensor_on_the_inputs_device(n, d, loss):
+    """The torch engine is the GPU engine, and no GPU runs the tests: every tensor it creates must name the
+    inputs' device (or come from *_like / new_*), which makes it device-correct by construction."""
+    X, _, w1 = make_data(n, d, seed=3)
+    mode = _NoImplicitDevice()
+    with mode:
+        fit_many(X[None], w1[None], C=0.5, loss=loss, n_rounds=3, engine="torch")
+    assert not mode.offenders, [f"{f.filename}:{f.lineno} {f.line}" for f in mode.offenders]

@@ -51,10 +51,11 @@ def fold_of(n: int, seed: int, folds: int = 2) -> np.ndarray:
 
 
 def relabel(feats, sup: Supervision, *, model: str, chain: str, Cs=(0.001, 0.01, 0.1, 1.0), loss: str = "xent",
-            folds: int = 2) -> tuple[Supervision, list[Predictions]]:
+            folds: int = 2, fit: dict | None = None) -> tuple[Supervision, list[Predictions]]:
     """One bootstrapping step: cross-fitted probes on `feats` (the intermediate model's features) trained on
     `sup`'s labels. Returns the next step's `Supervision` (same splits, the intermediate's labels) and the
-    intermediate's records (`student`, weak=`chain`, strong=`model`, setting `crossfit`)."""
+    intermediate's records (`student`, weak=`chain`, strong=`model`, setting `crossfit`). `fit`: where and how
+    the probes are fitted (`toolkit.weak.solver`)."""
     splits = sup.splits
     X = {s: feats.hidden[:, feats.index(splits[s].ids)] for s in SPLITS}  # (L, n, d)
     n_layers, n = X["strong_train"].shape[:2]
@@ -68,7 +69,7 @@ def relabel(feats, sup: Supervision, *, model: str, chain: str, Cs=(0.001, 0.01,
         best = None
         for C in Cs:
             probes = fit_many(X["strong_train"][:, train], np.broadcast_to(w[train], (n_layers, int(train.sum()))),
-                              C=C, loss=loss)
+                              C=C, loss=loss, **(fit or {}))
             agree = ((predict_proba_many(probes, X["val"])[..., 1] > 0.5) == val_hard).mean(1)
             li = int(np.argmax(agree))
             if best is None or agree[li] > best[0]:
@@ -87,7 +88,8 @@ def relabel(feats, sup: Supervision, *, model: str, chain: str, Cs=(0.001, 0.01,
 
 
 def stored_relabel(feats, sup: Supervision, *, model: str, chain: str, Cs=(0.001, 0.01, 0.1, 1.0),
-                   loss: str = "xent", folds: int = 2, cache_dir=None) -> tuple[Supervision, list[Predictions]]:
+                   loss: str = "xent", folds: int = 2, cache_dir=None, fit: dict | None = None
+                   ) -> tuple[Supervision, list[Predictions]]:
     """`relabel`, read from `<cache>/runs/chain/<key>.npz` when the same step was computed before. The key is
     content: the intermediate's feature entry, the split ids, the incoming labels (6 decimals), the settings
     and this module's and the solver's source."""
@@ -104,13 +106,13 @@ def stored_relabel(feats, sup: Supervision, *, model: str, chain: str, Cs=(0.001
     path = cache_root(cache_dir) / "runs" / "chain" / f"{stable_hash(spec, 24)}.npz"
     names = {"task": splits.test.name, "weak": chain, "strong": model}
     recs, _ = records.stored(path, lambda: relabel(feats, sup, model=model, chain=chain, Cs=Cs, loss=loss,
-                                                   folds=folds)[1], what="chain store", names=names)
+                                                   folds=folds, fit=fit)[1], what="chain store", names=names)
     return replace(sup, weak=[r.with_(role="weak", extra={}) for r in recs]), recs
 
 
 def bootstrap(sups: list[Supervision], intermediates: list[tuple[str, object]], *, first: str,
-              Cs=(0.001, 0.01, 0.1, 1.0), loss: str = "xent", folds: int = 2, cache_dir=None
-              ) -> tuple[list[Supervision], list[Predictions], str]:
+              Cs=(0.001, 0.01, 0.1, 1.0), loss: str = "xent", folds: int = 2, cache_dir=None,
+              fit: dict | None = None) -> tuple[list[Supervision], list[Predictions], str]:
     """Run `sups` (the weak supervisor `first`'s) through `intermediates` [(name, Features), ...].
 
     Returns the final `Supervision`s (labels of the last intermediate), every intermediate record, and the
@@ -121,7 +123,7 @@ def bootstrap(sups: list[Supervision], intermediates: list[tuple[str, object]], 
         chain = first
         for name, feats in intermediates:
             sup, r = stored_relabel(feats, sup, model=name, chain=chain, Cs=Cs, loss=loss, folds=folds,
-                                    cache_dir=cache_dir)
+                                    cache_dir=cache_dir, fit=fit)
             recs += r
             chain = f"{chain}{CHAIN_SEP}{name}"
         out.append(sup)

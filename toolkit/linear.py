@@ -169,7 +169,7 @@ class _Dual:
         self.L, self.E = torch.zeros_like(self.K), self.K.new_zeros(B, self.n)
         # φ(D), Kφ(D) and the Schur complement of b at the factor's D: H₀⁻¹ on the intercept column
         self.phi_b, self.Kphi_b, self.schur = torch.zeros_like(self.E), torch.zeros_like(self.E), self.E.new_zeros(B)
-        self.cg_iters = torch.zeros(B, dtype=torch.long)
+        self.cg_iters = torch.zeros(B, dtype=torch.long, device=X.device)
 
     def zeros(self) -> torch.Tensor:
         return self.X.new_zeros(self.X.shape[0], self.n + self.d + 1)
@@ -224,7 +224,7 @@ class _Dual:
         pa, pb, Kpa = za, zb, Kza
         rz = (ra * Kza).sum(1) + rb * zb
         live = rz > 0
-        iters = torch.zeros(len(i), dtype=torch.long)
+        iters = torch.zeros(len(i), dtype=torch.long, device=ra.device)
         for _ in range(self._MAX_CG):
             q = Kpa + pb[:, None]
             Dq = D * q
@@ -303,10 +303,11 @@ def _newton(prob, t, s, C, th, z, max_iter, tol, have_factor=False):
     factor no longer lowers the objective beyond rounding. Step length: `_step_length`, checked by Armijo
     backtracking. `have_factor`: `prob` holds a factor from an earlier solve to start from. Returns θ, z, steps
     taken."""
-    B, eps = t.shape[0], torch.finfo(t.dtype).eps
-    n_iter, done = torch.zeros(B, dtype=torch.long), torch.zeros(B, dtype=torch.bool)
-    need, g_prev = torch.full((B,), not have_factor), torch.full((B,), torch.inf, dtype=t.dtype)
-    active = torch.arange(B)
+    B, eps, dev = t.shape[0], torch.finfo(t.dtype).eps, t.device  # every tensor on the inputs' device
+    n_iter, done = torch.zeros(B, dtype=torch.long, device=dev), torch.zeros(B, dtype=torch.bool, device=dev)
+    need = torch.full((B,), not have_factor, device=dev)
+    g_prev = torch.full((B,), torch.inf, dtype=t.dtype, device=dev)
+    active = torch.arange(B, device=dev)
     for _ in range(max_iter):
         ta, sa, tha, za = t[active], s[active], th[active], z[active]
         p = torch.sigmoid(za)
@@ -408,7 +409,7 @@ def _fit_batch(X, t, s, est) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         low = prob.retyped(Xc.to(hess_dtype)) if use_low else None
         th = prob.zeros()
         z = torch.zeros_like(tc)
-        it = torch.zeros(len(tc), dtype=torch.long)
+        it = torch.zeros(len(tc), dtype=torch.long, device=tc.device)
         C = float(est.C)
         for k in range(rounds):
             target = tc if est.loss == "xent" else _round_target(loss_fn, z, tc, k, rounds)
@@ -427,7 +428,7 @@ def _fit_batch(X, t, s, est) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         w = w / sd[:, 0]
         coef[sl] = w.cpu().double().numpy()
         intercept[sl] = (b - (w * mu[:, 0]).sum(1)).cpu().double().numpy()
-        n_iter[sl] = it.numpy()
+        n_iter[sl] = it.cpu().numpy()
     return coef, intercept, n_iter
 
 
