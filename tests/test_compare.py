@@ -145,6 +145,22 @@ def test_a_cold_run_says_how_long_it_takes_and_shows_seed_0_first(models, tiny_t
     assert "expected in all" not in err and "first results after" in err
 
 
+def test_probes_with_the_torch_engine_match_the_numpy_engine(first, models, tiny_task, tmp_path):
+    """The GPU path of the probes, on the CPU: the weak supervisor, students, controls and ceiling fitted by the
+    batched torch engine give the numpy engine's probabilities to 1e-5 on the same features."""
+    result, _, _ = first
+    torch_run = compare.run(str(tiny_task), weak=models[0], strong=models[0], methods=("probe",), seeds=2,
+                            sizes=SIZES, n_boot=20, probe_engine="torch", cache_dir=str(tmp_path), progress=False,
+                            figures=False)
+    ours = {r.key(): r for r in torch_run.records}
+    theirs = [r for r in result.records if r.key() in ours]
+    assert len(theirs) == len(ours) > 50  # every weak, student, control and ceiling record of every layer
+    for r in theirs:
+        np.testing.assert_allclose(ours[r.key()].aligned(r.ids), r.p, atol=1e-5)
+    with pytest.raises(ToolkitError, match="probe engine must be one of auto, numpy, torch"):
+        compare.CompareConfig(probe_engine="jax")
+
+
 def test_config_errors_are_clear():
     with pytest.raises(ToolkitError, match="unknown method"):
         compare.CompareConfig(methods=("probe", "sft"))

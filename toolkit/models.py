@@ -13,6 +13,7 @@ checkpoints' numbers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
@@ -285,20 +286,29 @@ def _verify_materialised(folder: Path, name: str) -> str:
     return manifest["source_sha256"]
 
 
-def _local_identity(folder: Path) -> dict:
-    weights = sorted(p for p in folder.iterdir() if p.suffix in {".safetensors", ".bin", ".gguf"})
-    return {"path": str(folder.resolve()), "weights": {p.name: _cached_sha256(p) for p in weights}}
+_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".gguf"}
 
 
-def _cached_sha256(path: Path) -> str:
-    """sha256 of a file, memoised on disk by (path, size, mtime) so big local models hash once."""
+def _local_identity(folder: Path, cache_dir=None) -> dict:
+    weights = sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+    if not weights:
+        raise ToolkitError(f"model folder {folder} has no weight files (*.safetensors, *.bin); save the model "
+                           "there with save_pretrained, or give a catalog name")
+    return {"path": str(folder.resolve()), "weights": {p.name: _cached_sha256(p, cache_dir) for p in weights}}
+
+
+def _cached_sha256(path: Path, cache_dir=None) -> str:
+    """sha256 of a file, memoised on disk by (path, size, mtime) so big local models hash once; the memo lives
+    in the cache in use (`cache_dir`), never in another one."""
     st = path.stat()
-    memo = cache_root() / "models" / ".hashes.json"
+    memo = cache_root(cache_dir) / "models" / ".hashes.json"
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     table = json.loads(memo.read_text()) if memo.exists() else {}
     if key not in table:
         table[key] = sha256_file(path)
-        atomic_write_json(memo, table)
+        # an unwritable cache only loses the memo; the cache's own check reports it before any work
+        with contextlib.suppress(OSError):
+            atomic_write_json(memo, table)
     return table[key]
 
 
@@ -330,8 +340,12 @@ def resolve(name: str, cache_dir: str | os.PathLike | None = None, revision: str
 
     local = Path(name).expanduser()
     if local.is_dir():
-        config = AutoConfig.from_pretrained(local)
-        return ModelInfo(name, str(local), _local_identity(local), _arch_of(config))
+        try:
+            config = AutoConfig.from_pretrained(local)
+        except (OSError, ValueError) as e:
+            raise ToolkitError(f"model folder {local} has no readable config.json ({type(e).__name__}); save the "
+                               "model there with save_pretrained, or give a catalog name") from None
+        return ModelInfo(name, str(local), _local_identity(local, cache_dir), _arch_of(config))
     if "/" not in name or local.suffix or name.startswith((".", "~")):
         catalog_entry(name)  # raises the "unknown model" error with the known names
     try:

@@ -36,7 +36,7 @@ from toolkit.linear import LogisticProbe, fit_many, predict_proba_many
 from toolkit.losses import get_loss
 from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK
 from toolkit.records import Predictions
-from toolkit.weak import Supervision, WeakConfig, cv_accuracy, supervise
+from toolkit.weak import Supervision, WeakConfig, cv_accuracy, solver, supervise
 
 __all__ = ["LogisticProbe", "ProbeRunConfig", "fit_many", "predict_proba_many", "run", "run_records"]
 
@@ -71,6 +71,10 @@ class ProbeRunConfig:
     gold flipped at random at the supervisor's error count, selected on val gold flipped the same way."""
     control_per_class: bool = False
     """Match the supervisor's error count within each gold class (instead of overall) for the control."""
+    device: str = "auto"
+    """Where the probes are fitted: `auto` (a GPU when there is one), `cpu` or `cuda`."""
+    engine: str = "auto"
+    """Probe solver engine: `auto` (numpy on a CPU, batched torch elsewhere), `numpy` or `torch`."""
     cache_dir: str | None = None
     """Cache root."""
 
@@ -100,11 +104,11 @@ def _best(scores: list[np.ndarray]) -> tuple[int, int]:
 
 
 def _fit_select(X: dict, base: dict, layers, role: str, loss: str, train: np.ndarray, val: np.ndarray,
-                Cs) -> list[Predictions]:
+                Cs, fit: dict) -> list[Predictions]:
     """Probes on every layer x C trained on `train` targets; (C, layer) chosen by accuracy against the hard
     `val` labels the same supervision gives (never gold, unless the supervision is gold)."""
     n_layers, n = X["strong_train"].shape[:2]
-    preds = [_predict(fit_many(X["strong_train"], np.broadcast_to(train, (n_layers, n)), C=C, loss=loss), X)
+    preds = [_predict(fit_many(X["strong_train"], np.broadcast_to(train, (n_layers, n)), C=C, loss=loss, **fit), X)
              for C in Cs]
     ci, li = _best([((p["val"] > 0.5) == val).mean(1) for p in preds])
     ids = {s: base["ids"][s] for s in STUDENT_SPLITS}
@@ -121,18 +125,22 @@ def probe_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predict
     base = {"ids": ids, "key": {"task": splits.test.name, "weak": cfg.weak, "strong": cfg.strong, "method": "probe",
                                 "seed": seed}}
     noisy = {s: sup.noisy(s, per_class=cfg.control_per_class).astype(np.float64) for s in ("strong_train", "val")}
+    fit = solver(cfg.device, cfg.engine)
     out = []
     for loss in cfg.losses:
         out += _fit_select(X, base, feats.layers, "student", loss, sup.soft("strong_train"),
-                           sup.soft("val") > 0.5, cfg.Cs)  # weak labels only: no gold
+                           sup.soft("val") > 0.5, cfg.Cs, fit)  # weak labels only: no gold
         if cfg.control:
             out += _fit_select(X, base, feats.layers, "control", loss, noisy["strong_train"], noisy["val"] > 0.5,
-                               cfg.Cs)
+                               cfg.Cs, fit)
     gold = np.asarray(splits.strong_train.labels, dtype=np.float64)
-    ci, li = _best([cv_accuracy(X["strong_train"], gold, C, seed, folds=3) for C in cfg.Cs])
-    probes = fit_many(X["strong_train"], np.broadcast_to(gold, (n_layers, n)), C=cfg.Cs[ci])
+    ci, li = _best([cv_accuracy(X["strong_train"], gold, C, seed, folds=3, fit=fit) for C in cfg.Cs])
+    probes = fit_many(X["strong_train"], np.broadcast_to(gold, (n_layers, n)), C=cfg.Cs[ci], **fit)
     out += _layer_records(base["key"], feats.layers, _predict(probes, X), ids, "ceiling", "xent", li, cfg.Cs[ci])
     return out
+
+
+MIN_CEILING_TRAIN = 6  # 3-fold CV on strong_train gold: each fold's training part then holds both classes
 
 
 def run_records(cfg: ProbeRunConfig = ProbeRunConfig(), progress: bool = True, *, sups=None):
@@ -143,9 +151,14 @@ def run_records(cfg: ProbeRunConfig = ProbeRunConfig(), progress: bool = True, *
     weak labels instead, so that several methods share them (`toolkit.compare`)."""
     for loss in cfg.losses:
         get_loss(loss)  # fail on a bad loss name before any long work
+    solver(cfg.device, cfg.engine)  # a bad device or engine fails before any work
+    if cfg.sizes.strong_train < MIN_CEILING_TRAIN:
+        raise ToolkitError(f"strong_train={cfg.sizes.strong_train} is too small: the probe ceiling chooses its C by "
+                           f"3-fold cross-validation on it and needs strong_train >= {MIN_CEILING_TRAIN}")
     ex = ExtractConfig(task=cfg.task, limit=cfg.limit, cache_dir=cfg.cache_dir)
     task = load_task(ex)
-    sup = sups if sups is not None else supervise(task, cfg.seeds, cfg.sizes, WeakConfig(cfg.weak, cfg.weak_layer),
+    weak_cfg = WeakConfig(cfg.weak, cfg.weak_layer, device=cfg.device, engine=cfg.engine)
+    sup = sups if sups is not None else supervise(task, cfg.seeds, cfg.sizes, weak_cfg,
                                                   limit=cfg.limit, cache_dir=cfg.cache_dir, progress=progress)
     strong_feats = extract(replace(ex, model=cfg.strong), progress=progress)
     out: list[Predictions] = []

@@ -55,7 +55,16 @@ from toolkit._util import (
     stable_hash,
 )
 from toolkit.extract import pad_batch, plan_batches, pool_positions
-from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK, dtype_name, load_model, load_tokenizer, pick_device, resolve
+from toolkit.models import (
+    DEFAULT_STRONG,
+    DEFAULT_WEAK,
+    dtype_name,
+    load_model,
+    load_tokenizer,
+    pick_device,
+    read_config,
+    resolve,
+)
 from toolkit.records import Predictions, summary, table
 from toolkit.tasks import SplitSizes
 from toolkit.weak import WeakConfig, supervise
@@ -232,6 +241,27 @@ def context_length(model) -> int:
     return int(model.config.get_text_config().max_position_embeddings)
 
 
+def _layout(tokenizer, template: str, label_words, texts: list[str], demos, limit: int):
+    """Token ids of each prompt's parts, and per query how many demonstrations fit in `limit` tokens (`kept`)
+    and how many query tokens are cut on the left (`cut`): what `score` runs, computed without a model."""
+    words = label_word_ids(tokenizer, label_words)
+    fill = lambda t: template.replace("{text}", t)  # noqa: E731
+    enc = lambda s: tokenizer(s, add_special_tokens=False).input_ids  # noqa: E731
+    special = tokenizer("", add_special_tokens=True).input_ids  # BOS where the tokenizer adds one
+    blocks = [enc((SEP if i else "") + fill(t) + label_words[int(y)]) for i, (t, y) in enumerate(demos)]
+    alone = [enc(fill(t)) for t in texts]
+    after = [enc(SEP + fill(t)) for t in texts] if blocks else alone
+    kept, cut = fit_demos(len(special), [len(b) for b in blocks], [len(q) for q in alone],
+                          [len(q) for q in after], max(map(len, words)) - 1, limit)
+    return words, special, blocks, alone, after, kept, cut
+
+
+def demos_kept(tokenizer, template: str, label_words, texts: list[str], demos, limit: int) -> np.ndarray:
+    """(n,) how many of the k demonstrations each query's prompt keeps within `limit` tokens: fewer than k
+    where a prompt would be too long (the first demonstrations that fit are kept)."""
+    return _layout(tokenizer, template, label_words, texts, demos, limit)[5]
+
+
 def score(model, tokenizer, template: str, label_words, texts: list[str], demos=(), *,
           batch_tokens: int = 8192, max_length: int = 0, reuse_prefix: bool = True, padding_side: str = "left",
           device: str = "cpu", progress: str | None = None) -> np.ndarray:
@@ -239,17 +269,9 @@ def score(model, tokenizer, template: str, label_words, texts: list[str], demos=
 
     A prompt longer than `max_length` (0 = the model's context) keeps only its first demonstrations
     that fit, with a warning; queries grouped by the number kept share that prefix's cache."""
-    words = label_word_ids(tokenizer, label_words)
-    fill = lambda t: template.replace("{text}", t)
-    enc = lambda s: tokenizer(s, add_special_tokens=False).input_ids
-    special = tokenizer("", add_special_tokens=True).input_ids  # BOS where the tokenizer adds one
-    blocks = [enc((SEP if i else "") + fill(t) + label_words[int(y)]) for i, (t, y) in enumerate(demos)]
-    alone = [enc(fill(t)) for t in texts]
-    after = [enc(SEP + fill(t)) for t in texts] if blocks else alone
-    limit = max_length or context_length(model)
-    kept, cut = fit_demos(len(special), [len(b) for b in blocks], [len(q) for q in alone],
-                          [len(q) for q in after], max(map(len, words)) - 1, limit)
-    _warn_short(kept, cut, len(blocks), limit)
+    words, special, blocks, alone, after, kept, cut = _layout(tokenizer, template, label_words, texts, demos,
+                                                              max_length or context_length(model))
+    _warn_short(kept, cut, len(blocks), max_length or context_length(model))
     out = np.empty((len(texts), 2))
     for j in np.unique(kept):
         idx = np.flatnonzero(kept == j)
@@ -339,6 +361,11 @@ class _Strong:
         self.tok = load_tokenizer(info)
         self.device = pick_device(cfg.device)
         self.scored = 0  # prompts actually run through the model (not served by a cache)
+
+    def limit(self) -> int:
+        """The prompt length limit in tokens: `max_length`, else the model's context (read from its config,
+        so a run served from the store loads no model)."""
+        return self.cfg.max_length or int(read_config(self.info)["max_position_embeddings"])
 
     def _path(self, texts: list[str], demos: list[tuple[str, int]]) -> Path:
         key = stable_hash({"v": PROMPT_CACHE_VERSION, "model": self.info.identity,
@@ -441,7 +468,11 @@ def run_records(cfg: PromptConfig = PromptConfig(), *, progress: bool = True, su
                 demos = [(st.texts[i], int(shown[i])) for i in pos]
                 logp = dict(zip(qids, strong.score(queries, demos,
                                                    f"prompt seed {sup.seed} k={k} {role}" if progress else None)))
-                recs += _records(cfg, sup, role, k, logp, {"demos": [st.ids[i] for i in pos]})
+                # what was run, in the results: prompts longer than the context keep fewer demonstrations
+                kept = demos_kept(strong.tok, task.template, task.label_words, queries, demos, strong.limit())
+                recs += _records(cfg, sup, role, k, logp, {"demos": [st.ids[i] for i in pos],
+                                                           "k_kept_min": int(kept.min()),
+                                                           "prompts_cut": int((kept < k).sum())})
                 if progress:
                     print(f"[prompt] seed {sup.seed} k={k} {role}: {len(queries)} queries in "
                           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)

@@ -12,8 +12,11 @@ pip into `<cache>/downloads` and unpacks into `<cache>/data`; loaders read only 
 Ids are the first 16 hex chars of sha256(text), so the same example keeps its id and its split whatever
 the row order of its source, and later stages join on `id`, never on position. Built-in corpora contain
 exact duplicate texts: their loaders keep the first copy of each (stripped) text and drop texts that occur
-with both labels; the counts go into `Task.source` and the log (INFO). In user files a duplicate id is an
-error instead, since the user can fix the file.
+with both labels; the counts go into `Task.source` and the log (INFO). User files get the same treatment
+whether or not they have an `id` column, so that no text can sit in two splits under two ids: rows with the
+same (stripped) text and label collapse into the first, texts with both labels and empty texts are dropped,
+and the counts are printed and kept in `Task.source`. `"duplicates": "refuse"` in the file's `.prompt.json`
+refuses such a file instead. A user id that names two different texts is always an error.
 """
 
 from __future__ import annotations
@@ -132,11 +135,14 @@ def _checked_frame(data: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def _as_labels(values: pd.Series, where: str) -> np.ndarray:
-    """Labels as int64 0/1; accepts ints, bools, integral floats and the strings "0"/"1" (csv)."""
+    """Labels as int64 0/1; accepts ints, bools, integral floats and their spellings in a csv ("0"/"1",
+    "0.0"/"1.0", "False"/"True": how pandas writes int, float and bool columns), as jsonl accepts them."""
+    words = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "false": 0, "true": 1}
+
     def norm(v: object) -> int | None:
         if isinstance(v, (bool, int, np.integer, np.bool_)) or (isinstance(v, float) and v.is_integer()):
             return int(v)
-        return int(v.strip()) if isinstance(v, str) and v.strip() in ("0", "1") else None
+        return words.get(v.strip().lower()) if isinstance(v, str) else None
 
     if pd.api.types.is_integer_dtype(values) or pd.api.types.is_bool_dtype(values):
         out = values.astype(np.int64)  # fast path for the usual case
@@ -435,18 +441,22 @@ def _load_file(name: str) -> Task:
     path = Path(name).expanduser()
     if not path.is_file():
         raise ToolkitError(f"file {name!r} not found; give an existing .jsonl or .csv file")
+    spec = _prompt_spec(path)
     try:
         if name.lower().endswith(".jsonl"):
-            lines = enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-            df = pd.DataFrame.from_records([_json_row(s, i, path) for i, s in lines if s.strip()])
+            lines = [(i, s) for i, s in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if s.strip()]
+            df = pd.DataFrame.from_records([_json_row(s, i, path) for i, s in lines])
+            where = [f"line {i}" for i, _ in lines]
         else:  # every column as str so that ids and texts like "NA" or "007" survive as written
             df = pd.read_csv(path, dtype=str, keep_default_na=False)
+            where = [f"data row {i + 1}" for i in range(len(df))]  # not a line: a quoted cell may span lines
     except pd.errors.EmptyDataError:
-        df = pd.DataFrame()
+        df, where = pd.DataFrame(), []
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ToolkitError(f"cannot read {path}: {str(e).splitlines()[0]}; fix the file") from None
-    task = _frame_task(name, df, f"file {path.resolve()}")
-    return _with_prompt_file(task, path)
+    task = _frame_task(name, df, f"file {path.resolve()}", duplicates=spec.get("duplicates", "collapse"),
+                       where=where)
+    return _with_prompt_file(task, path, spec)
 
 
 def prompt_file(path: str | os.PathLike) -> Path:
@@ -456,19 +466,32 @@ def prompt_file(path: str | os.PathLike) -> Path:
     return path.with_name(path.name.rsplit(".", 1)[0] + ".prompt.json")
 
 
-def _with_prompt_file(task: Task, path: Path) -> Task:
-    """The task with the template and label words of its `.prompt.json` file, if it has one; otherwise
-    FILE_TEMPLATE ("{text}\\nAnswer:") with label words " No" (0) / " Yes" (1)."""
+def _prompt_spec(path: Path) -> dict:
+    """The checked contents of a data file's `.prompt.json` ({} without one): template, label_words, and
+    duplicates ("collapse", the default, or "refuse")."""
     side = prompt_file(path)
     if not side.is_file():
-        return task
+        return {}
     try:
         spec = json.loads(side.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ToolkitError(f"{side} is not valid JSON ({e}); fix it") from None
-    unknown = set(spec) - {"template", "label_words"} if isinstance(spec, dict) else {"(not an object)"}
+    unknown = set(spec) - {"template", "label_words", "duplicates"} if isinstance(spec, dict) \
+        else {"(not an object)"}
     if unknown:
-        raise ToolkitError(f"{side}: unknown key(s) {sorted(unknown)}; it takes template and label_words")
+        raise ToolkitError(f"{side}: unknown key(s) {sorted(unknown)}; it takes template, label_words and "
+                           "duplicates")
+    if spec.get("duplicates", "collapse") not in ("collapse", "refuse"):
+        raise ToolkitError(f"{side}: duplicates must be \"collapse\" or \"refuse\", not {spec['duplicates']!r}")
+    return spec
+
+
+def _with_prompt_file(task: Task, path: Path, spec: dict) -> Task:
+    """The task with the template and label words of its `.prompt.json` file (`spec`), if it has one;
+    otherwise FILE_TEMPLATE ("{text}\\nAnswer:") with label words " No" (0) / " Yes" (1)."""
+    if "template" not in spec and "label_words" not in spec:
+        return task
+    side = prompt_file(path)
     template = spec.get("template", task.template)
     words = tuple(spec.get("label_words", task.label_words))
     _check_prompt(template, words, task.name)
@@ -498,21 +521,69 @@ def _load_hf(name: str) -> Task:
     return _frame_task(name, df, f"Hugging Face datasets: {dataset} config={config} split={split_name}")
 
 
-def _frame_task(name: str, df: pd.DataFrame, source: str) -> Task:
-    """A Task from a user table with text, label and optionally id columns (ids must be unique)."""
+def _frame_task(name: str, df: pd.DataFrame, source: str, duplicates: str = "collapse",
+                where: Sequence[str] | None = None) -> Task:
+    """A Task from a user table with text, label and optionally id columns. Duplicate texts are handled as
+    in built-in tasks whatever the ids (`_dedupe`), or refused with `duplicates="refuse"`. `where` names
+    each row for messages (a file's line numbers); default "row i" (1-based)."""
     if len(df) == 0:
         raise ToolkitError(f"task {name!r} has no examples; give it at least one example of each label")
     missing = [c for c in ("text", "label") if c not in df.columns]
     if missing:
         raise ToolkitError(f"{name} has no {' or '.join(missing)} column (it has "
                            f"{', '.join(map(str, df.columns))}); it needs text and label (and optionally id)")
-    ids = df["id"].astype(str).tolist() if "id" in df.columns else None
+    where = list(where) if where is not None else [f"row {i + 1}" for i in range(len(df))]
     texts = [t if isinstance(t, str) else None for t in df["text"]]
     if None in texts:
         i = texts.index(None)
-        raise ToolkitError(f"{name}: text must be a string, row {i} holds {df['text'].iloc[i]!r}; fix it")
+        held = "null" if df["text"].iloc[i] is None or pd.isna(df["text"].iloc[i]) else repr(df["text"].iloc[i])
+        raise ToolkitError(f"{name}: text must be a string, {where[i]} holds {held}; fill or drop that row")
     labels = _as_labels(df["label"].reset_index(drop=True), name)
-    return _make_task(name, texts, labels, FILE_TEMPLATE, FILE_LABEL_WORDS, source, ids=ids)
+    ids = df["id"].astype(str).tolist() if "id" in df.columns else [text_id(t) for t in texts]
+    keep, note = _dedupe(name, ids, texts, labels, where, refuse=duplicates == "refuse")
+    if note:
+        print(f"[tasks] {name}: {note}", file=sys.stderr)
+        source = f"{source} ({note})"
+    return _make_task(name, [texts[i] for i in keep], labels[keep], FILE_TEMPLATE, FILE_LABEL_WORDS, source,
+                      ids=[ids[i] for i in keep])
+
+
+def _dedupe(name: str, ids: list[str], texts: list[str], labels: np.ndarray, where: list[str],
+            refuse: bool) -> tuple[list[int], str]:
+    """Rows to keep so that each text (compared stripped) is one example, whatever the ids: the first row of
+    each (text, label); no row of a text seen with both labels (it cannot be right either way); no empty
+    text. Returns the kept row positions and a note with the counts ("" when nothing was dropped). An id that
+    names two different texts is an error; so is any duplicate or empty text when `refuse`."""
+    first_text: dict[str, str] = {}
+    for i, (id_, t) in enumerate(zip(ids, texts)):
+        if first_text.setdefault(id_, t) != t:
+            raise ToolkitError(f"task {name!r}: id {id_!r} names two different texts ({where[i]} and an earlier "
+                               "row); make ids unique")
+    first: dict[str, int] = {}
+    conflicted: set[str] = set()
+    empty = collapsed = 0
+    for i, t in enumerate(texts):
+        key = t.strip()
+        if not key:
+            empty += 1
+            if refuse:
+                raise ToolkitError(f"task {name!r}: {where[i]} has an empty text; fill or drop that row")
+            continue
+        j = first.setdefault(key, i)
+        if j != i:
+            if refuse:
+                raise ToolkitError(f"task {name!r}: {where[i]} repeats the text of {where[j]} (the file's "
+                                   ".prompt.json says duplicates: refuse); remove the duplicate rows")
+            if labels[j] != labels[i]:
+                conflicted.add(key)
+            else:
+                collapsed += 1
+    keep = [i for k, i in first.items() if k not in conflicted]
+    if not (empty or collapsed or conflicted):
+        return keep, ""
+    note = (f"{len(texts)} rows: {collapsed} duplicate rows collapsed, {len(conflicted)} texts with both labels "
+            f"dropped, {empty} empty texts dropped; {len(keep)} examples")
+    return keep, note
 
 
 # ------------------------------------------------------------------------------------------- splits
@@ -634,11 +705,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m toolkit.tasks list | fetch [NAME...] | show NAME [--n 3]`."""
     parser = argparse.ArgumentParser(prog="python -m toolkit.tasks", description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", help="cache root (default: $TOOLKIT_CACHE_DIR, else cache/)")
+    # --cache-dir also after the subcommand (SUPPRESS: absent there, the value given before it stands)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cache-dir", default=argparse.SUPPRESS, help="cache root")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="built-in tasks with their sizes")
-    p_fetch = sub.add_parser("fetch", help="download and unpack task data (default: all built-ins)")
+    sub.add_parser("list", help="built-in tasks with their sizes", parents=[common])
+    p_fetch = sub.add_parser("fetch", help="download and unpack task data (default: all built-ins)",
+                             parents=[common])
     p_fetch.add_argument("names", nargs="*", metavar="NAME")
-    p_show = sub.add_parser("show", help="template, label words and a few examples of a task")
+    p_show = sub.add_parser("show", help="template, label words and a few examples of a task", parents=[common])
     p_show.add_argument("name", metavar="NAME")
     p_show.add_argument("--n", type=int, default=3, help="examples to show")
     args = parser.parse_args(argv)

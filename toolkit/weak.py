@@ -14,7 +14,7 @@ import numpy as np
 from toolkit._util import ToolkitError
 from toolkit.cache import Features
 from toolkit.linear import LogisticProbe, fit_many, predict_proba_many
-from toolkit.models import DEFAULT_WEAK
+from toolkit.models import DEFAULT_WEAK, pick_device
 from toolkit.records import Predictions
 
 LABEL_SPLITS = ("weak_train", "strong_train", "val", "test")
@@ -31,15 +31,32 @@ class WeakConfig:
     """`last`, a layer number, or `cv` (5-fold cross-validation on weak_train gold picks the layer)."""
     Cs: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
     """Inverse L2 strengths tried (scikit-learn's meaning); 5-fold CV on weak_train gold picks one."""
+    device: str = "auto"
+    """Where the probes are fitted: `auto` (a GPU when there is one), `cpu` or `cuda`."""
+    engine: str = "auto"
+    """Probe solver engine (`toolkit.linear`): `auto` (numpy on a CPU, batched torch elsewhere), `numpy` or
+    `torch`."""
 
 
-def cv_accuracy(X: np.ndarray, labels: np.ndarray, C: float, seed: int, folds: int = 5) -> np.ndarray:
-    """Mean `folds`-fold CV accuracy of a probe per layer of X (L, n, d) on gold `labels`."""
+def solver(device: str = "auto", engine: str = "auto") -> dict:
+    """`LogisticProbe` parameters that place the fits: the device (`auto` resolved: a GPU when there is one)
+    and the engine. A bad engine name fails here, before any work."""
+    if engine not in ENGINES:
+        raise ToolkitError(f"probe engine must be one of {', '.join(ENGINES)}, got '{engine}'")
+    return {"device": pick_device(device), "engine": engine}
+
+
+ENGINES = ("auto", "numpy", "torch")
+
+
+def cv_accuracy(X: np.ndarray, labels: np.ndarray, C: float, seed: int, folds: int = 5,
+                fit: dict | None = None) -> np.ndarray:
+    """Mean `folds`-fold CV accuracy of a probe per layer of X (L, n, d) on gold `labels`; `fit`: `solver()`."""
     fold = np.random.default_rng(seed).permutation(len(labels)) % folds
     acc = np.zeros(len(X))
     for f in range(folds):
         tr, te = fold != f, fold == f
-        probes = fit_many(X[:, tr], np.broadcast_to(labels[tr], (len(X), tr.sum())), C=C)
+        probes = fit_many(X[:, tr], np.broadcast_to(labels[tr], (len(X), tr.sum())), C=C, **(fit or {}))
         acc += ((predict_proba_many(probes, X[:, te])[..., 1] > 0.5) == labels[te]).mean(1) / folds
     return acc
 
@@ -57,7 +74,8 @@ def choose(feats: Features, ids, labels: np.ndarray, cfg: WeakConfig, seed: int)
         feats.layer(layers[0])  # raises if absent
     X = np.stack([feats.layer(li) for li in layers])[:, feats.index(ids)]
     labels = labels.astype(np.float64)
-    scores = np.stack([cv_accuracy(X, labels, C, seed) for C in cfg.Cs])  # (n_C, n_layers)
+    fit = solver(cfg.device, cfg.engine)
+    scores = np.stack([cv_accuracy(X, labels, C, seed, fit=fit) for C in cfg.Cs])  # (n_C, n_layers)
     ci, li = np.unravel_index(int(np.argmax(scores)), scores.shape)
     return layers[li], float(cfg.Cs[ci])
 
@@ -70,7 +88,7 @@ def train_weak(feats: Features, splits, cfg: WeakConfig = WeakConfig(), *, seed:
     labels = np.asarray(train.labels)
     layer, C = choose(feats, train.ids, labels, cfg, seed)
     X = feats.layer(layer)
-    probe = LogisticProbe(C=C).fit(X[feats.index(train.ids)], labels)
+    probe = LogisticProbe(C=C, **solver(cfg.device, cfg.engine)).fit(X[feats.index(train.ids)], labels)
     out = []
     for name in LABEL_SPLITS:
         part = splits[name]
@@ -172,15 +190,41 @@ def supervise(task, seeds, sizes, cfg: WeakConfig = WeakConfig(), *, limit: int 
     from toolkit import tasks
     from toolkit.extract import ExtractConfig, extract
 
-    seeds = range(seeds) if isinstance(seeds, int) else seeds
+    seeds = check_seeds(seeds)
+    check_sizes(sizes, cfg.model)
+    # Every split is drawn before any model runs: a task too small for the sizes fails in a second.
+    all_splits = [tasks.split(task, seed, sizes) for seed in seeds]
     if cfg.model == TFIDF:
         train = lambda splits, seed: train_tfidf(splits, cfg, seed=seed)
     else:
         feats = extract(ExtractConfig(model=cfg.model, task=task.name, limit=limit, cache_dir=cache_dir),
                         progress=progress)
         train = lambda splits, seed: train_weak(feats, splits, cfg, seed=seed)
-    out = []
-    for seed in seeds:
-        splits = tasks.split(task, seed, sizes)
-        out.append(Supervision(seed, splits, train(splits, seed)))
+    return [Supervision(seed, splits, train(splits, seed)) for seed, splits in zip(seeds, all_splits)]
+
+
+def check_seeds(seeds) -> list[int]:
+    """`seeds` as a list: an int n means 0..n-1; at least one, distinct, none negative."""
+    out = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not out or min(out) < 0 or len(set(out)) < len(out):
+        raise ToolkitError(f"seeds must be a number n >= 1 (seeds 0..n-1) or distinct seeds >= 0; got {seeds}")
     return out
+
+
+MIN_WEAK_TRAIN = {"probe": 6, TFIDF: 10}
+"""The weak supervisor picks its C by 5-fold CV on weak_train. A feature probe's folds are a seeded permutation
+cut in 5: from 6 examples no fold is empty and every training part holds both classes. tfidf's folds are
+stratified: 5 examples of each class."""
+
+
+def check_sizes(sizes, weak: str = "probe") -> None:
+    """Split sizes every method can use with the weak supervisor `weak` (a model name or `tfidf`): each split
+    holds both classes, and weak_train is large enough for the weak supervisor's cross-validation."""
+    small = [f"{name}={n}" for name, n in vars(sizes).items() if n < 2]
+    if small:
+        raise ToolkitError(f"split sizes {', '.join(small)} are too small: every split needs at least one example "
+                           "of each label (size >= 2)")
+    need = MIN_WEAK_TRAIN[TFIDF if weak == TFIDF else "probe"]
+    if sizes.weak_train < need:
+        raise ToolkitError(f"weak_train={sizes.weak_train} is too small: the weak supervisor ({weak}) chooses its C "
+                           f"by 5-fold cross-validation on it and needs weak_train >= {need}")
