@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from toolkit import cache, extract
+from toolkit._util import ToolkitError
 from toolkit.extract import ExtractConfig, extract_arrays, plan_batches
 
 TEXTS = [
@@ -151,3 +152,22 @@ def test_torchrun_two_processes_equal_one_byte_for_byte(tiny_causal, tiny_task, 
     b1, b2 = _entry_bytes(e1), _entry_bytes(e2)
     assert b1.keys() == b2.keys() and len(b1) >= 4
     assert all(b1[k] == b2[k] for k in b1)
+
+
+def test_float16_storage_is_its_own_entry_within_float16_rounding(tiny_causal, tiny_task, tmp_path):
+    """--store-dtype float16 halves the entry and keeps every value to float16's rounding; float32 (and `auto` on
+    a CPU) keeps the address and bytes entries had before the option existed."""
+    base = ExtractConfig(model=str(tiny_causal), task=str(tiny_task), cache_dir=str(tmp_path))
+    f32 = extract.extract(base, progress=False)
+    auto_entry = extract.entry_spec(base, extract.load_task(base), extract.resolve(str(tiny_causal)), 2)
+    assert "store_dtype" not in auto_entry  # float32: the key of old entries
+    f16 = extract.extract(replace(base, store_dtype="float16"), progress=False)
+    assert f16.path != f32.path and f16.hidden.dtype == np.float16 and f32.hidden.dtype == np.float32
+    assert extract.extract(replace(base, store_dtype="float32"), progress=False).path == f32.path
+    scale = np.abs(f32.hidden).max()
+    np.testing.assert_allclose(f16.hidden.astype(np.float32), f32.hidden, rtol=1e-3, atol=1e-3 * scale)
+    np.testing.assert_array_equal(f16.label_logprobs, f32.label_logprobs)
+    size = lambda e: sum(p.stat().st_size for p in e.path.glob("layer_*.npy"))  # noqa: E731
+    assert size(f16) < 0.55 * size(f32)
+    with pytest.raises(ToolkitError, match="store-dtype must be auto, float32 or float16"):
+        extract.extract(replace(base, store_dtype="int8"), progress=False)

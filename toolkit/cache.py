@@ -6,7 +6,7 @@ version) and of nothing that does not (device, batch size, process count). Layou
 
     <root>/features/<task>__<model>__<key>/
         manifest.json          what the entry is, and a crc32 per array file (written last)
-        layer_XX.npy           (n_examples, d) float32 per layer, memory-mappable
+        layer_XX.npy           (n_examples, d) float32 (or float16, `store_dtype`) per layer, memory-mappable
         label_logprobs.npy     (n_examples, 2) zero-shot label-word log-probs (decoders only)
         n_tokens.npy           (n_examples,) token count after truncation
         truncated.npy          (n_examples,) whether the input was truncated to max_length
@@ -70,7 +70,8 @@ def crc32_file(path: Path) -> int:
 
 @dataclass(frozen=True, eq=False)
 class Features:
-    """A finished cache entry. `hidden` is (n_layers, n_examples, d) float32, aligned to `ids`."""
+    """A finished cache entry. `hidden` is (n_layers, n_examples, d), float32 or float16 as stored (the
+    manifest's `store_dtype`), aligned to `ids`."""
 
     path: Path
     manifest: dict

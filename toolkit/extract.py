@@ -70,6 +70,11 @@ class ExtractConfig:
     """Prompt template with `{text}`; `auto` = the task's template for decoders, raw text for encoders."""
     shard_size: int = 512
     """Examples per shard: the unit of resumption and of work split across ranks."""
+    store_dtype: str = "auto"
+    """How the pooled features are stored: `float32`, `float16` (half the disk and the read time; 10-bit
+    mantissa, range to 65,504, ample for pooled hidden states that linear probes standardise), or `auto`:
+    float16 on a GPU, where entries reach gigabytes (an 8B model's 33 layers x 4,096 x 10k examples is 5.4 GB in
+    float32), and float32 on a CPU, so that CPU results stay byte-identical to earlier runs."""
     cache_dir: str | None = None
     """Cache root (default: `cache/` in the project, or $TOOLKIT_CACHE_DIR)."""
 
@@ -272,13 +277,25 @@ def entry_spec(cfg: ExtractConfig, task, info: ModelInfo, n_layers: int) -> dict
         raise ToolkitError(f"--pool must be last, mean, first or auto, got '{cfg.pool}'")
     trunc = cfg.truncation_side if cfg.truncation_side != "auto" else ("left" if causal else "right")
     dtype = dtype_name(cfg.dtype, pick_device(cfg.device))
-    return {
+    store = store_dtype(cfg)
+    # float32, the format before store_dtype existed, adds nothing to the key: its entries keep their addresses
+    stored = {} if store == "float32" else {"store_dtype": store}
+    return {**stored,
         "model": info.name, "model_identity": info.identity, "arch": info.arch, "dtype": dtype,
         "template": template, "task": task.name, "ids_sha": _ids_hash(task.ids), "n": len(task),
         "pool": pool, "layers": parse_layers(cfg.layers, n_layers), "max_length": cfg.max_length,
         "truncation_side": trunc, "label_words": list(task.label_words) if causal else None,
         "shard_size": cfg.shard_size,
     }
+
+
+def store_dtype(cfg: ExtractConfig) -> str:
+    """`cfg.store_dtype` resolved: `auto` is float16 on a GPU, float32 elsewhere."""
+    if cfg.store_dtype == "auto":
+        return "float16" if pick_device(cfg.device).startswith("cuda") else "float32"
+    if cfg.store_dtype not in ("float32", "float16"):
+        raise ToolkitError(f"--store-dtype must be auto, float32 or float16, got '{cfg.store_dtype}'")
+    return cfg.store_dtype
 
 
 def _ids_hash(ids) -> str:
@@ -396,6 +413,8 @@ def _run_shards(cfg, task, info, spec, path: Path, rank: int, world: int, progre
                                    causal=info.arch == "causal", batch_tokens=cfg.batch_tokens,
                                    label_words=task.label_words if spec["label_words"] else None,
                                    device=device, progress=tick)
+        if spec.get("store_dtype") == "float16":
+            hidden = hidden.astype(np.float16)  # pooled in float32, rounded once for storage
         arrays = {"index": idx, "hidden": hidden, "n_tokens": np.array([len(seqs[i]) for i in idx]),
                   "truncated": truncated[idx]}
         if logp is not None:
