@@ -106,6 +106,26 @@ def test_gradient_caching_equals_one_big_batch_for_logconf(cfg):
         torch.testing.assert_close(states[1][k], v, atol=2e-6, rtol=1e-5)
 
 
+def test_gradient_checkpointing_gives_the_same_update(cfg):
+    """Recomputing activations in the backward pass changes memory and time, not the step: the weights after two
+    steps agree with and without it (so it is rightly left out of a run's store key)."""
+    task = tasks.load(cfg.task)
+    info, tok, seqs = _encoded(cfg, task.texts[:16])
+    y = task.labels[:16].astype(float)
+    states = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = ft.build_classifier(info, "last", checkpointing=checkpointing)
+        assert model.backbone.is_gradient_checkpointing == checkpointing
+        trainer = ft.Trainer(model, replace(cfg, batch_size=16, micro_batch=16), 10, pad_id=tok.pad_token_id,
+                             side="left")
+        for step in (0, 1):
+            trainer.step(seqs, y, get_loss("xent"), step=step)
+        states.append(trainer.state())
+    for k, v in states[0].items():
+        torch.testing.assert_close(states[1][k], v, atol=1e-6, rtol=1e-5)
+
+
 def test_pooled_representation_is_extractions_last_layer(cfg):
     from transformers import AutoModelForCausalLM
 
