@@ -116,7 +116,7 @@ def test_gradient_checkpointing_gives_the_same_update(cfg):
     for checkpointing in (False, True):
         torch.manual_seed(0)
         model = ft.build_classifier(info, "last", checkpointing=checkpointing)
-        assert model.backbone.is_gradient_checkpointing == checkpointing
+        assert model.backbone.is_activation_checkpointing == checkpointing
         trainer = ft.Trainer(model, replace(cfg, batch_size=16, micro_batch=16), 10, pad_id=tok.pad_token_id,
                              side="left")
         for step in (0, 1):

@@ -192,7 +192,7 @@ def build_classifier(info: ModelInfo, pool: str, lora: int = 0, checkpointing: b
     backbone = AutoModel.from_pretrained(info.path, dtype=torch.float32)  # fp32 master weights
     if checkpointing:
         # non-reentrant: works with frozen (LoRA) inputs and restores the RNG state, so dropout masks match
-        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if lora:
         try:
             from peft import LoraConfig, get_peft_model
