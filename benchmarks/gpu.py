@@ -160,7 +160,7 @@ def stage_probes(feats, task, sizes, device, sklearn_layers: int) -> dict:
     # the same solves by count: per layer, each C for 2 losses x (student + control), the ceiling's 3-fold CV at
     # each C, and its final fit
     n_fits = len(feats.layers) * (len(cfg.Cs) * 2 * 2 + 3 * len(cfg.Cs) + 1)
-    X = feats.hidden[:, feats.index(sup.splits.strong_train.ids)]
+    X = feats.take(sup.splits.strong_train.ids)
     y = sup.soft("strong_train") > 0.5
     picked = np.linspace(0, len(feats.layers) - 1, min(sklearn_layers, len(feats.layers))).astype(int)
     t0 = time.perf_counter()

@@ -104,9 +104,34 @@ def test_corruption_is_detected_reported_and_reextracted(finished, fault, capsys
     assert cache.main(["--cache-dir", cfg.cache_dir, "verify"]) == 1
     assert "CORRUPT" in capsys.readouterr().out
     extract.STATS.update(models_built=0, forward_passes=0)
+    if fault == "flip":
+        # A hit checks headers and sizes only; a layer's crc is checked on its first read, which fails, removes
+        # the entry, and names it. Nothing unverified was handed out.
+        hit = extract.extract(cfg, progress=False)
+        assert extract.STATS["models_built"] == 0
+        hit.layer(0)
+        with pytest.raises(cache.CorruptEntry, match="removed"):
+            hit.take(hit.ids[:3])
+        assert not hit.path.exists()
     again = extract.extract(cfg, progress=False)
     assert extract.STATS["models_built"] == 1  # re-extracted, never read as valid numbers
     assert _npy_bytes(again.path) == good
+
+
+def test_a_hit_reads_and_checks_only_the_layers_used(finished, monkeypatch):
+    cfg, feats = finished
+    want = np.array(feats.hidden)
+    read = []
+    real = cache.zlib.crc32
+    monkeypatch.setattr(cache.zlib, "crc32", lambda b, *a: read.append(len(b)) or real(b, *a))
+    hit = extract.extract(cfg, progress=False)
+    assert read == [] or max(read) < 1000  # only the small files (n_tokens, label log-probs) so far
+    read.clear()
+    np.testing.assert_array_equal(hit.layer(2), want[2])
+    hit.layer(2)
+    assert len(read) == 1  # one layer file, checked once
+    np.testing.assert_array_equal(hit.take(hit.ids[::-1]), want[:, ::-1])
+    assert len(read) == 3
 
 
 def test_two_processes_same_key_one_valid_entry(tiny_causal, tiny_task, tmp_path):

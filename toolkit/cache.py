@@ -14,7 +14,9 @@ version) and of nothing that does not (device, batch size, process count). Layou
 While extraction runs, shards go to `<entry>.partial/shard-XXXXX.npz` (each renamed into place
 when complete), so a killed run resumes from its finished shards. The finished entry is built in
 a temporary folder and renamed, so a reader sees either nothing or a complete entry; every array
-is checked against its crc32 on read, and a mismatch is reported with the path, never used.
+is checked against its crc32 before any of its bytes is used, and a mismatch is reported with the path, never
+used. A cache hit maps the layer files and checks each on its first read (`LayerFiles`), so a hit on a
+gigabyte entry costs milliseconds and a caller pays only for the layers it reads.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
@@ -68,18 +71,83 @@ def crc32_file(path: Path) -> int:
 # ----------------------------------------------------------------------------- reading
 
 
+class LayerFiles:
+    """An entry's layer files, each memory-mapped and checked against its crc32 the first time it is read.
+
+    A cache hit then costs no checksum work until a layer is used (an 8B model's 33-layer entry is a gigabyte),
+    and a caller that uses some layers pays for those only. The crc is taken over the very mapping the array
+    is then read from, so no byte is used unverified. Opening checks each file's header and size against the
+    manifest, which catches a missing or truncated file at once."""
+
+    def __init__(self, path: Path, layers: tuple[int, ...], crcs: dict, n: int, d: int, discard: bool = False):
+        self.path, self.layers, self._crcs, self._discard = path, layers, crcs, discard
+        self._checked: dict[int, np.ndarray] = {}
+        self._headers = {layer: _npy_header(self.file(layer), (n, d)) for layer in layers}
+
+    def file(self, layer: int) -> Path:
+        return self.path / f"layer_{layer:03d}.npy"
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, pos: int) -> np.ndarray:
+        """The (n, d) array of the `pos`-th layer of `layers`, verified on first access."""
+        layer = self.layers[pos]
+        if layer not in self._checked:
+            f = self.file(layer)
+            raw = np.memmap(f, dtype=np.uint8, mode="r")
+            if zlib.crc32(raw) != self._crcs[f.name]:
+                del raw
+                if not self._discard:
+                    raise CorruptEntry(f"checksum mismatch in {f}")
+                # found mid-run, after the hit was handed out: remove it so the next run extracts it afresh
+                shutil.rmtree(self.path, ignore_errors=True)
+                raise CorruptEntry(f"checksum mismatch in {f}: the entry was removed; run again to extract it afresh")
+            dtype, shape, offset = self._headers[layer]
+            self._checked[layer] = np.ndarray(shape, dtype, buffer=raw, offset=offset)
+        return self._checked[layer]
+
+
+def _npy_header(path: Path, shape: tuple[int, int]) -> tuple[np.dtype, tuple, int]:
+    """(dtype, shape, data offset) of a C-order .npy file holding `shape`, whose size must match exactly."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as f:
+            major, _ = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+            got, fortran, dtype = read(f)
+            offset = f.tell()
+    except FileNotFoundError:
+        raise CorruptEntry(f"missing file {path}") from None
+    except (ValueError, OSError) as e:
+        raise CorruptEntry(f"unreadable array {path}: {e}") from None
+    if tuple(got) != tuple(shape) or fortran or path.stat().st_size != offset + dtype.itemsize * int(np.prod(shape)):
+        raise CorruptEntry(f"wrong shape or size in {path}")
+    return dtype, tuple(got), offset
+
+
 @dataclass(frozen=True, eq=False)
 class Features:
-    """A finished cache entry. `hidden` is (n_layers, n_examples, d), float32 or float16 as stored (the
-    manifest's `store_dtype`), aligned to `ids`."""
+    """A finished cache entry, aligned to `ids`: per layer an (n_examples, d) array, float32 or float16 as
+    stored (the manifest's `store_dtype`). `data` is an (n_layers, n_examples, d) array, or the entry's
+    `LayerFiles`, read and verified layer by layer as used."""
 
     path: Path
     manifest: dict
     ids: tuple[str, ...]
     layers: tuple[int, ...]
-    hidden: np.ndarray
+    data: np.ndarray | LayerFiles
     label_logprobs: np.ndarray | None
     n_tokens: np.ndarray
+
+    @functools.cached_property
+    def hidden(self) -> np.ndarray:
+        """(n_layers, n_examples, d) in memory: every layer read (and verified) at once."""
+        if isinstance(self.data, np.ndarray):
+            return self.data
+        if not len(self.data):
+            return np.zeros((0, len(self.ids), self.manifest["hidden_size"]), dtype=np.float32)
+        return np.stack([self.data[i] for i in range(len(self.data))])
 
     def index(self, ids) -> np.ndarray:
         """Row positions of `ids` (join by id, never by position); unknown ids are an error."""
@@ -95,16 +163,30 @@ class Features:
         if layer not in self.layers:
             raise ToolkitError(f"layer {layer} is not in this entry "
                                f"(layers {self.layers[0]}..{self.layers[-1]})")
-        return self.hidden[self.layers.index(layer)]
+        return self.data[self.layers.index(layer)]
+
+    def take(self, ids) -> np.ndarray:
+        """(n_layers, len(ids), d) float32 rows of `ids`, gathered layer by layer: only those rows are copied."""
+        rows = self.index(ids)
+        out = np.empty((len(self.layers), len(rows), self.manifest.get("hidden_size") or self.data[0].shape[-1]),
+                       dtype=np.float32)
+        for i in range(len(self.layers)):
+            out[i] = self.data[i][rows]
+        return out
+
+    def verify(self) -> None:
+        """Read and check every layer now (`python -m toolkit.cache verify`)."""
+        for i in range(len(self.data)):
+            self.data[i]
 
 
-def _checked_array(path: Path, crc: int, mmap: bool) -> np.ndarray:
+def _checked_array(path: Path, crc: int) -> np.ndarray:
     if not path.exists():
         raise CorruptEntry(f"missing file {path}")
     if crc32_file(path) != crc:
         raise CorruptEntry(f"checksum mismatch in {path}")
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except ValueError as e:
         raise CorruptEntry(f"unreadable array {path}: {e}") from None
 
@@ -122,8 +204,11 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
-def load_entry(path: str | os.PathLike, layers=None, mmap: bool = True) -> Features:
-    """Read a finished entry, verifying every file it reads. `layers`: subset of layer numbers."""
+def load_entry(path: str | os.PathLike, layers=None, *, lazy: bool = False) -> Features:
+    """Read a finished entry. `layers`: a subset of layer numbers. Every layer file is memory-mapped and
+    verified against its crc32: all of them now, or with `lazy` each on its first read, as a cache hit does
+    (then a file failing its check removes the entry, so that the next run extracts it afresh). The small files
+    and every file's header and size are checked now either way."""
     path = Path(path)
     manifest = read_manifest(path)
     all_layers = tuple(manifest["layers"])
@@ -133,14 +218,15 @@ def load_entry(path: str | os.PathLike, layers=None, mmap: bool = True) -> Featu
         raise ToolkitError(f"layer(s) {bad} not in entry {path.name}: "
                            f"it has layers {all_layers[0]}..{all_layers[-1]}")
     files = manifest["files"]
-    arrays = [_checked_array(path / f"layer_{layer:03d}.npy", files[f"layer_{layer:03d}.npy"], mmap)
-              for layer in want]
     logp = None
     if "label_logprobs.npy" in files:
-        logp = np.asarray(_checked_array(path / "label_logprobs.npy", files["label_logprobs.npy"], False))
-    n_tokens = np.asarray(_checked_array(path / "n_tokens.npy", files["n_tokens.npy"], False))
-    hidden = np.stack(arrays) if arrays else np.zeros((0, len(manifest["ids"]), manifest["hidden_size"]))
-    return Features(path, manifest, tuple(manifest["ids"]), want, hidden, logp, n_tokens)
+        logp = _checked_array(path / "label_logprobs.npy", files["label_logprobs.npy"])
+    n_tokens = _checked_array(path / "n_tokens.npy", files["n_tokens.npy"])
+    data = LayerFiles(path, want, files, len(manifest["ids"]), manifest["hidden_size"], discard=lazy)
+    feats = Features(path, manifest, tuple(manifest["ids"]), want, data, logp, n_tokens)
+    if not lazy:
+        feats.verify()
+    return feats
 
 
 def try_load(spec: dict, cache_dir=None, layers=None) -> Features | None:
@@ -150,7 +236,7 @@ def try_load(spec: dict, cache_dir=None, layers=None) -> Features | None:
     if not path.exists():
         return None
     try:
-        return load_entry(path, layers=layers)
+        return load_entry(path, layers=layers, lazy=True)
     except CorruptEntry as e:
         print(f"[cache] {e}; discarding the entry and extracting again", file=sys.stderr)
         shutil.rmtree(path, ignore_errors=True)
@@ -353,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         bad = 0
         for e in targets:
             try:
-                load_entry(e, mmap=True)
+                load_entry(e)
                 print(f"ok       {e}")
             except CorruptEntry as err:
                 bad += 1

@@ -57,7 +57,7 @@ def relabel(feats, sup: Supervision, *, model: str, chain: str, Cs=(0.001, 0.01,
     intermediate's records (`student`, weak=`chain`, strong=`model`, setting `crossfit`). `fit`: where and how
     the probes are fitted (`toolkit.weak.solver`)."""
     splits = sup.splits
-    X = {s: feats.hidden[:, feats.index(splits[s].ids)] for s in SPLITS}  # (L, n, d)
+    X = {s: feats.take(splits[s].ids) for s in SPLITS}  # (L, n, d) float32
     n_layers, n = X["strong_train"].shape[:2]
     w = sup.soft("strong_train")
     val_hard = sup.soft("val") > 0.5

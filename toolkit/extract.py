@@ -348,7 +348,7 @@ def extract(cfg: ExtractConfig = ExtractConfig(), *, progress: bool = True, laye
     hit = cache.try_load(spec, cfg.cache_dir, layers) if rank == 0 else None
     _barrier(world)
     if hit is None and rank != 0 and (path / cache.MANIFEST).exists():
-        hit = cache.load_entry(path, layers=layers)
+        hit = cache.load_entry(path, layers=layers, lazy=True)
     if hit is not None:
         return hit
     if rank == 0:  # fail on an unwritable or full cache before any long work starts
@@ -362,7 +362,7 @@ def extract(cfg: ExtractConfig = ExtractConfig(), *, progress: bool = True, laye
         if rank == 0:
             cache.commit_entry(path, _manifest(spec, task, info, path), _n_shards(len(task), cfg.shard_size))
         _barrier(world)
-    return cache.load_entry(path, layers=layers)
+    return cache.load_entry(path, layers=layers, lazy=True)
 
 
 def is_cached(cfg: ExtractConfig) -> bool:
@@ -457,8 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
         hit = "cache hit, no model built" if STATS["models_built"] == 0 else "extracted"
-        print(f"{feats.path}\n  {len(feats.ids)} examples x {len(feats.layers)} layers x d={feats.hidden.shape[-1]} "
-              f"({hit}, {time.perf_counter() - t0:.2f} s)")
+        print(f"{feats.path}\n  {len(feats.ids)} examples x {len(feats.layers)} layers x "
+              f"d={feats.manifest['hidden_size']} ({hit}, {time.perf_counter() - t0:.2f} s)")
     return 0
 
 

@@ -120,7 +120,7 @@ def probe_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predict
     the strong features at once."""
     splits, seed = sup.splits, sup.seed
     ids = {s: splits[s].ids for s in STUDENT_SPLITS}
-    X = {s: feats.hidden[:, feats.index(ids[s])] for s in STUDENT_SPLITS}  # (L, n, d)
+    X = {s: feats.take(ids[s]) for s in STUDENT_SPLITS}  # (L, n, d) float32
     n_layers, n = X["strong_train"].shape[:2]
     base = {"ids": ids, "key": {"task": splits.test.name, "weak": cfg.weak, "strong": cfg.strong, "method": "probe",
                                 "seed": seed}}

@@ -72,7 +72,8 @@ def choose(feats: Features, ids, labels: np.ndarray, cfg: WeakConfig, seed: int)
         except ValueError:
             raise ToolkitError(f"weak layer must be `last`, `cv` or a number, got '{cfg.layer}'") from None
         feats.layer(layers[0])  # raises if absent
-    X = np.stack([feats.layer(li) for li in layers])[:, feats.index(ids)]
+    rows = feats.index(ids)
+    X = np.stack([feats.layer(li)[rows] for li in layers]).astype(np.float32, copy=False)  # only these rows
     labels = labels.astype(np.float64)
     fit = solver(cfg.device, cfg.engine)
     scores = np.stack([cv_accuracy(X, labels, C, seed, fit=fit) for C in cfg.Cs])  # (n_C, n_layers)
