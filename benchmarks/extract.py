@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from toolkit import extract, tasks
-from toolkit.extract import ExtractConfig, extract_arrays, forward_pooled
+from toolkit.extract import ExtractConfig, LayerPooler, extract_arrays, forward_pooled
 from toolkit.models import load_model, load_tokenizer, resolve
 
 
@@ -53,9 +53,10 @@ def unsorted_batches(model, tok, texts, layers, batch_size):
         for i in range(0, len(seqs), batch_size):
             chunk = seqs[i:i + batch_size]
             padded += len(chunk) * max(map(len, chunk))
-            pooled, _ = forward_pooled(model, chunk, pad_id=tok.pad_token_id, layers=layers, pool="last",
-                                       causal=True, padding_side="left", label_ids=None, device="cpu")
-            out.append(pooled)
+            with LayerPooler(model, layers, "last") as pooler:
+                pooled, _ = forward_pooled(model, chunk, pad_id=tok.pad_token_id, pooler=pooler, causal=True,
+                                           padding_side="left", label_ids=None, device="cpu")
+            out.append(pooled.numpy().transpose(1, 0, 2))
     return np.concatenate(out, 1), padded
 
 

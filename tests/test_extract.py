@@ -83,6 +83,58 @@ def test_truncation_is_counted_not_dropped(tiny_causal):
     assert got["n_tokens"].max() == 16
 
 
+def _tiny(arch: str, tok):
+    """A 3-block random-init model of `arch` (its own block list, final norm or none) with `tok`'s vocabulary."""
+    from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    if arch == "llama":
+        return LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                            num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                                            pad_token_id=tok.pad_token_id)).eval()
+    if arch == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=3, n_head=4)).eval()
+    return BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                num_attention_heads=4)).eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "bert"])
+def test_layers_pooled_by_hooks_equal_output_hidden_states(tiny_causal, arch):
+    """Every layer, including the embeddings (0) and the last (after the final norm where there is one),
+    pooled as the model produces it, equals the per-example `output_hidden_states` reference."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_causal)
+    model = _tiny(arch, tok)
+    causal = arch != "bert"
+    pool = "last" if causal else "mean"
+    layers = [0, 1, 2, 3]
+    got = extract_arrays(model, tok, TEXTS, layers=layers, pool=pool, causal=causal, batch_tokens=64)
+    ref, _ = _reference(model, tok, TEXTS, layers, pool)
+    np.testing.assert_allclose(got["hidden"], ref, atol=1e-4, rtol=0)
+    pooler = extract.check_pooler(model, [[1, 2, 3]], layers=layers, pool=pool, causal=causal, pad_id=0,
+                                  padding_side="left" if causal else "right", device="cpu")
+    assert pooler.ok  # the hooks were used, not the fallback
+    assert len(extract._block_list(model)) == 3
+
+
+@pytest.mark.parametrize("fault", ["no blocks", "wrong blocks"])
+def test_pooler_falls_back_when_hooks_cannot_be_trusted(tiny_causal, monkeypatch, fault):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_causal)
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal).eval()
+    want = extract_arrays(model, tok, TEXTS, layers=[0, 1, 2], pool="last", causal=True)["hidden"]
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal).eval()  # no verdict cached on it yet
+    swapped = torch.nn.ModuleList(list(model.model.layers)[::-1])  # hooks would pool the wrong layers
+    monkeypatch.setattr(extract, "_block_list", lambda m: None if fault == "no blocks" else swapped)
+    pooler = extract.check_pooler(model, [[1, 2, 3]], layers=[0, 1, 2], pool="last", causal=True, pad_id=0,
+                                  padding_side="left", device="cpu")
+    assert not pooler.ok
+    got = extract_arrays(model, tok, TEXTS, layers=[0, 1, 2], pool="last", causal=True)["hidden"]
+    np.testing.assert_array_equal(got, want)
+
+
 def _spec(**over):
     base = {"model": "m", "model_identity": {"sha256": "abc"}, "arch": "causal", "dtype": "float32",
             "template": "Q: {text}\nA:", "task": "t", "ids_sha": "123", "n": 10, "pool": "last",
@@ -171,3 +223,51 @@ def test_float16_storage_is_its_own_entry_within_float16_rounding(tiny_causal, t
     assert size(f16) < 0.55 * size(f32)
     with pytest.raises(ToolkitError, match="store-dtype must be auto, float32 or float16"):
         extract.extract(replace(base, store_dtype="int8"), progress=False)
+
+
+def test_auto_batch_budget_follows_free_memory_and_model_shape():
+    from types import SimpleNamespace
+
+    llama8b = SimpleNamespace(hidden_size=4096, intermediate_size=14336, num_attention_heads=32)
+    small = SimpleNamespace(hidden_size=576, intermediate_size=1536, num_attention_heads=9)
+    assert extract.auto_batch_tokens(llama8b, None, 2, 512) == 8192  # no device memory figure: the CPU default
+    assert extract.auto_batch_tokens(llama8b, 123 * 2**30, 2, 512) == 65536  # an H200 after 8B weights: the cap
+    on_24gb = extract.auto_batch_tokens(llama8b, 6 * 2**30, 2, 512)  # a 24 GB card after the same weights
+    assert 8192 < on_24gb < 65536 and on_24gb % 1024 == 0
+    assert extract.auto_batch_tokens(llama8b, 3 * 2**30, 4, 512) < on_24gb  # fp32 activations need more room
+    assert extract.auto_batch_tokens(small, 1 * 2**30, 2, 512) > extract.auto_batch_tokens(llama8b, 1 * 2**30, 2, 512)
+    assert extract.auto_batch_tokens(llama8b, 2**20, 2, 512) == 8192  # never below the CPU budget
+
+
+def test_cpu_defaults_keep_the_cpu_entry_key():
+    """Auto batch budget and shard size resolve to the values CPU entries were made with (8,192; 512)."""
+    cfg = ExtractConfig(device="cpu")
+    assert extract.shard_size(cfg) == 512 and extract.shard_size(replace(cfg, shard_size=64)) == 64
+    with pytest.raises(extract.ToolkitError, match="shard-size"):
+        extract.shard_size(replace(cfg, shard_size=-1))
+
+
+def test_out_of_memory_at_the_auto_budget_halves_it_and_reruns_the_shard(tiny_causal, tiny_task, tmp_path,
+                                                                         monkeypatch, capsys):
+    real = extract.run_batches
+    budgets = []
+
+    def run(*args, batch_tokens, **kw):
+        budgets.append(batch_tokens)
+        if batch_tokens > 2048:
+            kw["progress"](3, 30, 40)  # part of the shard done before the failure
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*args, batch_tokens=batch_tokens, **kw)
+
+    monkeypatch.setattr(extract, "run_batches", run)
+    monkeypatch.setattr(extract, "batch_budget", lambda tokens, *a: tokens or 8192)
+    cfg = ExtractConfig(model=str(tiny_causal), task=str(tiny_task), cache_dir=str(tmp_path / "a"), shard_size=64)
+    feats = extract.extract(cfg, progress=False)
+    assert budgets == [8192, 4096, 2048]
+    assert "batches of 2048 tokens" in capsys.readouterr().err
+    monkeypatch.setattr(extract, "run_batches", real)
+    ref = extract.extract(replace(cfg, cache_dir=str(tmp_path / "b"), batch_tokens=2048), progress=False)
+    np.testing.assert_array_equal(feats.hidden, ref.hidden)
+    monkeypatch.setattr(extract, "run_batches", run)
+    with pytest.raises(extract.ToolkitError, match="--batch-tokens"):  # a budget the user gave is never changed
+        extract.extract(replace(cfg, cache_dir=str(tmp_path / "c"), batch_tokens=4096), progress=False)
