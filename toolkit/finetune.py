@@ -3,9 +3,11 @@
 `run_records(FinetuneConfig(...))` takes splits and weak labels from `weak.supervise` (exactly those of
 the probe path) and returns `Predictions` (method `finetune`, settings `best` and `final`) and gold labels
 by id; `python -m toolkit.finetune --task sentiment --seeds 0,1,2` prints the PGR summary. The same code
-is a plain call on one CPU and runs under `accelerate launch --num_processes N` on N GPUs, or `torchrun
---nproc_per_node N` (also CPU, gloo): each global batch is split across processes, eval is sharded and
-gathered. On a CPU shared with other jobs, OMP_NUM_THREADS=1 was 3-4x faster than 2 threads here.
+is a plain call on one CPU and runs under `accelerate launch --num_processes N` on N GPUs (DDP; FSDP2, for
+models whose weights and optimiser state do not fit one GPU, with `--config_file configs/accelerate_fsdp.yaml`),
+or `torchrun --nproc_per_node N` (also CPU, gloo): each global batch is split across processes, eval is sharded
+and gathered, and every process runs as many forwards as the busiest (FSDP's are collectives). On a CPU
+shared with other jobs, OMP_NUM_THREADS=1 was 3-4x faster than 2 threads here.
 
 Choices, and why:
 - The model is the base (`AutoModel`: the LM head's vocab projection is never computed) plus a
@@ -276,16 +278,25 @@ class Trainer:
         parts = [np.arange(r, len(seqs), world) for r in range(world)]  # process r takes rows r, r+world, ...
         mine = [seqs[i] for i in parts[rank]]
         chunks = [mine[i:i + self.cfg.micro_batch] for i in range(0, len(mine), self.cfg.micro_batch)]
+        # Under FSDP every forward and backward is a collective: each process runs as many micro-batches as
+        # the busiest one, the extra ones on a row of its own with zero weight in the loss.
+        n_chunks = max(-(-len(p) // self.cfg.micro_batch) for p in parts)
+        n_real = len(chunks)
+        chunks += [mine[:1]] * (n_chunks - n_real)
         seed = 1_000_003 * step  # dropout seed of the step's first micro-batch
         self.model.train()
         if len(chunks) == 1:  # one forward with grad, no re-run
             z_first = self._forward(chunks[0], seed)
             z_local = z_first.detach()
         else:
-            z_first, z_local = None, torch.cat([self._forward(c, seed + j, grad=False) for j, c in enumerate(chunks)])
+            z_first = None
+            z_local = torch.cat([self._forward(c, seed + j, grad=False) for j, c in enumerate(chunks)])[:len(mine)]
         z_all = self._gather(z_local, [len(p) for p in parts]).requires_grad_(True)
-        target = torch.as_tensor(w1[np.concatenate(parts)], dtype=torch.float32, device=z_all.device)
-        loss = loss_fn(z_all, target, step=step, total_steps=self.total_steps)
+        # The loss sees the batch in its own row order, whatever the process count: logconf breaks ties by
+        # batch position (all logits tie while the head is still zero).
+        natural = torch.as_tensor(np.argsort(np.concatenate(parts), kind="stable"), device=z_all.device)
+        target = torch.as_tensor(w1, dtype=torch.float32, device=z_all.device)
+        loss = loss_fn(z_all[natural], target, step=step, total_steps=self.total_steps)
         (grad,) = torch.autograd.grad(loss, z_all)
         # This process's rows; x world because DDP averages gradients over processes and the loss needs their sum.
         g = grad[sum(len(p) for p in parts[:rank]):][:len(mine)] * world
@@ -293,7 +304,8 @@ class Trainer:
         for j, c in enumerate(chunks):
             with contextlib.nullcontext() if j == len(chunks) - 1 else self.acc.no_sync(self.model):
                 z = z_first if z_first is not None else self._forward(c, seed + j)
-                self.acc.backward((z * g[start:start + len(c)]).sum())
+                weight = g[start:start + len(c)] if j < n_real else torch.zeros_like(z)
+                self.acc.backward((z * weight).sum())
             start += len(c)
         if self.cfg.max_grad_norm:
             self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
@@ -317,10 +329,14 @@ class Trainer:
 
         self.model.eval()
         batches = plan_batches(np.array([len(s) for s in seqs]), _EVAL_TOKENS)
+        world = self.acc.num_processes
         out = []
-        for b in batches[self.acc.process_index::self.acc.num_processes]:
+        # as many forwards on every process (FSDP's are collectives): the short ones repeat a batch, unused
+        for j in range(self.acc.process_index, -(-len(batches) // world) * world, world):
+            b = batches[j] if j < len(batches) else batches[-1][:1]
             p = torch.softmax(self._forward([seqs[i] for i in b], grad=False), -1)[:, 1]
-            out.append((b, p.cpu().double().numpy()))
+            if j < len(batches):
+                out.append((b, p.cpu().double().numpy()))
         if self.acc.num_processes > 1:
             out = gather_object(out)
         p = np.empty(len(seqs))
@@ -329,8 +345,20 @@ class Trainer:
         return p
 
     def state(self) -> dict:
-        """A CPU copy of the (unwrapped) model's weights."""
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.acc.unwrap_model(self.model).state_dict().items()}
+        """A CPU copy of the model's full weights (under FSDP gathered from the shards: every process calls it;
+        the main process gets the weights)."""
+        full = self.acc.get_state_dict(self.model)
+        return {k: v.detach().to("cpu", copy=True) for k, v in full.items()}
+
+    def load(self, state: dict) -> None:
+        """Put full weights from `state` back into the model (under FSDP2 sharded again from the main process)."""
+        if getattr(self.acc, "is_fsdp2", False):
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True,
+                                                                             broadcast_from_rank0=True))
+        else:
+            self.acc.unwrap_model(self.model).load_state_dict(state)
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -393,7 +421,7 @@ def train(trainer: Trainer, data: dict, targets: np.ndarray, select: np.ndarray,
     if cfg.train_preds:
         res.p["final", "strong_train"] = p_train = trainer.predict(data["strong_train"])
         if best[1] != step:
-            trainer.acc.unwrap_model(trainer.model).load_state_dict(res.states["best"])
+            trainer.load(res.states["best"])
             p_train = trainer.predict(data["strong_train"])
         res.p["best", "strong_train"] = p_train
     res.states = {"best": res.states["best"], "final": final_state} if keep_states else {}
