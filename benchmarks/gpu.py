@@ -10,14 +10,16 @@ written to a temporary file). Per shape, on `--device` (default: cuda when there
 
 - extraction: a naive per-example loop against `toolkit.extract.extract_arrays` at its defaults: tok/s, the
   ratio, MFU (2 × non-embedding parameters × real tokens / time / the bf16 matmul peak measured in this run)
-  and peak device memory;
-- the cache: `toolkit.extract.extract` cold (a fresh cache) and warm (the same call again);
+  peak device memory and the token budget the default resolved to;
+- the cache: `toolkit.extract.extract` cold (a fresh cache) and warm (the same call again), the entry's size and
+  its store dtype (auto: float16 on a GPU);
 - one seed of probes (`toolkit.probe.probe_students`: every layer × C × loss, the noise controls and the
   ceiling's CV) on the device, and scikit-learn on the host for the same count of fits (timed on a few layers and
   scaled), each as a share of the extraction time;
 - prompting at k = 8 with the demonstrations' prefix computed once (`toolkit.prompt.score`);
 - fine-tuning steps: full for shapes up to `--full-max`, LoRA (peft) above it: tokens/s and MFU (per token,
-  6 FLOPs for each trained matmul weight and 4 for each frozen one).
+  6 FLOPs for each trained matmul weight and 4 for each frozen one) and peak device memory; `--checkpointing`
+  recomputes activations in the backward pass.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import torch
 
 from toolkit import finetune, probe, prompt, tasks
 from toolkit._util import cache_root
-from toolkit.extract import ExtractConfig, extract, extract_arrays
+from toolkit.extract import ExtractConfig, batch_budget, extract, extract_arrays
 from toolkit.losses import get_loss
 from toolkit.models import load_model, load_tokenizer, resolve
 from toolkit.weak import WeakConfig, supervise
@@ -118,6 +120,7 @@ def stage_extraction(info, tok, texts, device, dtype, n_naive, peak) -> dict:
         sync(device)
         naive = n_tok / (time.perf_counter() - t0)
     extract_arrays(model, tok, texts[:16], layers=layers, pool="last", causal=True, device=device)  # warm-up
+    budget = batch_budget(0, model, device)  # what the default (auto) resolves to here, after the warm-up
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     sync(device)
@@ -128,7 +131,8 @@ def stage_extraction(info, tok, texts, device, dtype, n_naive, peak) -> dict:
     secs = time.perf_counter() - t0
     tok_s = float(out["n_tokens"].sum()) / secs
     res = {"naive_tok_s": naive, "extract_tok_s": tok_s, "extract_x_naive": tok_s / naive,
-           "extract_mfu": n_flop * tok_s / peak, "naive_mfu": n_flop * naive / peak, "extract_s": secs}
+           "extract_mfu": n_flop * tok_s / peak, "naive_mfu": n_flop * naive / peak, "extract_s": secs,
+           "extract_batch_tokens": budget}
     if device.startswith("cuda"):
         res["extract_peak_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
     del model
@@ -143,7 +147,9 @@ def stage_cache(model_dir: Path, task_path: Path, cache: Path, device: str) -> t
     t0 = time.perf_counter()
     feats = extract(cfg, progress=False)
     warm = time.perf_counter() - t0
-    return {"cache_cold_s": cold, "cache_warm_s": warm, "cache_x": cold / warm}, feats
+    size = sum(f.stat().st_size for f in Path(feats.path).iterdir())
+    return {"cache_cold_s": cold, "cache_warm_s": warm, "cache_x": cold / warm, "cache_entry_mb": size / 1e6,
+            "cache_store_dtype": feats.manifest.get("store_dtype", "float32")}, feats
 
 
 def stage_probes(feats, task, sizes, device, sklearn_layers: int) -> dict:
@@ -185,13 +191,17 @@ def stage_prompt(info, tok, texts, device, dtype, n_queries: int, k: int = 8) ->
     return {"prompt_queries_s": len(queries) / secs, "prompt_k": k}
 
 
-def stage_finetune(info, tok, texts, device, lora: int, steps: int, batch: int, peak: float) -> dict:
+def stage_finetune(info, tok, texts, device, lora: int, steps: int, batch: int, peak: float,
+                   checkpointing: bool = False) -> dict:
     if lora:
         try:
             import peft  # noqa: F401
         except ImportError:
             return {"finetune": "skipped: LoRA needs peft (pip install peft)"}
-    cfg = finetune.FinetuneConfig(device=device, batch_size=batch, micro_batch=batch, lora=lora)
+    cfg = finetune.FinetuneConfig(device=device, batch_size=batch, micro_batch=batch, lora=lora,
+                                  checkpointing=checkpointing)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     model = finetune.build_classifier(info, "last", lora=lora)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     backbone = nonembedding(model.backbone.get_base_model() if lora else model.backbone)
@@ -212,9 +222,13 @@ def stage_finetune(info, tok, texts, device, lora: int, steps: int, batch: int, 
     # input gradient); LoRA's adapters are the trained part, the backbone's matmuls the frozen one
     lora_params = trainable - 2 * (model.head.in_features + 1)
     per_token = 4 * backbone + 6 * lora_params if lora else 6 * backbone
-    return {"finetune": "lora" if lora else "full", "finetune_trainable": trainable, "finetune_steps_s": steps / secs,
-            "finetune_tok_s": n_tok / secs, "finetune_mfu": per_token * n_tok / secs / peak,
-            "finetune_precision": trainer.precision}
+    res = {"finetune": "lora" if lora else "full", "finetune_trainable": trainable, "finetune_steps_s": steps / secs,
+           "finetune_tok_s": n_tok / secs, "finetune_mfu": per_token * n_tok / secs / peak,
+           "finetune_precision": trainer.precision, "finetune_checkpointing": checkpointing}
+    if device.startswith("cuda"):
+        res["finetune_peak_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    del trainer, model
+    return res
 
 
 def default_task(n: int, smoke: bool, root: Path) -> Path:
@@ -244,6 +258,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--full-max", default="1.7b",
                         help="the largest shape fine-tuned in full; LoRA above it (`none`: LoRA for every shape)")
     parser.add_argument("--lora-rank", type=int, default=16)
+    parser.add_argument("--checkpointing", action="store_true", help="fine-tune with activation checkpointing")
     parser.add_argument("--sklearn-layers", type=int, default=4, help="layers the scikit-learn arm is timed on")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
@@ -278,7 +293,7 @@ def main(argv=None) -> dict:
             res |= stage_prompt(info, tok, texts, device, dtype, args.queries)
             full = args.full_max != "none" and SIZE_RANK.index(name) <= SIZE_RANK.index(args.full_max)
             lora = 0 if full else args.lora_rank
-            res |= stage_finetune(info, tok, texts, device, lora, args.steps, batch, peak)
+            res |= stage_finetune(info, tok, texts, device, lora, args.steps, batch, peak, args.checkpointing)
             results["shapes"][name] = res
             print(json.dumps({"shape": name, **{k: round(v, 4) if isinstance(v, float) else v
                                                 for k, v in res.items()}}), flush=True)

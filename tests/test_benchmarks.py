@@ -1,5 +1,5 @@
 """`benchmarks/gpu.py --smoke`: the GPU benchmark's every stage, on a tiny shape on the CPU, so that the script a
-lent GPU runs in one prepared call has run before it gets there."""
+lent GPU runs in one prepared call has run before it gets there; and the cache-hit benchmark on a tiny entry."""
 
 from __future__ import annotations
 
@@ -32,3 +32,17 @@ def test_gpu_benchmark_smoke_runs_every_stage(tmp_path):
                 "finetune_mfu"):
         assert math.isfinite(tiny[key]) and tiny[key] > 0, key
     assert tiny["finetune"] == "full" and tiny["probe_fits"] == 3 * (4 * 2 * 2 + 3 * 4 + 1)  # 3 layers of tiny
+    assert tiny["extract_batch_tokens"] == 8192 and tiny["cache_store_dtype"] == "float32"  # the CPU defaults
+    assert tiny["cache_entry_mb"] > 0 and tiny["finetune_checkpointing"] is False
+
+
+def test_cache_hit_benchmark_runs(capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import cache_hit
+    finally:
+        sys.path.pop(0)
+    cache_hit.main(["--n", "40", "--layers", "3", "--d", "16", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "entry 40 x 3 layers x 16 float32" in out
+    assert all(arm in out for arm in ("eager", "hit + 1 layer", "hit + all layers"))
