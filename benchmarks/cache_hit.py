@@ -24,15 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.cache import commit_entry, load_entry, write_shard
+from toolkit.cache import _size, commit_entry, load_entry, write_shard
 
 
-def build(root: Path, n: int, n_layers: int, d: int) -> Path:
+def build(root: Path, ids: list[str], n_layers: int, d: int) -> Path:
+    n = len(ids)
     rng = np.random.default_rng(0)
     hidden = rng.standard_normal((n_layers, n, d), dtype=np.float32)
     path = root / "entry"
     write_shard(path, 0, {"index": np.arange(n), "hidden": hidden, "n_tokens": np.full(n, 100, np.int64)})
-    manifest = {"ids": [f"{i:016x}" for i in range(n)], "layers": list(range(n_layers)), "hidden_size": d}
+    manifest = {"ids": ids, "layers": list(range(n_layers)), "hidden_size": d}
     return commit_entry(path, manifest, 1)
 
 
@@ -53,9 +54,9 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="toolkit-hit-") as tmp:
-        path = build(Path(tmp), args.n, args.layers, args.d)
-        size = sum(f.stat().st_size for f in path.iterdir())
         ids = [f"{i:016x}" for i in range(args.n)]
+        path = build(Path(tmp), ids, args.layers, args.d)
+        size = _size(path)
         mid = args.layers // 2
         arms = {
             "eager": lambda: load_entry(path),

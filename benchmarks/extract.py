@@ -5,9 +5,9 @@
 Arms: a naive per-example loop (`output_hidden_states=True`, last token), an unsorted padded batch
 (fixed batch size, original order), `toolkit.extract` in float32 and in bfloat16 (length-sorted,
 token-budget batches), the same on float32 weights under bf16 autocast, and a cache-hit rerun of the whole
-job against its cold run. Prints tokens/s,
-the ratio to the naive loop, padding fraction, model-FLOP utilisation against a matmul peak measured
-here, and the numerical agreement with the naive loop.
+job against its cold run. Prints tokens/s, the ratio to the naive loop, padding fraction, model-FLOP
+utilisation against a matmul peak measured here, and the numerical agreement with the naive loop (per layer
+for the bf16 arms).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ import torch
 
 from toolkit import finetune, probe, prompt, tasks
 from toolkit._util import cache_root
+from toolkit.cache import _size as entry_size
 from toolkit.extract import ExtractConfig, batch_budget, extract, extract_arrays
 from toolkit.losses import get_loss
 from toolkit.models import load_model, load_tokenizer, resolve
@@ -147,8 +148,8 @@ def stage_cache(model_dir: Path, task_path: Path, cache: Path, device: str) -> t
     t0 = time.perf_counter()
     feats = extract(cfg, progress=False)
     warm = time.perf_counter() - t0
-    size = sum(f.stat().st_size for f in Path(feats.path).iterdir())
-    return {"cache_cold_s": cold, "cache_warm_s": warm, "cache_x": cold / warm, "cache_entry_mb": size / 1e6,
+    return {"cache_cold_s": cold, "cache_warm_s": warm, "cache_x": cold / warm,
+            "cache_entry_mb": entry_size(Path(feats.path)) / 1e6,
             "cache_store_dtype": feats.manifest.get("store_dtype", "float32")}, feats
 
 

