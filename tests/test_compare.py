@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import save_tiny_causal
 
-from toolkit import compare, extract, finetune, probe, prompt
+from toolkit import compare, extract, finetune, probe, prompt, report
 from toolkit._util import ToolkitError
 from toolkit.tasks import SplitSizes
 
@@ -82,7 +82,8 @@ def test_a_rerun_trains_nothing_and_gives_the_same_tables(first, models, tiny_ta
                         ks=(0, 2), epochs=1, n_boot=50, cache_dir=str(cache), out=tmp_path, progress=False,
                         figures=False)
     assert not list(tmp_path.glob("*.png")) and "## Figures" not in (tmp_path / "report.md").read_text()
-    assert again.stats == {"prompts_scored": 0, "finetunes_trained": 0, "models_built_for_extraction": 0}
+    assert again.stats == {"probe_seeds_fitted": 0, "prompts_scored": 0, "finetunes_trained": 0,
+                           "models_built_for_extraction": 0}
     assert probe.STATS["fitted"] == before[0]["fitted"] and finetune.STATS["trainings"] == before[1]["trainings"]
     pd.testing.assert_frame_equal(again.summary, result.summary)
     pd.testing.assert_frame_equal(again.results, result.results)
@@ -116,12 +117,12 @@ def test_records_keep_the_one_pass_order(first):
 
 
 def test_phases_put_seed_0_of_the_cheap_methods_first():
-    cfg = compare.CompareConfig(seeds=3, finetune_seeds=2)
+    cfg = compare.CompareConfig.make(seeds=3, finetune_seeds=2)
     sups = ["s0", "s1", "s2"]
     assert compare._phases(cfg, sups) == [(["s0"], ("probe", "prompt")), (["s1", "s2"], ("probe", "prompt")),
                                           (["s0", "s1"], ("finetune",))]
-    assert compare._phases(compare.CompareConfig(seeds=1, methods=("probe",)), sups[:1]) == [(["s0"], ("probe",))]
-    assert compare._phases(compare.CompareConfig(methods=("finetune",), finetune_seeds=0), sups) == [
+    assert compare._phases(compare.CompareConfig.make(seeds=1, methods=("probe",)), sups[:1]) == [(["s0"], ("probe",))]
+    assert compare._phases(compare.CompareConfig.make(methods=("finetune",), finetune_seeds=0), sups) == [
         (sups, ("finetune",))]
 
 
@@ -158,22 +159,22 @@ def test_probes_with_the_torch_engine_match_the_numpy_engine(first, models, tiny
     for r in theirs:
         np.testing.assert_allclose(ours[r.key()].aligned(r.ids), r.p, atol=1e-5)
     with pytest.raises(ToolkitError, match="probe engine must be one of auto, numpy, torch"):
-        compare.CompareConfig(probe_engine="jax")
+        compare.CompareConfig.make(probe_engine="jax")
 
 
 def test_config_errors_are_clear():
     with pytest.raises(ToolkitError, match="unknown method"):
-        compare.CompareConfig(methods=("probe", "sft"))
+        compare.CompareConfig.make(methods=("probe", "sft"))
     with pytest.raises(ToolkitError, match="at least one task"):
-        compare.CompareConfig(tasks=())
-    cfg = compare.CompareConfig(tasks="a,b", strong="x, y", ks="0,4")
+        compare.CompareConfig.make(tasks=())
+    cfg = compare.CompareConfig.make(tasks="a,b", strong="x, y", ks="0,4")
     assert cfg.tasks == ("a", "b") and cfg.strong == ("x", "y") and cfg.ks == (0, 4)
     assert cfg.summary_settings() == ("select", "layer=0", "k=4", "k=4,cal", "best", "final")
 
 
 def test_markdown_table_escapes_and_formats():
     df = pd.DataFrame({"a": ["x|y"], "b": [0.12345], "c": [np.nan]})
-    assert compare.markdown_table(df).splitlines() == ["| a | b | c |", "|---|---|---|", "| x\\|y | 0.123 |  |"]
+    assert report.markdown_table(df).splitlines() == ["| a | b | c |", "|---|---|---|", "| x\\|y | 0.123 |  |"]
 
 
 def test_a_chain_of_two_is_the_direct_comparison(first, models, tiny_task):
@@ -203,9 +204,9 @@ def test_a_bootstrapped_run_sits_beside_the_direct_one(first, models, tiny_task,
     assert (tmp_path / "chain.png").exists()
     assert "tfidf>" in (tmp_path / "report.md").read_text()
     with pytest.raises(ToolkitError, match="starts with the weak model"):
-        compare.CompareConfig(weak="a", chain=("b", "c"))
+        compare.CompareConfig.make(weak="a", chain=("b", "c"))
     with pytest.raises(ToolkitError, match="tfidf can only start"):
-        compare.CompareConfig(chain=("a", "tfidf", "c"))
+        compare.CompareConfig.make(chain=("a", "tfidf", "c"))
 
 
 def test_presets_resolve_and_cli_options_override_them(monkeypatch):
@@ -213,7 +214,7 @@ def test_presets_resolve_and_cli_options_override_them(monkeypatch):
     assert cfg.strong == compare.LADDER and cfg.tasks == compare.STUDY_TASKS and cfg.limit == 2000
     assert compare.preset("bootstrap").strong == ("gemma3-270m",)
     # quick is the default comparison without fine-tuning, its expensive arm
-    assert compare.preset("quick") == compare.CompareConfig(methods=("probe", "prompt"))
+    assert compare.preset("quick") == compare.CompareConfig.make(methods=("probe", "prompt"))
     with pytest.raises(ToolkitError, match="unknown preset 'huge'"):
         compare.preset("huge")
     seen = {}

@@ -68,25 +68,27 @@ CASES = {
     "k-shot larger than the pool": (lambda d: prompt.select_demos(np.array([1, 1, 0, 1]), 4, 0),
                                     r"k=4 needs 2 demonstrations per class but strong_train has only 1 with label 0; "
                                     r"use k <= 2"),
-    "odd k": (lambda d: compare.CompareConfig(ks=(0, 3)), r"ks must be even numbers >= 0"),
-    "unknown loss": (lambda d: compare.CompareConfig(losses=("xent", "hinge")), r"unknown loss 'hinge'"),
-    "unknown method": (lambda d: compare.CompareConfig(methods=("probe", "rlhf")), r"unknown method\(s\) \['rlhf'\]"),
-    "bad seeds": (lambda d: compare.CompareConfig(seeds="a,b"), r"seeds must be a number n"),
+    "odd k": (lambda d: compare.CompareConfig.make(ks=(0, 3)), r"ks must be even numbers >= 0"),
+    "unknown loss": (lambda d: compare.CompareConfig.make(losses=("xent", "hinge")), r"unknown loss 'hinge'"),
+    "unknown method": (lambda d: compare.CompareConfig.make(methods=("probe", "rlhf")), r"unknown method 'rlhf'"),
+    "bad seeds": (lambda d: compare.CompareConfig.make(seeds="a,b"), r"seeds must be a number n"),
     "model folder without weights": (
         lambda d: models.resolve(str(_folder(d, {"config.json": '{"model_type": "llama"}'}))),
                                      r"model folder .* has no weight files \(\*\.safetensors, \*\.bin\)"),
     "model folder without config": (lambda d: models.resolve(str(_folder(d, {"model.safetensors": ""}))),
                                     r"model folder .* has no readable config\.json"),
     "negative seeds": (lambda d: weak.check_seeds(-1), r"seeds must be a number n >= 1 .* got -1"),
-    "an empty split": (lambda d: compare.CompareConfig(sizes=SplitSizes(0, 10, 10, 10)),
+    "an empty split": (lambda d: compare.CompareConfig.make(sizes=SplitSizes(0, 10, 10, 10)),
                        r"split sizes weak_train=0 are too small: every split needs at least one example of each"),
-    "an empty test pool": (lambda d: compare.CompareConfig(sizes=SplitSizes(12, 12, 2, 0)), r"test=0 are too small"),
-    "weak_train too small for CV": (lambda d: compare.CompareConfig(sizes=SplitSizes(4, 10, 2, 2)),
+    "an empty test pool": (lambda d: compare.CompareConfig.make(sizes=SplitSizes(12, 12, 2, 0)),
+                           r"test=0 are too small"),
+    "weak_train too small for CV": (lambda d: compare.CompareConfig.make(sizes=SplitSizes(4, 10, 2, 2)),
                                     r"weak_train=4 is too small: .* needs weak_train >= 6"),
-    "weak_train too small for tfidf": (lambda d: compare.CompareConfig(weak="tfidf", sizes=SplitSizes(8, 10, 6, 10)),
+    "weak_train too small for tfidf": (lambda d: compare.CompareConfig.make(weak="tfidf",
+                                                                            sizes=SplitSizes(8, 10, 6, 10)),
                                        r"weak supervisor \(tfidf\) .* needs weak_train >= 10"),
     "strong_train too small for the probe ceiling": (
-        lambda d: compare.CompareConfig(sizes=SplitSizes(10, 4, 2, 2)), r"strong_train=4 is too small: the probe"),
+        lambda d: compare.CompareConfig.make(sizes=SplitSizes(10, 4, 2, 2)), r"strong_train=4 is too small: the probe"),
 }
 
 

@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CACHE_ENV = "TOOLKIT_CACHE_DIR"
 
@@ -46,6 +48,20 @@ def stable_hash(obj: Any, n: int = 16) -> str:
     """Hex digest (first `n` chars of sha256) of a JSON-serialisable object, key order independent."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:n]
+
+
+def rng(seed: int, *salt: int) -> np.random.Generator:
+    """The random generator of `seed` for one purpose. Every random draw of the toolkit derives from the run's
+    seed here: `salt` (constants named where they are used, e.g. `prompt.DEMO_SALT`) keeps the purposes
+    independent, through numpy's SeedSequence, so that demonstrations never mirror the split's own shuffle.
+    `rng(s)` is `np.random.default_rng(s)`."""
+    return np.random.default_rng([int(seed), *map(int, salt)])
+
+
+def derive_seed(seed: int, *salt: int) -> int:
+    """A 63-bit integer seed derived from `seed` and `salt` as `rng` derives its generator, for libraries that
+    take an integer (`torch.manual_seed`)."""
+    return int(np.random.SeedSequence([int(seed), *map(int, salt)]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -96,57 +112,3 @@ def cli_main(fn):
             return 130
 
     return wrapper
-
-
-def field_docs(cls) -> dict[str, str]:
-    """Field docstrings of a dataclass (the string literal under each field), read with `ast`,
-    so configs document themselves in code and in `--help` from one source."""
-    import ast
-    import inspect
-    import textwrap
-
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, nxt in zip(body, body[1:]):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                    and isinstance(nxt.value.value, str)):
-                docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
-def add_config_args(parser, cls, skip: tuple[str, ...] = ()) -> None:
-    """Add `--field-name` options for each field of dataclass `cls`, with its docstring as help."""
-    import dataclasses
-
-    docs = field_docs(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else None
-        kind = type(default) if isinstance(default, int | float) and not isinstance(default, bool) else str
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse_bool(), default=default, help=docs.get(f.name, ""))
-        else:
-            parser.add_argument(flag, type=kind, default=default,
-                                help=f"{docs.get(f.name, '')} (default: {default})")
-
-
-def argparse_bool():
-    import argparse
-
-    return argparse.BooleanOptionalAction
-
-
-def config_from_args(cls, args, **overrides):
-    """Build dataclass `cls` from parsed args (fields present on `args`) plus `overrides`."""
-    import dataclasses
-
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    return cls(**{**values, **overrides})

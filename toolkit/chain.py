@@ -27,7 +27,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from toolkit._util import ToolkitError
+from toolkit._util import ToolkitError, rng
 from toolkit.linear import fit_many, predict_proba_many
 from toolkit.records import CHAIN_SEP, Predictions
 from toolkit.weak import Supervision
@@ -36,6 +36,10 @@ __all__ = ["CHAIN_SEP", "fold_of", "relabel", "stored_relabel", "bootstrap"]
 
 SPLITS = ("strong_train", "val", "test")
 CROSSFIT = "crossfit"
+FORMAT_VERSION = 1
+FOLD_SALT = 0xB007  # `rng` salt of the cross-fitting folds
+"""Part of every stored chain step's key: bump it with any change to `relabel` or `fold_of` that changes a
+result."""
 """The setting of an intermediate's records (kept apart from the direct probe students' `select`)."""
 
 
@@ -46,7 +50,7 @@ def fold_of(n: int, seed: int, folds: int = 2) -> np.ndarray:
     if n < 2 * folds:
         raise ToolkitError(f"strong_train has {n} examples: too few for {folds} folds")
     out = np.empty(n, dtype=np.int64)
-    out[np.random.default_rng([seed, 0xB007]).permutation(n)] = np.arange(n) % folds
+    out[rng(seed, FOLD_SALT).permutation(n)] = np.arange(n) % folds
     return out
 
 
@@ -92,15 +96,13 @@ def stored_relabel(feats, sup: Supervision, *, model: str, chain: str, Cs=(0.001
                    ) -> tuple[Supervision, list[Predictions]]:
     """`relabel`, read from `<cache>/runs/chain/<key>.npz` when the same step was computed before. The key is
     content: the intermediate's feature entry, the split ids, the incoming labels (6 decimals), the settings
-    and this module's and the solver's source."""
-    import inspect
-
+    and the format versions of this step and of the solver."""
     from toolkit import linear, records
     from toolkit._util import cache_root, stable_hash
 
     splits = sup.splits
     spec = {"features": feats.path.name, "seed": sup.seed, "Cs": list(Cs), "loss": loss, "folds": folds,
-            "code": stable_hash([inspect.getsource(relabel), inspect.getsource(fold_of), *linear.solver_source()]),
+            "version": [FORMAT_VERSION, linear.SOLVER_VERSION],
             "ids": {s: stable_hash(list(splits[s].ids)) for s in SPLITS},
             "labels": {s: stable_hash(np.round(sup.soft(s), 6).tolist()) for s in SPLITS}}
     path = cache_root(cache_dir) / "runs" / "chain" / f"{stable_hash(spec, 24)}.npz"

@@ -16,7 +16,6 @@ logits only at the answer position (`logits_to_keep=1`, left padding).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import inspect
 import math
@@ -28,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit import cache
-from toolkit._util import ToolkitError, add_config_args, cli_main, config_from_args
+from toolkit import cache, config, tasks
+from toolkit._util import ToolkitError, cli_main
+from toolkit.config import Quiet
 from toolkit.models import (
     DEFAULT_STRONG,
     ModelInfo,
@@ -483,12 +483,8 @@ def _ids_hash(ids) -> str:
 
 
 def load_task(cfg: ExtractConfig):
-    from toolkit import tasks
-
-    task = tasks.load(cfg.task, cache_dir=cfg.cache_dir)
-    if cfg.limit and cfg.limit < len(task):
-        task = tasks.subsample(task, cfg.limit, seed=0)
-    return task
+    """The task `cfg` extracts, subsampled to its `limit` (`tasks.load`)."""
+    return tasks.load(cfg.task, cache_dir=cfg.cache_dir, limit=cfg.limit)
 
 
 def _dist():
@@ -655,11 +651,7 @@ def _manifest(spec: dict, task, info: ModelInfo, path: Path) -> dict:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m toolkit.extract", description=__doc__.split("\n")[0])
-    add_config_args(parser, ExtractConfig)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    cfg = config_from_args(ExtractConfig, args)
+    cfg, args = config.parse(ExtractConfig, argv, "python -m toolkit.extract", __doc__.split("\n")[0], extra=Quiet)
     t0 = time.perf_counter()
     feats = extract(cfg, progress=not args.quiet)
     rank = int(os.environ.get("RANK", "0"))

@@ -28,13 +28,13 @@ Choices, and why:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,10 +43,20 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from toolkit import config, tasks
 from toolkit import records as rec
-from toolkit._util import ToolkitError, add_config_args, cache_root, cli_main, config_from_args, stable_hash
-from toolkit.extract import ExtractConfig, entry_spec, load_task, pad_batch, plan_batches, pool_hidden, tokenize
+from toolkit._util import (
+    ToolkitError,
+    cache_root,
+    cli_main,
+    derive_seed,
+    stable_hash,
+)
+from toolkit._util import rng as derive_rng
+from toolkit.config import Quiet, Sizes, csv, flag, ints, sizes_field
+from toolkit.extract import ExtractConfig, entry_spec, pad_batch, plan_batches, pool_hidden, tokenize
 from toolkit.losses import get_loss
+from toolkit.methods import Context, Method, MethodResult, register
 from toolkit.models import (
     DEFAULT_STRONG,
     DEFAULT_WEAK,
@@ -56,12 +66,15 @@ from toolkit.models import (
     pick_device,
     resolve,
 )
-from toolkit.tasks import SplitSizes
 
 __all__ = ["FinetuneConfig", "Classifier", "Trainer", "make_batches", "train", "train_run", "run_records",
            "run_with_curves", "run", "STATS", "main"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Part of every stored run's key. 2: dropout masks drawn per seed (1 drew the same masks for every seed)."""
+PREDICTIONS = "predictions.npz"
+DROPOUT_SALT = 0xD209  # `derive_seed` salt of the dropout masks
+INIT_SALT = 0x1417  # `derive_seed` salt of the LoRA initialisation
 STATS = {"trainings": 0, "loaded": 0}
 """Counters the tests read: a finished run is loaded (`loaded`), not retrained (`trainings`)."""
 _EVAL_TOKENS = 8192  # padded tokens per inference batch; only speed depends on it
@@ -77,11 +90,11 @@ class FinetuneConfig:
     """Weak supervisor's model (its probe gives the weak labels; see `toolkit.weak`)."""
     strong: str = DEFAULT_STRONG
     """Strong model to fine-tune: catalog name, local folder or hub id."""
-    seeds: tuple = (0,)
+    seeds: tuple[int, ...] = ints((0,), what="seeds")
     """Seeds (split + training), as a tuple or `0,1,2`; an int n means 0..n-1."""
-    losses: tuple = ("xent", "logconf")
+    losses: tuple[str, ...] = csv(("xent", "logconf"))
     """Student losses from `toolkit.losses`, as a tuple or `xent,logconf`; parameters as `logconf:alpha=0.75`."""
-    ceiling: bool = True
+    ceiling: bool = flag(True)
     """Also train the ceiling: the same model on gold `strong_train` labels with loss xent."""
     epochs: int = 2
     """Passes over `strong_train`."""
@@ -101,15 +114,15 @@ class FinetuneConfig:
     """Gradient clipping by global norm (0 = off)."""
     max_length: int = 512
     """Longer inputs are truncated like extraction truncates them (counted, never dropped)."""
-    bucket: bool = True
+    bucket: bool = flag(True)
     """Length-sorted batches (little padding); off = random batches."""
     eval_every: int = 16
     """Evaluate every N steps counted within each epoch, and at each epoch end (0 = epoch ends only)."""
     ceiling_select: str = "gold"
     """Which `val` labels choose the ceiling's best eval: `gold` (it is the gold reference) or `weak`."""
-    train_preds: bool = True
+    train_preds: bool = flag(True)
     """Also predict `strong_train` with the best and final models (for the agreement diagnostics)."""
-    sizes: SplitSizes = SplitSizes()
+    sizes: Sizes = sizes_field()
     """Examples per split (as in `toolkit.tasks.split`); on the CLI `--sizes 500,1000,200,500`."""
     limit: int = 0
     """Use a class-balanced subsample of the task of this many examples (0 = all)."""
@@ -120,11 +133,11 @@ class FinetuneConfig:
     """`auto`, `cpu` or `cuda` (under `accelerate launch` the launcher assigns devices)."""
     lora: int = 0
     """LoRA rank (0 = full fine-tuning); needs the optional extra `pip install -e ".[lora]"` (peft)."""
-    checkpointing: bool = False
+    checkpointing: bool = flag(False)
     """Gradient checkpointing: keep only each block's input in the forward pass and recompute the rest in the
     backward, for models or inputs whose activations do not fit (about a third more compute; the same
     result, so runs with and without it share their store key)."""
-    keep_weights: bool = False
+    keep_weights: bool = flag(False)
     """Save the best and final weights (safetensors) with the run."""
     cache_dir: str | None = None
     """Cache root (default: `cache/` in the project, or $TOOLKIT_CACHE_DIR)."""
@@ -242,7 +255,8 @@ def _seeded(seed: int, device):
 class Trainer:
     """One model under one `accelerate.Accelerator`: optimiser steps on global batches, and inference."""
 
-    def __init__(self, model: Classifier, cfg: FinetuneConfig, total_steps: int, *, pad_id: int, side: str):
+    def __init__(self, model: Classifier, cfg: FinetuneConfig, total_steps: int, *, pad_id: int, side: str,
+                 seed: int = 0):
         from accelerate import Accelerator
         from transformers import get_scheduler
 
@@ -262,7 +276,7 @@ class Trainer:
         if cfg.batch_size < self.acc.num_processes:
             raise ToolkitError(f"batch_size {cfg.batch_size} < {self.acc.num_processes} processes: each needs rows")
         self.model, self.opt = self.acc.prepare(model, opt)
-        self.cfg, self.total_steps, self.pad_id, self.side = cfg, total_steps, pad_id, side
+        self.cfg, self.total_steps, self.pad_id, self.side, self.seed = cfg, total_steps, pad_id, side, seed
 
     def _forward(self, seqs, seed: int | None = None, grad: bool = True):
         """(B, 2) logits of token id lists; a `seed` fixes the dropout masks, so a re-run sees the same ones."""
@@ -283,14 +297,16 @@ class Trainer:
         n_chunks = max(-(-len(p) // self.cfg.micro_batch) for p in parts)
         n_real = len(chunks)
         chunks += [mine[:1]] * (n_chunks - n_real)
-        seed = 1_000_003 * step  # dropout seed of the step's first micro-batch
+        # Dropout masks per (run seed, step, micro-batch): each seed draws its own, and the student and the
+        # ceiling of one seed share theirs (common random numbers for their difference).
+        seeds = [derive_seed(self.seed, DROPOUT_SALT, step, j) for j in range(len(chunks))]
         self.model.train()
         if len(chunks) == 1:  # one forward with grad, no re-run
-            z_first = self._forward(chunks[0], seed)
+            z_first = self._forward(chunks[0], seeds[0])
             z_local = z_first.detach()
         else:
             z_first = None
-            z_local = torch.cat([self._forward(c, seed + j, grad=False) for j, c in enumerate(chunks)])[:len(mine)]
+            z_local = torch.cat([self._forward(c, seeds[j], grad=False) for j, c in enumerate(chunks)])[:len(mine)]
         z_all = self._gather(z_local, [len(p) for p in parts]).requires_grad_(True)
         # The loss sees the batch in its own row order, whatever the process count: logconf breaks ties by
         # batch position (all logits tie while the head is still zero).
@@ -303,7 +319,7 @@ class Trainer:
         start = 0
         for j, c in enumerate(chunks):
             with contextlib.nullcontext() if j == len(chunks) - 1 else self.acc.no_sync(self.model):
-                z = z_first if z_first is not None else self._forward(c, seed + j)
+                z = z_first if z_first is not None else self._forward(c, seeds[j])
                 weight = g[start:start + len(c)] if j < n_real else torch.zeros_like(z)
                 self.acc.backward((z * weight).sum())
             start += len(c)
@@ -388,7 +404,7 @@ def train(trainer: Trainer, data: dict, targets: np.ndarray, select: np.ndarray,
     """Train on `data["strong_train"]` (token id lists) with `targets` (n,) P(y=1); choose the eval whose
     val predictions agree most with the hard labels `select` (ties: the earliest). `test_labels` only
     feed the curve. Returns predictions on val and test (and strong_train with `cfg.train_preds`)."""
-    cfg, rng = trainer.cfg, np.random.default_rng(seed)
+    cfg, rng = trainer.cfg, derive_rng(seed)
     lengths = np.array([len(s) for s in data["strong_train"]])
     res, rows, best, losses, step = TrainResult(), [], (-1.0, None), [], 0
     bar = tqdm(total=trainer.total_steps, unit="step", desc="finetune", dynamic_ncols=True,
@@ -439,6 +455,8 @@ class FinetuneRun:
     curve: pd.DataFrame
     path: Path
     key: str
+    loaded: bool = False
+    """Read from the store rather than trained in this call."""
 
 
 def _hash_values(values) -> str:
@@ -485,9 +503,12 @@ def train_run(sup, cfg: FinetuneConfig, *, role: str = "student", loss: str = "x
     # The key is content; the model names are labels, so a stored run is relabelled with this call's names.
     names = {"weak": cfg.weak, "strong": cfg.strong}
     if (path / "manifest.json").exists() and (not cfg.keep_weights or (path / "best.safetensors").exists()):
-        STATS["loaded"] += 1
-        recs = [r.with_(**names) for r in rec.load_records(path / "predictions.csv")]
-        return FinetuneRun(recs, pd.read_csv(path / "curve.csv"), path, key)
+        try:
+            recs = [r.with_(**names) for r in rec.from_bytes((path / PREDICTIONS).read_bytes())]
+            STATS["loaded"] += 1
+            return FinetuneRun(recs, pd.read_csv(path / "curve.csv"), path, key, loaded=True)
+        except (OSError, ToolkitError) as e:  # a damaged run is trained again, never used
+            warnings.warn(f"fine-tuning run {path}: {e}; training again", stacklevel=2)
     if len(sup.splits.val) == 0:
         raise ToolkitError("fine-tuning needs val examples (weak-labelled) for early stopping; set sizes.val > 0")
     t0 = time.perf_counter()
@@ -499,7 +520,7 @@ def train_run(sup, cfg: FinetuneConfig, *, role: str = "student", loss: str = "x
     if trainer.acc.is_main_process:
         _store(path, spec, recs, result, {"key": key, "wall_s": time.perf_counter() - t0, **stats})
     trainer.acc.wait_for_everyone()
-    return FinetuneRun([r.with_(**names) for r in rec.load_records(path / "predictions.csv")], result.curve, path, key)
+    return FinetuneRun([r.with_(**names) for r in recs], result.curve, path, key)
 
 
 def _train_fresh(sup, cfg, info, spec_x, targets, select, loss, progress):
@@ -508,11 +529,11 @@ def _train_fresh(sup, cfg, info, spec_x, targets, select, loss, progress):
     for split in ("strong_train", "val", "test"):
         texts = [spec_x["template"].replace("{text}", t) for t in sup.splits[split].texts]
         data[split], _ = tokenize(tok, texts, cfg.max_length, spec_x["truncation_side"])
-    torch.manual_seed(sup.seed)  # LoRA init (the head is zero-initialised)
+    torch.manual_seed(derive_seed(sup.seed, INIT_SALT))  # LoRA init (the head is zero-initialised)
     model = build_classifier(info, spec_x["pool"], cfg.lora, cfg.checkpointing)
     steps = cfg.epochs * max(1, len(data["strong_train"]) // cfg.batch_size)
     side = "left" if info.arch == "causal" else "right"
-    trainer = Trainer(model, cfg, steps, pad_id=tok.pad_token_id, side=side)
+    trainer = Trainer(model, cfg, steps, pad_id=tok.pad_token_id, side=side, seed=sup.seed)
     name, params = parse_loss(loss)  # logconf warns only for a small batch_size: it sees the whole global batch
     result = train(trainer, data, targets, select, sup.splits.test.labels, get_loss(name, **params), sup.seed,
                    keep_states=cfg.keep_weights, progress=progress)
@@ -528,7 +549,7 @@ def _store(path: Path, spec: dict, recs: list, result: TrainResult, info: dict) 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
-        rec.save_records(recs, tmp / "predictions.csv")
+        (tmp / PREDICTIONS).write_bytes(rec.to_bytes(recs))  # float64, checksummed: a loaded run equals a fresh one
         result.curve.to_csv(tmp / "curve.csv", index=False)
         for name, state in result.states.items():
             save_file({k: v.contiguous() for k, v in state.items()}, tmp / f"{name}.safetensors")
@@ -540,6 +561,57 @@ def _store(path: Path, spec: dict, recs: list, result: TrainResult, info: dict) 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ----------------------------------------------------------------------------- the method
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """Fine-tuning the strong model with a classification head, in a comparison."""
+
+    epochs: int = 2
+    """Fine-tuning epochs over strong_train."""
+    finetune_seeds: int = 1
+    """Fine-tuning runs on the first this-many seeds (it is the expensive arm; 0 = all seeds)."""
+    lora: int = 0
+    """LoRA rank (0 = full fine-tuning); needs the optional extra `pip install -e ".[lora]"` (peft)."""
+    checkpointing: bool = flag(False)
+    """Gradient checkpointing, for models or inputs whose activations do not fit (same result, more compute)."""
+
+
+@register
+class FinetuneMethod(Method):
+    """Full or LoRA fine-tuning; early stopping by agreement with the weak labels of val."""
+
+    name = "finetune"
+    Options = FinetuneOptions
+    expensive = True
+    plan_stage = "fine-tuning"
+
+    def check(self, job, opts: FinetuneOptions, losses) -> None:
+        if opts.finetune_seeds < 0 or opts.epochs < 1 or opts.lora < 0:
+            raise ToolkitError(f"finetune_seeds >= 0, epochs >= 1 and lora >= 0 are needed; got "
+                               f"{opts.finetune_seeds}, {opts.epochs}, {opts.lora}")
+        for spec in losses:
+            parse_loss(spec)
+
+    def seeds(self, opts: FinetuneOptions, sups: tuple) -> tuple:
+        return sups[: opts.finetune_seeds or len(sups)]
+
+    def config(self, ctx: Context, opts: FinetuneOptions) -> FinetuneConfig:
+        return FinetuneConfig(task=ctx.task_spec, weak=ctx.weak, strong=ctx.strong,
+                              seeds=tuple(s.seed for s in ctx.sups), losses=ctx.losses, epochs=opts.epochs,
+                              lora=opts.lora, checkpointing=opts.checkpointing, sizes=ctx.job.sizes,
+                              limit=ctx.job.limit, dtype=ctx.job.dtype, device=ctx.job.device,
+                              cache_dir=ctx.job.cache_dir)
+
+    def run(self, ctx: Context, opts: FinetuneOptions) -> MethodResult:
+        recs, curves, trained = train_seeds(self.config(ctx, opts), ctx.sups, ctx.progress)
+        return MethodResult(recs, curves=curves, computed={"finetunes_trained": trained})
+
+    def summary_settings(self, opts) -> tuple[str, ...]:
+        return ("best", "final")
 
 
 # ----------------------------------------------------------------------------- the job
@@ -559,40 +631,37 @@ def run_with_curves(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = 
     val_agreement, test_acc, best, with task, weak, strong, role, loss and seed columns)."""
     from toolkit.weak import WeakConfig, supervise
 
-    task = load_task(ExtractConfig(task=cfg.task, limit=cfg.limit, cache_dir=cfg.cache_dir))
+    task = tasks.load(cfg.task, cfg.cache_dir, limit=cfg.limit)
     if sups is None:
         sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(model=cfg.weak), limit=cfg.limit,
                          cache_dir=cfg.cache_dir, progress=progress)
-    records = [r for sup in sups for r in sup.weak]
-    curves = []
+    records, curve, _ = train_seeds(cfg, sups, progress)
+    return [r for sup in sups for r in sup.weak] + records, curve, dict(zip(task.ids, task.labels.tolist()))
+
+
+def train_seeds(cfg: FinetuneConfig, sups, progress: bool) -> tuple[list, pd.DataFrame, int]:
+    """Every seed's students (one per loss) and ceiling (`train_run`): their records, their training curves
+    and how many runs were trained rather than loaded."""
+    records, curves, trained = [], [], 0
     for sup in sups:
         jobs = [("student", loss) for loss in cfg.losses] + ([("ceiling", "xent")] if cfg.ceiling else [])
         for role, loss in jobs:
-            t0, before = time.perf_counter(), STATS["trainings"]
+            t0 = time.perf_counter()
             out = train_run(sup, cfg, role=role, loss=loss, progress=progress)
+            trained += not out.loaded
             if progress:
-                how = "trained" if STATS["trainings"] > before else "loaded"
-                print(f"[finetune] seed {sup.seed} {role} {loss}: {how} in {time.perf_counter() - t0:.0f} s "
-                      f"({out.path})", flush=True)
+                print(f"[finetune] seed {sup.seed} {role} {loss}: {'loaded' if out.loaded else 'trained'} in "
+                      f"{time.perf_counter() - t0:.0f} s ({out.path})", flush=True)
             records += out.records
             curves.append(out.curve.assign(task=sup.splits.test.name, weak=cfg.weak, strong=cfg.strong, role=role,
                                            loss="xent" if role == "ceiling" else loss, seed=sup.seed))
-    curve = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
-    return records, curve, dict(zip(task.ids, task.labels.tolist()))
+    return records, pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(), trained
 
 
 def run(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = True) -> pd.DataFrame:
     """The tidy results table (`records.table`) of `run_records(cfg)`."""
     records, labels = run_records(cfg, progress=progress)
     return rec.table(records, labels)
-
-
-def _parse_sizes(text: str | None) -> SplitSizes:
-    try:
-        return SplitSizes(*(int(x) for x in text.split(","))) if text else SplitSizes()
-    except (TypeError, ValueError):
-        raise ToolkitError(f"--sizes takes weak_train,strong_train,val,test, e.g. 500,1000,200,500; not {text!r}") \
-            from None
 
 
 def _report(records, labels, ceiling: bool) -> str:
@@ -610,12 +679,7 @@ def _report(records, labels, ceiling: bool) -> str:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m toolkit.finetune", description=__doc__.split("\n")[0])
-    add_config_args(parser, FinetuneConfig, skip=("sizes",))
-    parser.add_argument("--sizes", help="weak_train,strong_train,val,test (default: 500,500,200,500)")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
-    args = parser.parse_args(argv)
-    cfg = config_from_args(FinetuneConfig, args, sizes=_parse_sizes(args.sizes))
+    cfg, args = config.parse(FinetuneConfig, argv, "python -m toolkit.finetune", __doc__.split("\n")[0], extra=Quiet)
     t0, before = time.perf_counter(), dict(STATS)
     records, labels = run_records(cfg, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -69,6 +69,9 @@ from toolkit.losses import get_loss
 _CHUNK_BYTES = 32 << 20  # per chunk of probes: passes over X and K are memory-bound, so keep them in cache
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 _ENGINES = ("auto", "numpy", "torch")
+SOLVER_VERSION = 1
+"""Part of the key of every stored fit (probes, chain steps): bump it with any change to either engine or to
+`toolkit.losses` that changes a result."""
 
 
 def _ce(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -544,14 +547,6 @@ def fit_many(X, y, sample_weight=None, **params) -> list[LogisticProbe]:
         probe.classes_, probe.n_features_in_ = np.array([0, 1]), X.shape[2]
         probes.append(probe)
     return probes
-
-
-def solver_source() -> list[str]:
-    """The source of both engines, for run stores whose key must change whenever the solver does."""
-    import inspect
-    import sys
-
-    return [inspect.getsource(sys.modules[__name__]), inspect.getsource(_linear_cpu)]
 
 
 def predict_proba_many(probes: list[LogisticProbe], X) -> np.ndarray:

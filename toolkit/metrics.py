@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from toolkit._util import ToolkitError
+from toolkit._util import ToolkitError, rng
 
 
 @dataclass(frozen=True)
@@ -174,9 +174,9 @@ def _paired_scores(y: np.ndarray, ps: list, metric: str, n_boot: int, seed: int)
     def score(C: np.ndarray) -> np.ndarray:  # [3, B, s]: role, draw, seed
         return np.stack([np.broadcast_to(np.stack([fn(C, y, pk) for pk in p], -1), (len(C), s)) for p in ps])
 
-    rng = np.random.default_rng(seed)
+    draws_rng = rng(seed)
     chunk = max(1, (1 << 22) // n)  # bound memory at ~32 MB per count matrix for large pools
-    draws = [score(_counts(rng, min(chunk, n_boot - i), n)) for i in range(0, n_boot, chunk)]
+    draws = [score(_counts(draws_rng, min(chunk, n_boot - i), n)) for i in range(0, n_boot, chunk)]
     return score(np.ones((1, n)))[:, 0], np.concatenate(draws, axis=1)
 
 

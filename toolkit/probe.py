@@ -13,7 +13,6 @@ with its layer in the `layer` metric row.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -22,18 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toolkit import records, tasks
-from toolkit._util import (
-    ToolkitError,
-    add_config_args,
-    cache_root,
-    cli_main,
-    config_from_args,
-    stable_hash,
-)
+from toolkit import config, linear, records
+from toolkit._util import ToolkitError, cache_root, cli_main, stable_hash
+from toolkit.config import Sizes, as_numbers, csv, flag, floats, sizes_field
 from toolkit.extract import ExtractConfig, extract, load_task
 from toolkit.linear import LogisticProbe, fit_many, predict_proba_many
 from toolkit.losses import get_loss
+from toolkit.methods import Context, Method, MethodResult, register
 from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK
 from toolkit.records import Predictions
 from toolkit.weak import Supervision, WeakConfig, cv_accuracy, solver, supervise
@@ -55,21 +49,21 @@ class ProbeRunConfig:
     """Strong model whose cached hidden states the students probe."""
     seeds: int = 5
     """Number of seeds (0 .. seeds-1): each draws new weak_train/strong_train/val splits; test is fixed."""
-    losses: tuple[str, ...] = ("xent", "logconf")
+    losses: tuple[str, ...] = csv(("xent", "logconf"))
     """Student losses (names in `toolkit.losses`); the ceiling always uses xent on gold."""
-    Cs: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
+    Cs: tuple[float, ...] = floats((0.001, 0.01, 0.1, 1.0))
     """Inverse L2 strengths tried for the strong probes (scikit-learn's meaning, standardised features):
     students pick (layer, C) by weak-label accuracy on val, the ceiling by 3-fold CV on its gold."""
     weak_layer: str = "last"
     """Weak probe's layer: `last`, a number, or `cv`."""
-    sizes: tasks.SplitSizes = tasks.SplitSizes()
-    """Split sizes (weak_train, strong_train, val, test)."""
+    sizes: Sizes = sizes_field()
+    """Split sizes weak_train,strong_train,val,test."""
     limit: int = 0
     """Class-balanced subsample of the task before splitting (0 = all)."""
-    control: bool = True
+    control: bool = flag(True)
     """Also train the random-noise control of each student (role `control`): the same probe on strong_train
     gold flipped at random at the supervisor's error count, selected on val gold flipped the same way."""
-    control_per_class: bool = False
+    control_per_class: bool = flag(False)
     """Match the supervisor's error count within each gold class (instead of overall) for the control."""
     device: str = "auto"
     """Where the probes are fitted: `auto` (a GPU when there is one), `cpu` or `cuda`."""
@@ -163,39 +157,46 @@ def run_records(cfg: ProbeRunConfig = ProbeRunConfig(), progress: bool = True, *
     strong_feats = extract(replace(ex, model=cfg.strong), progress=progress)
     out: list[Predictions] = []
     for s in sup:
-        t0, before = time.perf_counter(), STATS["fitted"]
         out += [r for r in s.weak if r.split != "weak_train"]
-        out += stored_students(strong_feats, s, cfg)
-        if progress:
-            how = "fitted" if STATS["fitted"] > before else "loaded"
-            print(f"[probe] seed {s.seed}: {len(strong_feats.layers)} layers x {len(cfg.Cs)} C x "
-                  f"{len(cfg.losses)} losses{' + controls' if cfg.control else ''} + ceiling: {how} in "
-                  f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        out += fit_seeds(strong_feats, [s], cfg, progress)[0]
     return out, dict(zip(task.ids, (int(v) for v in task.labels)))
+
+
+def fit_seeds(feats, sups, cfg: ProbeRunConfig, progress: bool) -> tuple[list[Predictions], int]:
+    """Every seed's students, controls and ceiling (`stored_students`); returns them and how many seeds were
+    fitted rather than loaded."""
+    out, fitted = [], 0
+    for s in sups:
+        t0 = time.perf_counter()
+        recs, loaded = stored_students(feats, s, cfg)
+        out += recs
+        fitted += not loaded
+        if progress:
+            print(f"[probe] seed {s.seed}: {len(feats.layers)} layers x {len(cfg.Cs)} C x "
+                  f"{len(cfg.losses)} losses{' + controls' if cfg.control else ''} + ceiling: "
+                  f"{'loaded' if loaded else 'fitted'} in {time.perf_counter() - t0:.1f} s", file=sys.stderr,
+                  flush=True)
+    return out, fitted
 
 
 STATS = {"fitted": 0, "loaded": 0}
 """Seeds whose probes were fitted (`fitted`) or read from the run store (`loaded`) in this process."""
 
 
-def _code_version() -> str:
-    """A hash of the code that determines probe results, so that a changed solver never reuses old runs."""
-    import inspect
-
-    from toolkit import linear, losses
-
-    sources = [inspect.getsource(m) for m in (losses, probe_students, _fit_select)]
-    return stable_hash(linear.solver_source() + sources, 16)
+FORMAT_VERSION = 2
+"""Part of every stored probe fit's key. Bump it with any change to the solver, the losses or the selection
+that changes a result (version 1 hashed the source text instead, so that a docstring edit dropped every fit)."""
 
 
-def stored_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predictions]:
+def stored_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> tuple[list[Predictions], bool]:
     """`probe_students`, read from `<cache>/runs/probe/<key>.npz` when the same fit was done before.
 
     The key is content: the strong features' cache entry, the seed's split ids, the weak labels of
     strong_train and val, the gold that the ceiling and the control see, every setting that changes a fit,
-    and the probe code itself. Model names are labels, so stored records are relabelled with this call's."""
+    and `FORMAT_VERSION`. Model names are labels, so stored records are relabelled with this call's. Returns the
+    records and whether they were loaded."""
     splits = sup.splits
-    spec = {"features": feats.path.name, "seed": sup.seed, "code": _code_version(),
+    spec = {"features": feats.path.name, "seed": sup.seed, "version": [FORMAT_VERSION, linear.SOLVER_VERSION],
             "ids": {s: stable_hash(list(splits[s].ids), 16) for s in STUDENT_SPLITS},
             # 6 decimals: thread count changes float sums in the last bits, which must not miss the store
             "weak": {s: stable_hash(np.round(sup.soft(s), 6).tolist(), 16) for s in ("strong_train", "val")},
@@ -205,10 +206,59 @@ def stored_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predic
     names = {"weak": cfg.weak, "strong": cfg.strong, "task": splits.test.name}
     recs, loaded = records.stored(path, lambda: probe_students(feats, sup, cfg), what="probe run store", names=names)
     STATS["loaded" if loaded else "fitted"] += 1
-    return recs
+    return recs, loaded
 
 
 SUMMARY_SETTINGS = ("select", "layer=0")  # the chosen layer, and the input-embedding sanity baseline
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """Linear probes on the strong model's cached hidden states, one per layer."""
+
+    Cs: tuple[float, ...] = floats((0.001, 0.01, 0.1, 1.0))
+    """Inverse L2 strengths tried for the strong probes (scikit-learn's meaning, standardised features):
+    students pick (layer, C) by weak-label accuracy on val, the ceiling by 3-fold CV on its gold."""
+    control: bool = flag(True)
+    """Train the random-noise control of each probe student (gold flipped at the supervisor's error count)."""
+    control_per_class: bool = flag(False)
+    """Match the supervisor's error count within each gold class (instead of overall) for the control."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "Cs", as_numbers(self.Cs, float, "Cs"))
+
+
+@register
+class ProbeMethod(Method):
+    """Probes on every layer x C at once; a student's (layer, C) is chosen by weak-label accuracy on val."""
+
+    name = "probe"
+    Options = ProbeOptions
+    plan_stage = "probes"
+
+    def check(self, job, opts, losses) -> None:
+        if job.sizes.strong_train < MIN_CEILING_TRAIN:
+            raise ToolkitError(f"strong_train={job.sizes.strong_train} is too small: the probe ceiling chooses its C "
+                               f"by 3-fold cross-validation on it and needs strong_train >= {MIN_CEILING_TRAIN}")
+
+    def _features(self, ctx: Context):
+        return extract(ExtractConfig(model=ctx.strong, task=ctx.task_spec, limit=ctx.job.limit,
+                                     cache_dir=ctx.job.cache_dir), progress=ctx.progress)
+
+    def prepare(self, ctx: Context, opts) -> str:
+        self._features(ctx)  # timed apart from the fits, so that seed 0's probe time (and the ETA) is fitting only
+        return f"extract {ctx.task.name} {ctx.strong}"
+
+    def run(self, ctx: Context, opts: ProbeOptions) -> MethodResult:
+        cfg = ProbeRunConfig(task=ctx.task_spec, weak=ctx.weak, strong=ctx.strong, losses=ctx.losses, Cs=opts.Cs,
+                             sizes=ctx.job.sizes, limit=ctx.job.limit, control=opts.control,
+                             control_per_class=opts.control_per_class, device=ctx.job.device,
+                             engine=ctx.job.probe_engine, cache_dir=ctx.job.cache_dir)
+        recs, fitted = fit_seeds(self._features(ctx), ctx.sups, cfg, ctx.progress)
+        return MethodResult(recs, computed={"probe_seeds_fitted": fitted})
+
+    def summary_settings(self, opts) -> tuple[str, ...]:
+        return SUMMARY_SETTINGS
 
 
 def write_outputs(recs: list[Predictions], labels: dict[str, int], out: str | Path) -> pd.DataFrame:
@@ -234,22 +284,15 @@ def run(task: str = "sentiment", weak: str = DEFAULT_WEAK, strong: str = DEFAULT
     return records.table(recs, labels)
 
 
+@dataclass(frozen=True)
+class _Out:
+    out: str | None = None
+    """Folder for results.csv, summary.csv, predictions.csv.gz."""
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m toolkit.probe", description=__doc__.split("\n")[0])
-    add_config_args(parser, ProbeRunConfig, skip=("losses", "sizes", "Cs"))
-    parser.add_argument("--Cs", default="0.001,0.01,0.1,1", help="inverse L2 strengths to select from")
-    parser.add_argument("--losses", default="xent,logconf", help="comma-separated student losses")
-    parser.add_argument("--sizes", default="500,500,200,500", help="weak_train,strong_train,val,test")
-    parser.add_argument("--out", default=None, help="folder for results.csv, summary.csv, predictions.csv.gz")
-    args = parser.parse_args(argv)
-    try:
-        sizes = tasks.SplitSizes(*(int(x) for x in args.sizes.split(",")))
-    except (TypeError, ValueError):
-        raise ToolkitError(f"--sizes must be four integers weak_train,strong_train,val,test; got '{args.sizes}'") \
-            from None
-    cfg = config_from_args(ProbeRunConfig, args, losses=tuple(args.losses.split(",")), sizes=sizes,
-                           Cs=tuple(float(c) for c in args.Cs.split(",")))
+    cfg, args = config.parse(ProbeRunConfig, argv, "python -m toolkit.probe", __doc__.split("\n")[0], extra=_Out)
     recs, labels = run_records(cfg)
     summ = write_outputs(recs, labels, args.out) if args.out else records.summary(recs, labels,
                                                                                      settings=SUMMARY_SETTINGS)

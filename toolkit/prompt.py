@@ -33,28 +33,28 @@ were dropped); a query too long on its own is cut on the left, keeping the answe
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 import time
 import warnings
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from toolkit import tasks
+from toolkit import config, tasks
 from toolkit._util import (
     ToolkitError,
-    add_config_args,
     atomic_write_bytes,
     cache_root,
     cli_main,
-    config_from_args,
+    rng,
     stable_hash,
 )
+from toolkit.config import Quiet, Sizes, as_numbers, flag, ints, seeds_field, sizes_field
 from toolkit.extract import pad_batch, plan_batches, pool_positions
+from toolkit.methods import Context, Method, MethodResult, register
 from toolkit.models import (
     DEFAULT_STRONG,
     DEFAULT_WEAK,
@@ -66,7 +66,6 @@ from toolkit.models import (
     resolve,
 )
 from toolkit.records import Predictions, summary, table
-from toolkit.tasks import SplitSizes
 from toolkit.weak import WeakConfig, supervise
 
 __all__ = ["PromptConfig", "score", "score_tokens", "select_demos", "threshold", "fit_demos",
@@ -86,11 +85,11 @@ class PromptConfig:
     """Weak supervisor's model (its probe's hard labels are shown in the `student` condition)."""
     strong: str = DEFAULT_STRONG
     """The prompted model: a decoder with a causal LM head."""
-    seeds: int | tuple[int, ...] = 3
+    seeds: tuple[int, ...] = seeds_field(3)
     """Seeds (an int n means 0..n-1): each draws its own splits, weak labels and demonstrations."""
-    ks: tuple[int, ...] = (0, 2, 4, 8)
+    ks: tuple[int, ...] = ints((0, 2, 4, 8), what="ks")
     """Numbers of demonstrations (even: half per shown class); 0 is the zero-shot baseline."""
-    sizes: SplitSizes = field(default_factory=SplitSizes)
+    sizes: Sizes = sizes_field()
     """Split sizes, shared with the probe path so splits and weak labels are identical."""
     limit: int = 0
     """Use a class-balanced subsample of this many examples of the task (0 = all)."""
@@ -98,7 +97,7 @@ class PromptConfig:
     """Token budget per batch: rows x padded length, the shared prefix counted in each row."""
     max_length: int = 0
     """Longest prompt in tokens (0 = the model's max_position_embeddings); longer ones drop demos."""
-    reuse_prefix: bool = True
+    reuse_prefix: bool = flag(True)
     """Score queries against the demonstrations' cached keys/values (False: full prompts, slower)."""
     dtype: str = "auto"
     """`auto` (bfloat16 on GPU, float32 on CPU), `float32` or `bfloat16`."""
@@ -298,7 +297,7 @@ def select_demos(shown: np.ndarray, k: int, seed: int, what: str = "strong_train
         raise ToolkitError(f"k={k} needs {k // 2} demonstrations per class but {what} has only "
                            f"{counts.min()} with label {int(counts.argmin())}; use k <= {2 * counts.min()} "
                            "or a larger strong_train")
-    order = np.random.default_rng([seed, DEMO_SALT]).permutation(len(shown))
+    order = rng(seed, DEMO_SALT).permutation(len(shown))
     picked = np.concatenate([order[shown[order] == c][: k // 2] for c in (0, 1)])
     return order[np.isin(order, picked)]
 
@@ -445,14 +444,20 @@ def run_records(cfg: PromptConfig = PromptConfig(), *, progress: bool = True, su
     for k in cfg.ks:  # fail before the weak supervisor is trained
         if k < 0 or k % 2:
             raise ToolkitError(f"k={k} must be an even number >= 0: demonstrations are half per class")
-    task = tasks.load(cfg.task, cfg.cache_dir)
-    if cfg.limit and cfg.limit < len(task):
-        task = tasks.subsample(task, cfg.limit, seed=0)  # the same subsample extraction takes
+    task = tasks.load(cfg.task, cfg.cache_dir, limit=cfg.limit)  # the same subsample extraction takes
     if sups is None:
         sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(cfg.weak), limit=cfg.limit, cache_dir=cfg.cache_dir,
                          progress=progress)
+    recs, _ = prompt_records(cfg, task, info, sups, progress)
+    return [r for sup in sups for r in sup.weak] + recs, dict(zip(task.ids, task.labels.tolist()))
+
+
+def prompt_records(cfg: PromptConfig, task, info, sups, progress: bool) -> tuple[list[Predictions], int]:
+    """The prompt records of every seed of `sups` and k of `cfg.ks` (zero-shot baseline, gold-demonstration
+    ceiling, weak-demonstration student; raw and calibrated), and how many prompts were run through the model
+    rather than read from the store."""
     strong = _Strong(cfg, info, task)
-    recs = [r for sup in sups for r in sup.weak]
+    recs = []
     zero = _zero_shot(cfg, sups, strong, task, info) if 0 in cfg.ks else None
     for sup in sups:
         queries = sup.splits.val.texts + sup.splits.test.texts
@@ -476,7 +481,7 @@ def run_records(cfg: PromptConfig = PromptConfig(), *, progress: bool = True, su
                 if progress:
                     print(f"[prompt] seed {sup.seed} k={k} {role}: {len(queries)} queries in "
                           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return recs, dict(zip(task.ids, task.labels.tolist()))
+    return recs, strong.scored
 
 
 def run(cfg: PromptConfig = PromptConfig(), *, progress: bool = True):
@@ -485,31 +490,59 @@ def run(cfg: PromptConfig = PromptConfig(), *, progress: bool = True):
     return table(recs, labels)
 
 
+# ----------------------------------------------------------------------------- the method
+
+
+@dataclass(frozen=True)
+class PromptOptions:
+    """Few-shot prompting of the strong model's language-model head."""
+
+    ks: tuple[int, ...] = ints((0, 8), what="ks")
+    """Prompt demonstrations per prompt (even: half per class); 0 is the zero-shot baseline. The largest k has
+    the summary rows."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ks", as_numbers(self.ks, int, "ks"))
+
+
+@register
+class PromptMethod(Method):
+    """k demonstrations with gold labels (ceiling) or weak labels (student), and zero-shot, raw and calibrated."""
+
+    name = "prompt"
+    Options = PromptOptions
+    plan_stage = "prompting"
+
+    def check(self, job, opts: PromptOptions, losses) -> None:
+        if not opts.ks or any(k < 0 or k % 2 for k in opts.ks):
+            raise ToolkitError(f"ks must be even numbers >= 0 (half the demonstrations per class), got {opts.ks}")
+
+    def skip(self, info) -> str | None:
+        if info.arch != "causal":
+            return f"prompting skipped for {info.name}: an encoder has no language-model head to prompt"
+        return None
+
+    def run(self, ctx: Context, opts: PromptOptions) -> MethodResult:
+        cfg = PromptConfig(task=ctx.task_spec, weak=ctx.weak, strong=ctx.strong, seeds=tuple(s.seed for s in ctx.sups),
+                           ks=opts.ks, sizes=ctx.job.sizes, limit=ctx.job.limit, dtype=ctx.job.dtype,
+                           device=ctx.job.device, cache_dir=ctx.job.cache_dir)
+        recs, scored = prompt_records(cfg, ctx.task, ctx.info, ctx.sups, ctx.progress)
+        return MethodResult(recs, computed={"prompts_scored": scored})
+
+    def summary_settings(self, opts: PromptOptions) -> tuple[str, ...]:
+        k = max(opts.ks)
+        return (f"k={k}", f"k={k},cal")
+
+    def student_setting(self, opts: PromptOptions) -> str:
+        return f"k={max(opts.ks)},cal"
+
+
 # ----------------------------------------------------------------------------- CLI
-
-
-def _ints(spec: str, what: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in str(spec).split(",") if x.strip())
-    except ValueError:
-        raise ToolkitError(f"--{what} must be comma-separated integers, got '{spec}'") from None
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m toolkit.prompt", description=__doc__.split("\n")[0])
-    add_config_args(parser, PromptConfig, skip=("seeds", "ks", "sizes"))
-    parser.add_argument("--seeds", default="3", help="number of seeds n (0..n-1) or a comma list (default: 3)")
-    parser.add_argument("--ks", default="0,2,4,8", help="numbers of demonstrations (default: 0,2,4,8)")
-    parser.add_argument("--sizes", default="500,500,200,500", help="weak_train,strong_train,val,test sizes")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
-    args = parser.parse_args(argv)
-    seeds = _ints(args.seeds, "seeds")
-    sizes = _ints(args.sizes, "sizes")
-    if len(sizes) != 4:
-        raise ToolkitError(f"--sizes needs 4 numbers (weak_train,strong_train,val,test), got '{args.sizes}'")
-    cfg = config_from_args(PromptConfig, args, seeds=seeds[0] if "," not in args.seeds else seeds,
-                           ks=_ints(args.ks, "ks"), sizes=SplitSizes(*sizes))
+    cfg, args = config.parse(PromptConfig, argv, "python -m toolkit.prompt", __doc__.split("\n")[0], extra=Quiet)
     recs, labels = run_records(cfg, progress=not args.quiet)
     tab = table(recs, labels)
     acc = tab[(tab.split == "test") & (tab.metric == "accuracy") & (tab.method == "prompt")]

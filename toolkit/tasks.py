@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit._archives import ARCHIVES, ArchiveUnavailable, data_path, download, unpack
-from toolkit._util import ToolkitError, cache_root, cli_main
+from toolkit._util import ToolkitError, cache_root, cli_main, rng
 
 __all__ = ["Task", "TASKS", "register_task", "load", "names", "fetch", "text_id",
            "SplitSizes", "Splits", "split", "subsample", "main"]
@@ -222,9 +222,10 @@ def names() -> list[str]:
     return list(TASKS)
 
 
-def load(name: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Task:
+def load(name: str | os.PathLike, cache_dir: str | os.PathLike | None = None, *, limit: int = 0) -> Task:
     """Load a task by registered name, pattern or file path (see the module docstring); uses no network
-    except for `hf:` (through `datasets`)."""
+    except for `hf:` (through `datasets`). `limit` > 0 takes the class-balanced subsample of that many examples
+    (seed 0) that every stage of a job takes: extraction, the weak supervisor and every method."""
     name, root = os.fspath(name), cache_root(cache_dir)
     if name in TASKS:
         task = TASKS[name](root)
@@ -242,7 +243,7 @@ def load(name: str | os.PathLike, cache_dir: str | os.PathLike | None = None) ->
     if counts.min() == 0:
         raise ToolkitError(f"task {name!r} has only label {int(counts.argmax())} ({len(task)} examples); "
                            "a task needs examples of both labels 0 and 1")
-    return task
+    return subsample(task, limit, seed=0) if limit and limit < len(task) else task
 
 
 def _unknown(name: str) -> ToolkitError:
@@ -673,12 +674,12 @@ def split(task: Task, seed: int = 0, sizes: SplitSizes = SplitSizes()) -> Splits
     _check_room(task, sizes.total // 2, f"splits of {sizes.total} examples")
     digest = hashlib.sha256("\n".join(sorted(task.ids)).encode()).digest()
     fixed = np.random.default_rng(int.from_bytes(digest[:16], "little"))
-    rng = np.random.default_rng(seed)
+    draw = rng(seed)
     parts: dict[str, list[str]] = {name: [] for name in Splits.NAMES}
     for ids in _class_ids(task):
         order = fixed.permutation(ids)
         parts["test"] += list(order[: sizes.test // 2])
-        rest = rng.permutation(np.sort(order[sizes.test // 2:]))
+        rest = draw.permutation(np.sort(order[sizes.test // 2:]))
         start = 0
         for name in Splits.NAMES[:3]:
             n = getattr(sizes, name) // 2
@@ -695,8 +696,8 @@ def subsample(task: Task, n: int, seed: int = 0) -> Task:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0 or n % 2:
         raise ToolkitError(f"subsample size n={n!r} must be an even number > 0 (it is balanced 50/50)")
     _check_room(task, n // 2, f"a subsample of {n}")
-    rng = np.random.default_rng(seed)
-    chosen = [i for ids in _class_ids(task) for i in rng.permutation(ids)[: n // 2]]
+    draw = rng(seed)
+    chosen = [i for ids in _class_ids(task) for i in draw.permutation(ids)[: n // 2]]
     return task.subset(sorted(chosen))
 
 

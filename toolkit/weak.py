@@ -11,13 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolkit._util import ToolkitError
+from toolkit._util import ToolkitError, rng
 from toolkit.cache import Features
 from toolkit.linear import LogisticProbe, fit_many, predict_proba_many
 from toolkit.models import DEFAULT_WEAK, pick_device
 from toolkit.records import Predictions
 
 LABEL_SPLITS = ("weak_train", "strong_train", "val", "test")
+NOISE_SALT = 0x6E6F697365  # `rng` salt of the random-noise control's flips
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ ENGINES = ("auto", "numpy", "torch")
 def cv_accuracy(X: np.ndarray, labels: np.ndarray, C: float, seed: int, folds: int = 5,
                 fit: dict | None = None) -> np.ndarray:
     """Mean `folds`-fold CV accuracy of a probe per layer of X (L, n, d) on gold `labels`; `fit`: `solver()`."""
-    fold = np.random.default_rng(seed).permutation(len(labels)) % folds
+    fold = rng(seed).permutation(len(labels)) % folds
     acc = np.zeros(len(X))
     for f in range(folds):
         tr, te = fold != f, fold == f
@@ -116,11 +117,11 @@ def noise_labels(y, weak_p, seed: int, *, per_class: bool = False) -> np.ndarray
         raise ToolkitError("noise_labels: y must be 0/1")
     y = y.astype(np.int64)
     wrong = (weak_p > 0.5) != (y == 1)
-    rng = np.random.default_rng([seed, 0x6E6F697365])
+    draw = rng(seed, NOISE_SALT)
     groups = [np.flatnonzero(y == c) for c in (0, 1)] if per_class else [np.arange(len(y))]
     out = y.copy()
     for g in groups:
-        flip = rng.choice(g, int(wrong[g].sum()), replace=False)
+        flip = draw.choice(g, int(wrong[g].sum()), replace=False)
         out[flip] = 1 - out[flip]
     return out
 

@@ -1,0 +1,231 @@
+"""What every job shares (`JobConfig`), and the command lines generated from the config dataclasses.
+
+Every CLI of the toolkit is built here from frozen dataclasses by `simple_parsing` (the library EleutherAI/elk
+uses): one `--field-name` option per field, its help text the field's docstring. Lists are written with commas
+(`--task a,b`, `--seeds 5,6,7`, `--sizes 500,500,200,500`) through the `csv`, `ints` and `sizes` field helpers,
+and booleans take `--x` / `--no-x` (`flag`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, NewType
+
+import simple_parsing
+from simple_parsing.helpers import field as sp_field
+from simple_parsing.helpers import flag as sp_flag
+
+from toolkit._util import ToolkitError
+from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK
+from toolkit.tasks import SplitSizes
+
+__all__ = ["JobConfig", "Quiet", "Sizes", "csv", "flag", "floats", "ints", "parse", "parse_seeds", "parse_sizes",
+           "seeds_field", "sizes_field"]
+
+
+def _items(text: str) -> list[str]:
+    return [x.strip() for x in str(text).split(",") if x.strip()]
+
+
+def as_tuple(value) -> tuple:
+    """A comma-separated string or any iterable, as a tuple (strings are split at commas)."""
+    return tuple(_items(value)) if isinstance(value, str) else tuple(value)
+
+
+def as_numbers(value, kind: type = int, what: str = "value") -> tuple:
+    """A comma-separated string or an iterable of numbers, as a tuple of `kind`."""
+    try:
+        return tuple(kind(x) for x in as_tuple(value))
+    except (TypeError, ValueError):
+        raise ToolkitError(f"{what} must be comma-separated numbers, got '{value}'") from None
+
+
+def _int_tuple(what: str) -> Callable[[str], tuple[int, ...]]:
+    def parse_ints(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(x) for x in _items(text))
+        except ValueError:
+            raise ToolkitError(f"--{what} must be comma-separated integers, got '{text}'") from None
+
+    return parse_ints
+
+
+def parse_sizes(text) -> SplitSizes:
+    """`500,500,200,500` (weak_train, strong_train, val, test), a sequence of four, or a `SplitSizes`."""
+    if isinstance(text, SplitSizes):
+        return text
+    try:
+        numbers = [int(x) for x in (_items(text) if isinstance(text, str) else text)]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) != 4:
+        raise ToolkitError(f"sizes must be four integers weak_train,strong_train,val,test; got '{text}'")
+    return SplitSizes(*numbers)
+
+
+def parse_seeds(value) -> tuple[int, ...]:
+    """Seeds as a tuple: an int n (or "n") means 0..n-1; a list or "5,6,7" means those seeds. At least one,
+    distinct, none negative."""
+    try:
+        if isinstance(value, str):
+            value = int(value) if "," not in value else tuple(int(x) for x in _items(value))
+        seeds = tuple(range(value)) if isinstance(value, int) else tuple(int(x) for x in value)
+    except (TypeError, ValueError):
+        raise ToolkitError(f"seeds must be a number n (seeds 0..n-1) or a list like 0,1,2; got '{value}'") from None
+    if not seeds or len(set(seeds)) < len(seeds) or min(seeds) < 0:
+        raise ToolkitError(f"seeds must be >= 1 distinct non-negative seeds, got {value}")
+    return seeds
+
+
+def _cli(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse` for argparse: its one-line `ToolkitError` becomes argparse's `argument --x: <message>`."""
+    def wrapped(text: str):
+        try:
+            return parse(text)
+        except ToolkitError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return wrapped
+
+
+# Field helpers: a dataclass default plus the CLI parser of its comma form. `nargs=None` keeps one argument
+# (`--task a,b`), which the parser splits, instead of simple_parsing's space-separated lists.
+
+def csv(default: Sequence[str] = (), *, alias: str | None = None) -> Any:
+    """A tuple of strings, `--name a,b` on the CLI."""
+    return sp_field(default=tuple(default), type=lambda s: tuple(_items(s)), nargs=None, metavar="A,B",
+                    alias=alias)
+
+
+def ints(default: Sequence[int] = (), *, what: str = "value") -> Any:
+    """A tuple of integers, `--name 0,8` on the CLI."""
+    return sp_field(default=tuple(default), type=_cli(_int_tuple(what)), nargs=None, metavar="N,M")
+
+
+def floats(default: Sequence[float] = ()) -> Any:
+    """A tuple of floats, `--name 0.01,0.1` on the CLI."""
+    return sp_field(default=tuple(default), type=lambda s: tuple(float(x) for x in _items(s)), nargs=None,
+                    metavar="X,Y")
+
+
+def sizes_field(default: SplitSizes | None = None) -> Any:
+    """A `SplitSizes`, `--sizes 500,500,200,500` on the CLI."""
+    return sp_field(default=default or SplitSizes(), type=_cli(parse_sizes), nargs=None,
+                    metavar="WEAK_TRAIN,STRONG_TRAIN,VAL,TEST")
+
+
+def seeds_field(default: int | Sequence[int] = 3) -> Any:
+    """Seeds, `--seeds 3` (0..2) or `--seeds 5,6,7` on the CLI."""
+    return sp_field(default=default if isinstance(default, int) else tuple(default), type=_cli(parse_seeds), nargs=None,
+                    metavar="N|A,B")
+
+
+def flag(default: bool) -> Any:
+    """A boolean, `--name` / `--no-name` on the CLI."""
+    return sp_flag(default=default, negative_prefix="--no-")
+
+
+Sizes = NewType("Sizes", SplitSizes)
+"""A `SplitSizes` field that the CLI takes as one `--sizes w,s,v,t` option (simple_parsing would otherwise
+spread a nested dataclass over one option per field)."""
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """What every job has: the task(s), the weak and strong models, splits, seeds, and where it runs."""
+
+    tasks: tuple[str, ...] = csv(("sentiment",), alias="--task")
+    """Tasks (names, `bigbench:<path>`, or .jsonl/.csv files); `--task a,b`."""
+    weak: str = DEFAULT_WEAK
+    """Weak supervisor's model (a probe on its cached features, trained on weak_train gold), or `tfidf`."""
+    strong: tuple[str, ...] = csv((DEFAULT_STRONG,))
+    """Strong models (catalog names, folders or hub ids); several give PGR against strong-model size."""
+    seeds: tuple[int, ...] = seeds_field(3)
+    """Seeds: a number n means 0..n-1, or a list `5,6,7`. Each draws new weak_train/strong_train/val splits and
+    weak labels; test is one fixed pool for every seed."""
+    sizes: Sizes = sizes_field()
+    """Split sizes weak_train,strong_train,val,test (test is one fixed pool for every seed)."""
+    limit: int = 2000
+    """Class-balanced subsample of each task before splitting (0 = all). The default, 2000, holds the default
+    splits (1700 examples) and halves the strong model's extraction on `sentiment`."""
+    device: str = "auto"
+    """`auto`, `cpu` or `cuda`: where every stage runs (`auto`: a GPU when there is one)."""
+    dtype: str = "auto"
+    """`auto`, `float32` or `bfloat16`, for the strong model's forward passes. `auto` prompts in bfloat16 on a
+    GPU and float32 on a CPU, and fine-tunes with bf16 autocast wherever bf16 is native
+    (`toolkit.finetune.mixed_precision`)."""
+    probe_engine: str = "auto"
+    """Probe solver engine (`toolkit.linear`) for the weak supervisor and the probes: `auto` (numpy on a CPU,
+    batched torch on a GPU), `numpy` or `torch`. Both give the same probabilities to ~1e-7."""
+    cache_dir: str | None = None
+    """Cache root (default `cache/` in the project, or $TOOLKIT_CACHE_DIR)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", as_tuple(self.tasks))
+        object.__setattr__(self, "strong", as_tuple(self.strong))
+        object.__setattr__(self, "seeds", parse_seeds(self.seeds))
+        object.__setattr__(self, "sizes", parse_sizes(self.sizes))
+        if not self.tasks or not self.strong:
+            raise ToolkitError("a job needs at least one task and one strong model")
+
+
+def field_names(cls) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def split_kwargs(kwargs: dict, *classes) -> list[dict]:
+    """`kwargs` split by which dataclass of `classes` has each field (the first that has it); an unknown
+    name is a `ToolkitError` naming the options there are."""
+    out: list[dict] = [{} for _ in classes]
+    for key, value in kwargs.items():
+        for i, cls in enumerate(classes):
+            if key in field_names(cls):
+                out[i][key] = value
+                break
+        else:
+            known = sorted(set().union(*(field_names(c) for c in classes)))
+            raise ToolkitError(f"unknown option '{key}': choose from {', '.join(known)}")
+    return out
+
+
+@dataclass(frozen=True)
+class Quiet:
+    """How a job talks."""
+
+    quiet: bool = flag(False)
+    """No progress bars or per-seed lines."""
+
+
+class _Parser(simple_parsing.ArgumentParser):
+    def error(self, message: str):
+        # One line, no usage dump: `_util.cli_main` prints it as `error: ...` and exits with 2.
+        raise ToolkitError(message)
+
+
+def parser(prog: str, description: str) -> simple_parsing.ArgumentParser:
+    """An argument parser whose options are `--field-name` (dashes), with one flat namespace: a nested
+    config's fields get plain names as long as they are unique. A bad option is a one-line `ToolkitError`."""
+    return _Parser(
+        prog=prog, description=description, add_config_path_arg=False,
+        add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
+        conflict_resolution=simple_parsing.ConflictResolution.AUTO)
+
+
+def parse(cls, argv: list[str] | None, prog: str, description: str, *, default=None, extra=None):
+    """Parse `argv` into dataclass `cls` (with `default`, an instance, for its defaults); `extra`, a second
+    dataclass of CLI-only options, is parsed beside it. Returns the config, or (config, extra)."""
+    p = parser(prog, description)
+    p.add_arguments(cls, dest="config", default=default)
+    if extra is not None:
+        p.add_arguments(extra, dest="extra")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    return (args.config, args.extra) if extra is not None else args.config
+
+
+def replace(cfg, **changes):
+    """`dataclasses.replace` that re-runs the checks of `__post_init__`."""
+    return dataclasses.replace(cfg, **changes)

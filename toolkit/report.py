@@ -1,0 +1,208 @@
+"""A comparison's outputs: the printed summary, report.md, the figures and the files `Comparison.write` puts in
+its folder. Pure formatting of what `toolkit.compare` computed; nothing here runs a model."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.metadata
+import platform
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from toolkit import diagnostics, plots, records
+from toolkit._util import atomic_write_bytes
+from toolkit.finetune import FinetuneConfig, mixed_precision
+from toolkit.models import dtype_name, pick_device
+
+__all__ = ["PRINT_COLUMNS", "figures", "format_summary", "markdown_table", "report", "write"]
+
+PRINT_COLUMNS = ["task", "strong", "method", "loss", "setting", "n_seeds", "weak_acc", "student_acc", "ceiling_acc",
+                 "pgr_acc", "pgr_acc_lo", "pgr_acc_hi", "pgr_auroc", "pgr_auroc_lo", "pgr_auroc_hi"]
+
+
+def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary as printed: accuracies to 3 decimals, PGR as `mean [lo, hi]`, undefined PGR with its reason."""
+    if summary.empty:
+        return summary
+    cols = [c for c in PRINT_COLUMNS[:9] if c in summary]
+    if summary["weak"].nunique() > 1:  # e.g. direct and bootstrapped students
+        cols.insert(1, "weak")
+    out = summary[cols].copy()
+    for c in ("weak_acc", "student_acc", "ceiling_acc"):
+        out[c] = out[c].map(lambda v: f"{v:.3f}")
+    for m in ("acc", "auroc"):
+        out[f"PGR {m}"] = [
+            f"{r[f'pgr_{m}']:.2f} [{r[f'pgr_{m}_lo']:.2f}, {r[f'pgr_{m}_hi']:.2f}]" if np.isfinite(r[f"pgr_{m}"])
+            else "undefined" for _, r in summary.iterrows()]
+    notes = summary["pgr_acc_note"].fillna("")
+    if "caveat" in summary:
+        notes = [("; ".join(x for x in (n, c) if x)) for n, c in zip(notes, summary["caveat"].fillna(""))]
+    out["note"] = notes
+    return out
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    """A GitHub-flavoured markdown table (no extra dependency)."""
+    def cell(v):
+        if isinstance(v, float):
+            return "" if np.isnan(v) else format(v, floatfmt)
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def figures(result) -> dict:
+    """The standard figures of a `Comparison` (name -> matplotlib Figure); see `toolkit.plots`."""
+    figs = {}
+    summ = result.summary
+    if summ.empty:
+        return figs
+    cfg = result.config
+    settings = result.student_settings
+    figs["pgr_accuracy"] = plots.pgr_bars(summ, metric="acc")
+    figs["pgr_auroc"] = plots.pgr_bars(summ, metric="auroc")
+    figs["accuracy"] = plots.accuracy_bars(summ)
+    ds = result.diagnostics_summary
+    if not ds.empty:
+        figs["agreement"] = plots.agreement_bars(ds, settings=settings)
+    ns = diagnostics.noise_control(result.diagnostics)
+    if not ns.empty:
+        figs["noise_control"] = plots.noise_control(ns, settings=settings)
+    if (result.diagnostics.diagnostic == "misfit").any():
+        figs["misfit"] = plots.misfit_scatter(result.diagnostics)
+    if len(cfg.strong) > 1:
+        figs["accuracy_vs_size"] = plots.accuracy_vs_size(summ, {k: v for k, v in result.sizes.items() if v},
+                                                           settings=settings)
+    by_task = {t: [r for r in result.records if r.task == t] for t in result.labels}
+    layers = pd.concat([diagnostics.layer_curves([r for r in recs if r.method == "probe"], result.labels[t],
+                                                 split=("val", "test")) for t, recs in by_task.items()],
+                       ignore_index=True)
+    if len(layers):  # the weak supervisor alone (a fine-tune-only run) has no layer sweep
+        figs["layers"] = plots.layer_curves(layers)
+    if cfg.chain and len(cfg.chain) > 2:
+        ch = pd.concat([diagnostics.chain_accuracy(recs, result.labels[t], settings=settings)
+                        for t, recs in by_task.items()], ignore_index=True)
+        if len(ch):
+            figs["chain"] = plots.chain_accuracy(ch)
+    if not result.curves.empty:
+        figs["finetune_curves"] = plots.finetune_curves(result.curves)
+    cross = pd.concat([diagnostics.cross_agreement(recs, result.labels[t], settings=settings)
+                       for t, recs in by_task.items()], ignore_index=True)
+    if len(cross):
+        figs["cross_agreement"] = plots.cross_agreement_heatmap(cross)
+    calib = pd.concat([diagnostics.calibration(recs, result.labels[t], settings=settings)
+                       for t, recs in by_task.items()], ignore_index=True)
+    if len(calib):
+        figs["calibration"] = plots.calibration_hist(calib)
+    return figs
+
+
+def _precision_lines(cfg) -> list[str]:
+    """What `dtype` resolved to on this machine, for the methods that run the strong model."""
+    out = []
+    if "prompt" in cfg.methods:
+        out.append(f"prompting weights: {dtype_name(cfg.dtype, pick_device(cfg.device))}")
+    if "finetune" in cfg.methods:
+        mp = mixed_precision(FinetuneConfig(dtype=cfg.dtype, device=cfg.device))
+        out.append("fine-tuning: fp32 weights, " + ("bf16 autocast" if mp == "bf16" else "fp32 compute"))
+    return ["", "Precision on this machine: " + "; ".join(out) + "."] if out else []
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("torch", "transformers", "numpy", "scikit-learn", "pandas", "matplotlib"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    try:
+        root = Path(__file__).resolve().parents[1]
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        if rev.returncode == 0:
+            out["toolkit commit"] = rev.stdout.strip() + (" (modified)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+def write(result, out: Path, figures: bool = True) -> list[Path]:
+    """Write a `Comparison`'s tables, figures and report.md to `out` (see `Comparison.write`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def put(name: str, data: bytes) -> None:
+        atomic_write_bytes(out / name, data)
+        written.append(out / name)
+
+    put("results.csv", result.results.to_csv(index=False).encode())
+    put("summary.csv", result.summary.to_csv(index=False).encode())
+    put("diagnostics.csv", result.diagnostics.to_csv(index=False).encode())
+    put("diagnostics_summary.csv", result.diagnostics_summary.to_csv(index=False).encode())
+    put("predictions.csv.gz", _gz(records.predictions_frame(result.records).to_csv(index=False, float_format="%.9g")))
+    if not result.curves.empty:
+        put("curves.csv", result.curves.to_csv(index=False).encode())
+    figs = result.figures() if figures else {}
+    if figs:
+        written += plots.save_all(figs, out)
+    put("report.md", report(result, sorted(figs)).encode())
+    return written
+
+
+def _gz(text: str) -> bytes:
+    return gzip.compress(text.encode(), mtime=0)
+
+
+def report(result, figures: list[str]) -> str:
+    """report.md of a `Comparison`: summary, imitation, figures, notes, settings, versions, work and time."""
+    cfg = result.config
+    lines = ["# Weak-to-strong comparison", "",
+             f"Tasks {', '.join(cfg.tasks)}; weak supervisor `{cfg.weak}`; strong "
+             f"{', '.join(f'`{s}`' for s in cfg.strong)}; methods {', '.join(cfg.methods)}.", "",
+             "PGR = (student − weak) / (ceiling − weak) on the fixed test pool, mean over seeds with a paired "
+             "bootstrap 95% interval (test examples × seeds). Students are trained on the weak supervisor's soft "
+             "labels of `strong_train`; ceilings on the gold labels of the same inputs; model selection uses weak "
+             "labels of `val` only.", "", "## Summary", "", markdown_table(format_summary(result.summary)), ""]
+    ds = result.diagnostics_summary
+    if not ds.empty:
+        lines += ["## Imitation and agreement (test, mean over seeds)", "",
+                  "Agreement of each student with its supervisor, overall and split by whether the supervisor is "
+                  "right; a `control` student was trained on gold flipped at random at the supervisor's error "
+                  "count.", "", markdown_table(_diag_wide(ds, cfg.summary_settings())), ""]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{name}]({name}.png)" for name in figures] + [""]
+    if result.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
+    settings = {k: (", ".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in cfg.flat().items()}
+    settings["sizes"] = ", ".join(f"{k}={v}" for k, v in asdict(cfg.sizes).items())
+    lines += ["## Settings", "", markdown_table(pd.DataFrame({"setting": list(settings),
+                                                              "value": [str(v) for v in settings.values()]})), "",
+              "Model sizes (parameters): " + ", ".join(f"`{k}` {v / 1e6:.0f}M" for k, v in result.sizes.items() if v),
+              *_precision_lines(cfg),
+              "", "## Versions", "", markdown_table(pd.DataFrame({"package": list(_versions()),
+                                                                  "version": list(_versions().values())})), "",
+              "## Work done and time", "",
+              "Work that was not served by a cache in this run: " + ", ".join(f"{k} {v}" for k, v in
+                                                                             result.stats.items()) + ".", "",
+              markdown_table(pd.DataFrame({"stage": list(result.timings),
+                                           "seconds": [f"{v:.1f}" for v in result.timings.values()]})), ""]
+    return "\n".join(lines)
+
+
+def _diag_wide(ds: pd.DataFrame, settings: tuple[str, ...]) -> pd.DataFrame:
+    keep = ["agree", "agree_weak_right", "agree_weak_wrong", "student_acc"]
+    sub = ds[ds.diagnostic.isin(keep) & ds.role.isin(["student", "control"]) & ds.setting.isin(settings)
+             & (ds.split == "test")]
+    if sub.empty:
+        return sub
+    idx = [c for c in ("task", "weak", "strong", "method", "role", "loss", "setting") if c in sub]
+    wide = sub.pivot_table(index=idx, columns="diagnostic", values="mean", aggfunc="mean").reset_index()
+    return wide[idx + [k for k in keep if k in wide]]
