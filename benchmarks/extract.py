@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from toolkit import extract, tasks
+from toolkit import encoding, extract, tasks
 from toolkit.extract import ExtractConfig, LayerPooler, extract_arrays, forward_pooled
 from toolkit.models import load_model, load_tokenizer, resolve
 
@@ -143,7 +143,7 @@ def _autocast(model, tok, texts, layers, batch_tokens):
 
 def _toolkit(model, tok, texts, layers, batch_tokens):
     out = extract_arrays(model, tok, texts, layers=layers, pool="last", causal=True, batch_tokens=batch_tokens)
-    padded = sum(len(b) * out["n_tokens"][b].max() for b in extract.plan_batches(out["n_tokens"], batch_tokens))
+    padded = sum(len(b) * out["n_tokens"][b].max() for b in encoding.plan_batches(out["n_tokens"], batch_tokens))
     return out["hidden"], padded
 
 

@@ -21,7 +21,7 @@ import torch
 
 from toolkit import finetune as ft
 from toolkit import tasks
-from toolkit.extract import tokenize
+from toolkit.encoding import tokenize
 from toolkit.losses import get_loss
 from toolkit.models import load_tokenizer, resolve
 

@@ -38,7 +38,8 @@ import torch
 from toolkit import finetune, probe, prompt, tasks
 from toolkit._util import cache_root
 from toolkit.cache import _size as entry_size
-from toolkit.extract import ExtractConfig, batch_budget, extract, extract_arrays
+from toolkit.encoding import batch_budget
+from toolkit.extract import ExtractConfig, extract, extract_arrays
 from toolkit.losses import get_loss
 from toolkit.models import load_model, load_tokenizer, resolve
 from toolkit.weak import WeakConfig, supervise

@@ -54,12 +54,12 @@ def test_no_intermediate_labels_the_inputs_it_was_trained_on():
     sup, m1, _, _ = _setup()
     n = len(sup.splits.strong_train)
     fold = chain.fold_of(n, sup.seed)
-    _, before = chain.relabel(m1, sup, model="m1", chain="w", Cs=(0.1,))
+    _, before = chain.relabel(m1, sup, model="m1", weak="w", Cs=(0.1,))
     poisoned_p = sup.soft("strong_train").copy()
     poisoned_p[fold == 0] = 1 - poisoned_p[fold == 0]  # flip every incoming label of fold 0
     poisoned = Supervision(sup.seed, sup.splits, [r.with_(p=poisoned_p) if r.split == "strong_train" else r
                                                   for r in sup.weak])
-    _, after = chain.relabel(m1, poisoned, model="m1", chain="w", Cs=(0.1,))
+    _, after = chain.relabel(m1, poisoned, model="m1", weak="w", Cs=(0.1,))
     b, a = (next(r for r in rs if r.split == "strong_train").p for rs in (before, after))
     np.testing.assert_array_equal(a[fold == 0], b[fold == 0])  # fold 0 is labelled by the fold-1 probe
     assert not np.allclose(a[fold == 1], b[fold == 1])  # fold 1's labeller did see the flipped labels
@@ -68,16 +68,16 @@ def test_no_intermediate_labels_the_inputs_it_was_trained_on():
 def test_bootstrap_records_and_chain_accuracy(tmp_path):
     sup, m1, m2, gold = _setup()
     sups, inter, name = chain.bootstrap([sup], [("m1", m1)], first="w", Cs=(0.01, 1.0), cache_dir=tmp_path)
-    assert name == "w>m1" and len(inter) == 3
-    assert {(r.weak, r.strong, r.role, r.setting) for r in inter} == {("w", "m1", "student", "crossfit")}
+    assert name == "m1" and len(inter) == 3
+    assert {(r.weak, r.chain, r.strong, r.role, r.setting) for r in inter} == {("w", "", "m1", "student", "crossfit")}
     assert all(r.extra["intermediate"] and len(r.extra["layers"]) == 2 for r in inter)
     np.testing.assert_array_equal(sups[0].soft("val"), inter[1].aligned(sup.splits.val.ids))
     same, none, first = chain.bootstrap([sup], [], first="w")
-    assert same[0] is sup and none == [] and first == "w"
+    assert same[0] is sup and none == [] and first == ""
     # A final probe student on the chain's labels, one on the direct labels, and the ceiling.
     final = []
-    for s, weak in ((sups[0], name), (sup, "w")):
-        final.append(Predictions(task="synthetic", weak=weak, strong="m2", method="probe", role="student",
+    for s, via in ((sups[0], name), (sup, "")):
+        final.append(Predictions(task="synthetic", weak="w", chain=via, strong="m2", method="probe", role="student",
                                  loss="xent", setting="select", seed=0, split="test", ids=sup.splits.test.ids,
                                  p=s.soft("test")))
     ceiling = final[1].with_(role="ceiling", p=np.array([gold[i] for i in sup.splits.test.ids], dtype=float))
@@ -86,10 +86,10 @@ def test_bootstrap_records_and_chain_accuracy(tmp_path):
     assert ch.model.tolist() == ["w", "m1", "m2"] and ch.step.tolist() == [0, 1, 2]
     assert ch.ceiling_accuracy.iloc[-1] == 1.0 and np.isfinite(ch.direct_accuracy.iloc[-1])
     summ = records.summary(recs, gold, n_boot=20)
-    assert set(summ.weak) == {"w", "w>m1"}  # bootstrapped beside direct, both against weak "w"
+    assert set(summ.weak) == {"w"} and set(summ.chain) == {"", "m1"}  # bootstrapped beside direct, both against w
     assert summ.weak_acc.nunique() == 1 and summ.ceiling_acc.nunique() == 1
     diag = diagnostics.table(recs, gold)
-    boot = diag[(diag.weak == "w>m1") & (diag.diagnostic == "agree")]
+    boot = diag[(diag.chain == "m1") & (diag.diagnostic == "agree")]
     assert len(boot) == 1  # agreement of the bootstrapped student with its immediate supervisor, m1
     from toolkit import plots
 

@@ -66,8 +66,8 @@ def test_summary_rows_and_files(first, models):
     assert {"agree", "agree_weak_right", "agree_weak_wrong", "misfit", "gain", "ece"} <= set(diag.diagnostic)
     assert {"student", "control", "ceiling"} <= set(diag.role)
     results = pd.read_csv(out / "results.csv")
-    assert list(results.columns) == ["task", "weak", "strong", "method", "role", "loss", "setting", "seed", "split",
-                                     "metric", "value"]
+    assert list(results.columns) == ["task", "weak", "chain", "strong", "method", "role", "loss", "setting", "seed",
+                                     "split", "metric", "value"]
 
 
 def test_a_rerun_trains_nothing_and_gives_the_same_tables(first, models, tiny_task, monkeypatch, tmp_path):
@@ -196,13 +196,13 @@ def test_a_bootstrapped_run_sits_beside_the_direct_one(first, models, tiny_task,
     result = compare.run(str(tiny_task), chain=(weak, mid, models[1]), seeds=2, sizes=SIZES, n_boot=50,
                          cache_dir=str(cache), progress=False, methods=("probe",), out=tmp_path)
     summ = result.summary
-    assert set(summ.weak) == {weak, f"{weak}>{mid}"}
+    assert set(summ.weak) == {weak} and set(summ.chain) == {"", mid}
     for _, g in summ.groupby(["method", "loss", "setting"]):  # same weak model and same ceiling for both
         assert len(g) == 2 and g.weak_acc.nunique() == 1 and g.ceiling_acc.nunique() == 1
     inter = [r for r in result.records if r.setting == "crossfit"]
-    assert {(r.weak, r.strong) for r in inter} == {(weak, mid)} and {r.seed for r in inter} == {0, 1}
+    assert {(r.weak, r.chain, r.strong) for r in inter} == {(weak, "", mid)} and {r.seed for r in inter} == {0, 1}
     assert (tmp_path / "chain.png").exists()
-    assert "tfidf>" in (tmp_path / "report.md").read_text()
+    assert f"| {mid} |" in (tmp_path / "report.md").read_text()  # the chain column of the summary
     with pytest.raises(ToolkitError, match="starts with the weak model"):
         compare.CompareConfig.make(weak="a", chain=("b", "c"))
     with pytest.raises(ToolkitError, match="tfidf can only start"):

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from toolkit import cache, extract
+from toolkit import cache, encoding, extract
 from toolkit._util import ToolkitError
-from toolkit.extract import ExtractConfig, extract_arrays, plan_batches
+from toolkit.encoding import plan_batches
+from toolkit.extract import ExtractConfig, extract_arrays
 
 TEXTS = [
     "a",
@@ -230,13 +231,13 @@ def test_auto_batch_budget_follows_free_memory_and_model_shape():
 
     llama8b = SimpleNamespace(hidden_size=4096, intermediate_size=14336, num_attention_heads=32)
     small = SimpleNamespace(hidden_size=576, intermediate_size=1536, num_attention_heads=9)
-    assert extract.auto_batch_tokens(llama8b, None, 2, 512) == 8192  # no device memory figure: the CPU default
-    assert extract.auto_batch_tokens(llama8b, 123 * 2**30, 2, 512) == 65536  # an H200 after 8B weights: the cap
-    on_24gb = extract.auto_batch_tokens(llama8b, 6 * 2**30, 2, 512)  # a 24 GB card after the same weights
+    assert encoding.auto_batch_tokens(llama8b, None, 2, 512) == 8192  # no device memory figure: the CPU default
+    assert encoding.auto_batch_tokens(llama8b, 123 * 2**30, 2, 512) == 65536  # an H200 after 8B weights: the cap
+    on_24gb = encoding.auto_batch_tokens(llama8b, 6 * 2**30, 2, 512)  # a 24 GB card after the same weights
     assert 8192 < on_24gb < 65536 and on_24gb % 1024 == 0
-    assert extract.auto_batch_tokens(llama8b, 3 * 2**30, 4, 512) < on_24gb  # fp32 activations need more room
-    assert extract.auto_batch_tokens(small, 1 * 2**30, 2, 512) > extract.auto_batch_tokens(llama8b, 1 * 2**30, 2, 512)
-    assert extract.auto_batch_tokens(llama8b, 2**20, 2, 512) == 8192  # never below the CPU budget
+    assert encoding.auto_batch_tokens(llama8b, 3 * 2**30, 4, 512) < on_24gb  # fp32 activations need more room
+    assert encoding.auto_batch_tokens(small, 1 * 2**30, 2, 512) > encoding.auto_batch_tokens(llama8b, 1 * 2**30, 2, 512)
+    assert encoding.auto_batch_tokens(llama8b, 2**20, 2, 512) == 8192  # never below the CPU budget
 
 
 def test_cpu_defaults_keep_the_cpu_entry_key():

@@ -21,7 +21,8 @@ import torch
 from toolkit import finetune as ft
 from toolkit import records, tasks
 from toolkit._util import ToolkitError
-from toolkit.extract import extract_arrays, pad_batch, tokenize
+from toolkit.encoding import pad_batch, tokenize
+from toolkit.extract import extract_arrays
 from toolkit.losses import get_loss
 from toolkit.models import load_tokenizer, resolve
 from toolkit.tasks import SplitSizes
@@ -210,7 +211,8 @@ def test_finished_run_is_reused_and_joins_the_results_table(cfg, sup, capsys):
     assert {"pgr_acc", "pgr_auroc", "student_acc", "ceiling_acc"} <= set(summary.columns)
 
     run = ft.train_run(sup, cfg, role="ceiling")
-    assert {p.name for p in run.path.iterdir()} == {"manifest.json", "predictions.csv", "curve.csv"}
+    assert {p.name for p in run.path.iterdir()} == {"manifest.json", "predictions.npz", "curve.csv"}
+    assert run.loaded and [r.key() for r in run.records] == [r.key() for r in first if r.role == "ceiling"]
     assert {"step", "val_agreement", "test_acc", "best"} <= set(run.curve.columns)
 
     argv = ["--task", cfg.task, "--weak", cfg.weak, "--strong", cfg.strong, "--seeds", "0", "--sizes", "8,16,8,8",
@@ -232,6 +234,27 @@ def test_keep_weights_retrains_a_run_stored_without_them(cfg, sup):
     assert {"best.safetensors", "final.safetensors"} <= {p.name for p in run.path.iterdir()}
     ft.train_run(sup, replace(cfg, keep_weights=True), role="ceiling")
     assert ft.STATS["trainings"] == before + 1
+
+
+def test_a_damaged_run_is_trained_again_never_used(cfg, sup):
+    run = ft.train_run(sup, cfg, role="ceiling")
+    blob = bytearray((run.path / "predictions.npz").read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (run.path / "predictions.npz").write_bytes(bytes(blob))
+    before = ft.STATS["trainings"]
+    with pytest.warns(UserWarning, match="training again"):
+        again = ft.train_run(sup, cfg, role="ceiling")
+    assert ft.STATS["trainings"] == before + 1 and not again.loaded
+    assert all(np.array_equal(a.p, b.p) for a, b in zip(run.records, again.records))  # the same numbers again
+
+
+def test_seeds_draw_their_own_dropout_masks():
+    """Dropout masks come from (seed, step, micro-batch): two seeds differ, one seed repeats itself."""
+    from toolkit._util import derive_seed
+
+    masks = {s: derive_seed(s, ft.DROPOUT_SALT, 3, 0) for s in (0, 1)}
+    assert masks[0] != masks[1] and masks[0] == derive_seed(0, ft.DROPOUT_SALT, 3, 0)
+    assert derive_seed(0, ft.DROPOUT_SALT, 3, 1) != masks[0]
 
 
 def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):

@@ -35,3 +35,19 @@ def test_notebook_runs(path, tmp_path, monkeypatch, real_models_cache):
     assert not errors
     if path.name == "01_quickstart.ipynb":
         assert {"report.md", "summary.csv", "pgr_accuracy.png"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_notebooks_use_only_the_public_api():
+    """A notebook reaches the toolkit through the names `toolkit` exports (and its diagnostics and plots
+    modules), never through another module's internals."""
+    import re
+
+    import toolkit
+
+    allowed = set(toolkit.__all__) | {"diagnostics", "plots"}
+    for nb in NOTEBOOKS:
+        src = "\n".join(c.source for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code")
+        used = set(re.findall(r"\btoolkit\.(\w+)", src))
+        used |= {n.strip() for m in re.findall(r"from toolkit import ([\w, ]+)", src) for n in m.split(",")}
+        assert used and used <= allowed, (nb.name, used - allowed)
+        assert not re.search(r"from toolkit\.\w+ import|import toolkit\.\w+", src), nb.name

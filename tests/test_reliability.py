@@ -219,6 +219,35 @@ def test_rm_deletes_only_entries_of_the_store(finished, tmp_path, monkeypatch, c
     assert not feats.path.exists() and f"removed {feats.path}" in capsys.readouterr().out
 
 
+def test_the_cli_covers_the_run_stores(tmp_path, capsys):
+    """`ls`, `info`, `verify` and `rm` see the run stores too: a blob is listed, shown, checked (a flipped byte
+    is CORRUPT, and `read_blob` names the file), and removed by name; a key without a format version is refused."""
+    d = str(tmp_path / "c")
+    blob = cache.run_path("prompt", {"version": 9, "texts": "abc"}, d)
+    cache.write_blob(blob, {"logp": np.zeros((3, 2))}, {"note": "x"})
+    run = cache.run_path("finetune", {"version": 9}, d, n=20, suffix="")
+    run.mkdir(parents=True)
+    (run / cache.MANIFEST).write_text("{}")
+    (run / "predictions.npz").write_bytes(cache.pack({"p": np.ones(2)}))
+    assert cache.main(["--cache-dir", d, "ls"]) == 0
+    out = capsys.readouterr().out
+    assert "runs/prompt  1 entries" in out and "runs/finetune  1 entries" in out
+    assert cache.main(["--cache-dir", d, "info", blob.name[:10]]) == 0
+    assert '"logp": [\n      3,\n      2' in capsys.readouterr().out
+    assert cache.main(["--cache-dir", d, "verify"]) == 0
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    assert cache.main(["--cache-dir", d, "verify"]) == 1
+    assert "CORRUPT" in capsys.readouterr().out
+    with pytest.raises(cache.CorruptEntry, match=blob.name):
+        cache.read_blob(blob)
+    assert cache.main(["--cache-dir", d, "rm", blob.name[:12]]) == 0 and not blob.exists()
+    assert cache.main(["--cache-dir", d, "rm", str(run)]) == 0 and not run.exists()
+    with pytest.raises(ToolkitError, match="format version"):
+        cache.run_path("probe", {"ids": 1}, d)
+
+
 def test_verify_says_when_there_is_nothing_to_verify(tmp_path, capsys):
     assert cache.main(["--cache-dir", str(tmp_path / "missing"), "verify"]) == 2
     assert "no feature cache" in capsys.readouterr().err

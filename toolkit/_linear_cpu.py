@@ -9,13 +9,7 @@ One probe at a time, its kernel K (1 MB in float32 at n = 500) and its factor st
 iteration is two matrix-vector products and two triangular solves (BLAS trsv: ~4× faster than LAPACK's potrs
 for one right-hand side). The one large GEMM per probe, K = XXᵀ, and torch's Cholesky release the GIL, so a
 second thread forms the next probe's K and factors its Hessian at the starting point while this one solves.
-Measured in `benchmarks/probe.py` and `benchmarks/README.md`.
-
-Not done, because measured slower here: the torch engine's float32 first phase for float64 solves (1.60 s
-against 1.28 s for the 155 probes of `benchmarks/probe.py`, best of 5: one probe's float64 passes over X are
-cheap, and the float64 finish adds a Newton step); handing every factorization to the second thread while
-this one runs another probe (the second thread becomes the bottleneck, its factorizations slowed to ~2 ms by
-contention for the GIL).
+What was measured, and what was tried and measured slower: benchmarks/README.md, Probes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,14 @@
-"""Content-addressed feature store (DESIGN.md §5).
+"""The store: every content-addressed artefact the toolkit writes (DESIGN.md §5), and `python -m toolkit.cache
+ls|info|verify|rm` over all of them. Two layouts:
+
+- Features (below): one folder per entry, a manifest and memory-mappable per-layer arrays.
+- Runs: `<root>/runs/<kind>/<key>.npz` for probe fits, chain steps and prompt scores, and a folder
+  `<root>/runs/finetune/<key>/` (manifest, curve, weights, and its records in a `predictions.npz`) per
+  fine-tuning run. Each `.npz` is one `pack`ed blob: named arrays and a JSON header under one crc32, written
+  atomically, checked on every read (`read_blob`), so a damaged blob is recomputed, never used. A run's key is
+  a hash of its inputs and of its kind's explicit format version (`run_path`), never of source text.
+
+Features:
 
 An entry is addressed by a hash of everything that changes its bytes (model identity, tokenizer,
 dtype, template, task + ordered ids, pooling, layers, max length, truncation side, format
@@ -36,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit._util import ToolkitError, atomic_write_json, cache_root, cli_main, stable_hash
+from toolkit._util import ToolkitError, atomic_write_bytes, atomic_write_json, cache_root, cli_main, stable_hash
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -358,6 +368,112 @@ def check_writable(root: Path, need_bytes: int) -> None:
                            f"about {need_bytes / 1e9:.2f} GB; free space or pass --cache-dir")
 
 
+# ----------------------------------------------------------------------------- run stores
+
+RUN_KINDS = ("probe", "chain", "prompt", "finetune")
+"""The run stores under `<root>/runs/`; `finetune` holds folders, the others `.npz` blobs."""
+_HEADER, _CRC = "__header__", "__crc32__"
+
+
+def runs_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    return cache_root(cache_dir) / "runs"
+
+
+def run_path(kind: str, spec: dict, cache_dir=None, *, n: int = 24, suffix: str = ".npz") -> Path:
+    """Where the run store of `kind` keeps the artefact of `spec`: its inputs, which must include the kind's
+    format version (`version`), so that a change of format never reads an old entry."""
+    if kind not in RUN_KINDS:
+        raise ToolkitError(f"unknown run store '{kind}': one of {', '.join(RUN_KINDS)}")
+    if "version" not in spec:
+        raise ToolkitError(f"a {kind} store key needs its format version")
+    return runs_root(cache_dir) / kind / f"{stable_hash(spec, n)}{suffix}"
+
+
+def _crc(arrays: dict[str, np.ndarray], header: bytes) -> int:
+    crc = zlib.crc32(header)
+    for name in sorted(arrays):
+        crc = zlib.crc32(np.ascontiguousarray(arrays[name]).tobytes(), crc)
+    return crc
+
+
+def pack(arrays: dict[str, np.ndarray], header: dict | None = None) -> bytes:
+    """Named arrays and a JSON header as one .npz blob under one crc32 (see `unpack`)."""
+    import io
+
+    # key order kept: a record's extras become metric rows in their order, loaded or fresh
+    head = json.dumps(header or {}, default=_json_default).encode()
+    buf = io.BytesIO()
+    np.savez(buf, **arrays, **{_HEADER: np.frombuffer(head, dtype=np.uint8),
+                               _CRC: np.int64(_crc(arrays, head))})
+    return buf.getvalue()
+
+
+def unpack(data: bytes) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays and header of a `pack`ed blob; `CorruptEntry` if it is damaged in any way."""
+    import io
+
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        head, crc = arrays.pop(_HEADER).tobytes(), int(arrays.pop(_CRC))
+    except Exception as e:
+        raise CorruptEntry(f"damaged blob (unreadable: {type(e).__name__}: {e})") from None
+    if _crc(arrays, head) != crc:
+        raise CorruptEntry("damaged blob (checksum mismatch)")
+    return arrays, json.loads(head)
+
+
+def write_blob(path: Path, arrays: dict[str, np.ndarray], header: dict | None = None) -> None:
+    """`pack` written atomically to `path`."""
+    atomic_write_bytes(path, pack(arrays, header))
+
+
+def read_blob(path: Path) -> tuple[dict[str, np.ndarray], dict] | None:
+    """`unpack` of the file at `path`; None when there is none; `CorruptEntry` (naming the path) if damaged."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return unpack(data)
+    except CorruptEntry as e:
+        raise CorruptEntry(f"{path}: {e}") from None
+
+
+def _json_default(v):
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, np.ndarray | tuple):
+        return v.tolist() if isinstance(v, np.ndarray) else list(v)
+    raise TypeError(f"cannot store {type(v).__name__} in a blob's header")
+
+
+def run_entries(cache_dir=None) -> list[Path]:
+    """Every finished run-store entry: `.npz` blobs, and fine-tuning run folders."""
+    out = []
+    for kind in RUN_KINDS:
+        root = runs_root(cache_dir) / kind
+        if root.is_dir():
+            out += sorted(p for p in root.iterdir() if not p.name.startswith(".")
+                          and (p.suffix == ".npz" or (p / MANIFEST).exists()))
+    return out
+
+
+def verify_run(path: Path) -> None:
+    """Read and check one run-store entry; `CorruptEntry` if it is damaged."""
+    if path.is_dir():
+        try:
+            json.loads((path / MANIFEST).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CorruptEntry(f"{path}: unreadable {MANIFEST} ({e})") from None
+        if read_blob(path / "predictions.npz") is None:
+            raise CorruptEntry(f"{path}: no predictions.npz")
+    elif read_blob(path) is None:
+        raise CorruptEntry(f"{path}: missing")
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -374,36 +490,62 @@ def _size(path: Path) -> int:
 
 
 _ENTRY_NAME = re.compile(r".+__.+__[0-9a-f]{20}(\.partial)?")
-"""What `entry_dir` names (and a `.partial` folder of an unfinished one): nothing else in the store is ours."""
+"""What `entry_dir` names (and a `.partial` folder of an unfinished one)."""
+_RUN_NAME = re.compile(r"[0-9a-f]{20}|[0-9a-f]{24}\.npz")
+"""What `run_path` names: a fine-tuning run's folder, or another run's blob. Nothing else in the store is ours."""
+
+
+def _ours(p: Path, cache_dir) -> bool:
+    """Whether `p` is an entry the store created: a named child of `features/` or of `runs/<kind>/`."""
+    parent = p.resolve().parent
+    if parent == features_root(cache_dir).resolve():
+        return bool(_ENTRY_NAME.fullmatch(p.name)) and p.is_dir()
+    return (parent.parent == runs_root(cache_dir).resolve() and parent.name in RUN_KINDS
+            and bool(_RUN_NAME.fullmatch(p.name)) and p.exists())
 
 
 def _resolve_entry(name: str, cache_dir, *, delete: bool = False) -> Path:
-    """The entry folder that `name` means: an entry's name (or a unique part of it) in this cache, or a path
-    (it contains a '/') to an entry folder. For `delete`, a path must be an entry of this cache's store, a
-    direct child of `<cache>/features` named as the store names its entries, so that `rm` can never remove a
-    folder the store did not create, whatever path it is given."""
+    """The entry that `name` means: an entry's name (or a unique part of it) in this cache, features or runs, or
+    a path (it contains a '/') to an entry. For `delete`, a path must be an entry this cache's store created
+    (`_ours`), so that `rm` can never remove anything the store did not write, whatever path it is given."""
     if os.sep in name or (os.altsep and os.altsep in name):
         p = Path(name).expanduser()
         if delete:
-            root = features_root(cache_dir).resolve()
-            if p.resolve().parent != root or not _ENTRY_NAME.fullmatch(p.name) or not p.is_dir():
-                raise ToolkitError(f"'{name}' is not an entry of the cache at {root}; nothing removed "
-                                   "(see `python -m toolkit.cache ls`, or pass --cache-dir)")
-        elif not (p / MANIFEST).exists():
-            raise ToolkitError(f"'{name}' is not a cache entry (no {MANIFEST} in it)")
+            if not _ours(p, cache_dir):
+                raise ToolkitError(f"'{name}' is not an entry of the cache at {cache_root(cache_dir)}; nothing "
+                                   "removed (see `python -m toolkit.cache ls`, or pass --cache-dir)")
+        elif not ((p / MANIFEST).exists() or p.suffix == ".npz"):
+            raise ToolkitError(f"'{name}' is not a cache entry (no {MANIFEST} in it, not a run blob)")
         return p
-    matches = [e for e in entries(cache_dir) if name in e.name]
+    matches = [e for e in entries(cache_dir) + run_entries(cache_dir) if name in e.name]
     if delete:
         matches += [p for p in features_root(cache_dir).glob("*.partial") if name in p.name]
     if len(matches) != 1:
-        raise ToolkitError(f"'{name}' matches {len(matches)} entries of the cache at {features_root(cache_dir)}; "
+        raise ToolkitError(f"'{name}' matches {len(matches)} entries of the cache at {cache_root(cache_dir)}; "
                            "give a longer part of the name (see `python -m toolkit.cache ls`)")
     return matches[0]
 
 
+def _verify(path: Path) -> None:
+    if path.parent.name in RUN_KINDS and path.parent.parent.name == "runs":
+        verify_run(path)
+    else:
+        load_entry(path)
+
+
+def _info(path: Path) -> dict:
+    if path.is_dir():
+        m = json.loads((path / MANIFEST).read_text())
+        return {k: (f"{len(v)} ids" if k == "ids" else v) for k, v in m.items()}
+    arrays, header = read_blob(path)
+    return {"arrays": {k: list(v.shape) for k, v in arrays.items()},
+            "header": {k: (f"{len(v)} items" if isinstance(v, list) and len(v) > 8 else v) for k, v in header.items()}}
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m toolkit.cache", description="Inspect the feature cache.")
+    parser = argparse.ArgumentParser(prog="python -m toolkit.cache",
+                                     description="Inspect the store: features and every run store.")
     parser.add_argument("--cache-dir")
     # --cache-dir before or after the subcommand, as in `toolkit.models` (SUPPRESS: absent after it, the
     # value given before it stands)
@@ -411,12 +553,12 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--cache-dir", default=argparse.SUPPRESS, help="cache root (default: cache/ or "
                                                                         "$TOOLKIT_CACHE_DIR)")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("ls", help="list entries", parents=[common])
-    for cmd, what in (("info", "show an entry's manifest"), ("rm", "remove an entry of this cache")):
+    sub.add_parser("ls", help="list feature entries and the run stores", parents=[common])
+    for cmd, what in (("info", "show an entry's manifest or header"), ("rm", "remove an entry of this cache")):
         sub.add_parser(cmd, help=what, parents=[common]).add_argument(
-            "entry", help="a unique part of an entry's name, or the path of an entry folder")
-    sub.add_parser("verify", help="check every file of every entry", parents=[common]).add_argument(
-        "entry", nargs="?")
+            "entry", help="a unique part of an entry's name, or the path of an entry")
+    sub.add_parser("verify", help="check every file of every entry, features and runs",
+                   parents=[common]).add_argument("entry", nargs="?")
     args = parser.parse_args(argv)
     if args.cmd == "ls":
         for e in entries(args.cache_dir):
@@ -429,17 +571,24 @@ def main(argv: list[str] | None = None) -> int:
         partial = [p.name for p in features_root(args.cache_dir).glob("*.partial")]
         for p in partial:
             print(f"{p}  (unfinished: resumes on the next run)")
+        runs = run_entries(args.cache_dir)
+        for kind in RUN_KINDS:
+            mine = [r for r in runs if r.parent.name == kind]
+            if mine:
+                size = sum(_size(r) if r.is_dir() else r.stat().st_size for r in mine)
+                print(f"runs/{kind}  {len(mine)} entries, {size / 1e6:.1f} MB")
         return 0
     if args.cmd == "verify":
-        if not args.entry and not features_root(args.cache_dir).is_dir():
+        if not args.entry and not features_root(args.cache_dir).is_dir() and not runs_root(args.cache_dir).is_dir():
             raise ToolkitError(f"no feature cache at {features_root(args.cache_dir)} (check --cache-dir)")
-        targets = [_resolve_entry(args.entry, args.cache_dir)] if args.entry else entries(args.cache_dir)
+        targets = ([_resolve_entry(args.entry, args.cache_dir)] if args.entry
+                   else entries(args.cache_dir) + run_entries(args.cache_dir))
         if not targets:
-            print(f"no entries in {features_root(args.cache_dir)}: nothing to verify")
+            print(f"no entries in {cache_root(args.cache_dir)}: nothing to verify")
         bad = 0
         for e in targets:
             try:
-                load_entry(e)
+                _verify(e)
                 print(f"ok       {e}")
             except CorruptEntry as err:
                 bad += 1
@@ -447,11 +596,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if bad else 0
     path = _resolve_entry(args.entry, args.cache_dir, delete=args.cmd == "rm")
     if args.cmd == "info":
-        m = read_manifest(path)
-        m = {k: (f"{len(v)} ids" if k == "ids" else v) for k, v in m.items()}
-        print(json.dumps(m, indent=2))
+        print(json.dumps(_info(path), indent=2, default=str))
     else:
-        shutil.rmtree(path)
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
         print(f"removed {path}")
     return 0
 

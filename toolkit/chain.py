@@ -14,10 +14,10 @@ intermediate hands on comes from a probe that never saw that example's incoming 
 the intermediate's label is the mean of its fold probes. Each fold probe selects its (layer, C) by agreement
 with the incoming labels of `val` (never gold), as every student does; `val` is never trained on.
 
-Records: an intermediate's predictions are `student` records of method `probe`, setting `crossfit`, whose
-`weak` is the chain before it (`m0`, then `m0>m1`, …) and `strong` is the intermediate; the final students'
-`weak` is the whole chain before the strong model (`m0>m1>m2`), so a summary shows them beside the direct
-`m0` students. PGR is always measured against m0 (the chain's first model) and the same final ceiling. A
+Records: an intermediate's predictions are `student` records of method `probe`, setting `crossfit`, with
+`weak` m0, `chain` the intermediates before it ("" for m1, then `m1`, `m1>m2`, …) and `strong` the
+intermediate; the final students carry `weak` m0 and `chain` every intermediate (`m1>m2`), so a summary shows
+them beside the direct m0 students (chain ""). PGR is always measured against m0 and the same final ceiling. A
 chain of length two is the direct comparison, record for record.
 """
 
@@ -27,8 +27,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from toolkit._util import ToolkitError, rng
-from toolkit.linear import fit_many, predict_proba_many
+from toolkit import cache, linear, records
+from toolkit._util import ToolkitError, rng, stable_hash
+from toolkit.linear import DEFAULT_CS, fit_many, predict_proba_many
 from toolkit.records import CHAIN_SEP, Predictions
 from toolkit.weak import Supervision
 
@@ -54,11 +55,12 @@ def fold_of(n: int, seed: int, folds: int = 2) -> np.ndarray:
     return out
 
 
-def relabel(feats, sup: Supervision, *, model: str, chain: str, Cs=(0.001, 0.01, 0.1, 1.0), loss: str = "xent",
-            folds: int = 2, fit: dict | None = None) -> tuple[Supervision, list[Predictions]]:
+def relabel(feats, sup: Supervision, *, model: str, weak: str, chain: str = "", Cs=DEFAULT_CS,
+            loss: str = "xent", folds: int = 2, fit: dict | None = None) -> tuple[Supervision, list[Predictions]]:
     """One bootstrapping step: cross-fitted probes on `feats` (the intermediate model's features) trained on
     `sup`'s labels. Returns the next step's `Supervision` (same splits, the intermediate's labels) and the
-    intermediate's records (`student`, weak=`chain`, strong=`model`, setting `crossfit`). `fit`: where and how
+    intermediate's records (`student`, `weak`, `chain` the intermediates before it, strong=`model`, setting
+    `crossfit`). `fit`: where and how
     the probes are fitted (`toolkit.weak.solver`)."""
     splits = sup.splits
     X = {s: feats.take(splits[s].ids) for s in SPLITS}  # (L, n, d) float32
@@ -83,50 +85,49 @@ def relabel(feats, sup: Supervision, *, model: str, chain: str, Cs=(0.001, 0.01,
         p["strong_train"][~train] = probe.predict_proba(X["strong_train"][li][~train])[:, 1]
         for s in ("val", "test"):
             p[s] += probe.predict_proba(X[s][li])[:, 1] / folds
-    base = {"task": splits.test.name, "weak": chain, "strong": model, "method": "probe", "role": "student",
-            "loss": loss, "setting": CROSSFIT, "seed": sup.seed}
+    base = {"task": splits.test.name, "weak": weak, "chain": chain, "strong": model, "method": "probe",
+            "role": "student", "loss": loss, "setting": CROSSFIT, "seed": sup.seed}
     extra = {"intermediate": 1, "folds": folds, "layers": [c["layer"] for c in chosen], "Cs": [c["C"] for c in chosen]}
     recs = [Predictions(**base, split=s, ids=splits[s].ids, p=np.clip(p[s], 0, 1), extra=extra) for s in SPLITS]
     weak = [r.with_(role="weak", extra={}) for r in recs]
     return replace(sup, weak=weak), recs
 
 
-def stored_relabel(feats, sup: Supervision, *, model: str, chain: str, Cs=(0.001, 0.01, 0.1, 1.0),
+def stored_relabel(feats, sup: Supervision, *, model: str, weak: str, chain: str = "", Cs=DEFAULT_CS,
                    loss: str = "xent", folds: int = 2, cache_dir=None, fit: dict | None = None
                    ) -> tuple[Supervision, list[Predictions]]:
     """`relabel`, read from `<cache>/runs/chain/<key>.npz` when the same step was computed before. The key is
     content: the intermediate's feature entry, the split ids, the incoming labels (6 decimals), the settings
     and the format versions of this step and of the solver."""
-    from toolkit import linear, records
-    from toolkit._util import cache_root, stable_hash
-
     splits = sup.splits
     spec = {"features": feats.path.name, "seed": sup.seed, "Cs": list(Cs), "loss": loss, "folds": folds,
             "version": [FORMAT_VERSION, linear.SOLVER_VERSION],
             "ids": {s: stable_hash(list(splits[s].ids)) for s in SPLITS},
             "labels": {s: stable_hash(np.round(sup.soft(s), 6).tolist()) for s in SPLITS}}
-    path = cache_root(cache_dir) / "runs" / "chain" / f"{stable_hash(spec, 24)}.npz"
-    names = {"task": splits.test.name, "weak": chain, "strong": model}
-    recs, _ = records.stored(path, lambda: relabel(feats, sup, model=model, chain=chain, Cs=Cs, loss=loss,
-                                                   folds=folds, fit=fit)[1], what="chain store", names=names)
+    path = cache.run_path("chain", spec, cache_dir)
+    names = {"task": splits.test.name, "weak": weak, "chain": chain, "strong": model}
+    recs, _ = records.stored(path, lambda: relabel(feats, sup, model=model, weak=weak, chain=chain, Cs=Cs,
+                                                   loss=loss, folds=folds, fit=fit)[1], what="chain store",
+                             names=names)
     return replace(sup, weak=[r.with_(role="weak", extra={}) for r in recs]), recs
 
 
 def bootstrap(sups: list[Supervision], intermediates: list[tuple[str, object]], *, first: str,
-              Cs=(0.001, 0.01, 0.1, 1.0), loss: str = "xent", folds: int = 2, cache_dir=None,
+              Cs=DEFAULT_CS, loss: str = "xent", folds: int = 2, cache_dir=None,
               fit: dict | None = None) -> tuple[list[Supervision], list[Predictions], str]:
     """Run `sups` (the weak supervisor `first`'s) through `intermediates` [(name, Features), ...].
 
     Returns the final `Supervision`s (labels of the last intermediate), every intermediate record, and the
-    chain name to give the final students as their `weak` (`first>m1>…`). With no intermediates, the input is
-    returned unchanged and the name is `first`. Each step is stored (`stored_relabel`) under `cache_dir`."""
-    chain, recs, out = first, [], []
+    `chain` to give the final students (the intermediates' names joined by `CHAIN_SEP`). With no intermediates,
+    the input is returned unchanged and the chain is "". Each step is stored (`stored_relabel`) under
+    `cache_dir`."""
+    chain, recs, out = "", [], []
     for sup in sups:
-        chain = first
+        chain = ""
         for name, feats in intermediates:
-            sup, r = stored_relabel(feats, sup, model=name, chain=chain, Cs=Cs, loss=loss, folds=folds,
+            sup, r = stored_relabel(feats, sup, model=name, weak=first, chain=chain, Cs=Cs, loss=loss, folds=folds,
                                     cache_dir=cache_dir, fit=fit)
             recs += r
-            chain = f"{chain}{CHAIN_SEP}{name}"
+            chain = f"{chain}{CHAIN_SEP}{name}" if chain else name
         out.append(sup)
     return out, recs, chain

@@ -4,8 +4,8 @@
 
 From a notebook:
 
-    from toolkit import compare
-    result = compare.run("sentiment", weak="minilm-l6", strong="smollm2-135m")
+    import toolkit
+    result = toolkit.run_comparison("sentiment", weak="minilm-l6", strong="smollm2-135m")   # = compare.run
     result.summary                 # weak / student / ceiling and PGR with 95% CIs, per method x loss x setting
     result.write("runs/default")   # results.csv, summary.csv, diagnostics.csv, figures, report.md
 
@@ -39,7 +39,7 @@ from toolkit._util import ToolkitError, cli_main
 from toolkit.config import JobConfig, csv, flag
 from toolkit.losses import get_loss
 from toolkit.methods import Context
-from toolkit.models import DEFAULT_STRONG, n_params, resolve
+from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK, n_params, resolve
 from toolkit.records import CHAIN_SEP, Predictions
 from toolkit.tasks import load as load_task
 from toolkit.weak import TFIDF as WEAK_TFIDF
@@ -151,8 +151,6 @@ class CompareConfig:
 
 def _chain_job(chain: tuple[str, ...], job: JobConfig) -> JobConfig:
     """The job with the chain's first model as the weak one and its last as the strong one."""
-    from toolkit.models import DEFAULT_WEAK
-
     if len(chain) < 2 or len(set(chain)) < len(chain):
         raise ToolkitError(f"a chain needs at least two different models, weak first, strong last: "
                            f"{CHAIN_SEP.join(chain)}")
@@ -245,10 +243,11 @@ def _strong_runs(cfg: CompareConfig, ctx: Context, methods: tuple[str, ...], sta
         for k, v in out.computed.items():
             stats[k] = stats.get(k, 0) + v
         notes += [n for n in out.notes if n not in notes]
-        recs += out.records
+        recs += [r.with_(chain=ctx.chain) for r in out.records] if ctx.chain else out.records
         if len(out.curves):
-            curves.append(out.curves)
-        times[f"{name} {ctx.task.name} {ctx.weak} -> {ctx.strong}"] = time.perf_counter() - t0
+            curves.append(out.curves.assign(chain=ctx.chain))
+        via = f"{CHAIN_SEP}{ctx.chain}" if ctx.chain else ""
+        times[f"{name} {ctx.task.name} {ctx.weak}{via} -> {ctx.strong}"] = time.perf_counter() - t0
     return recs, curves, times
 
 
@@ -302,18 +301,18 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
         timings[f"weak {task.name}"] = time.perf_counter() - t0
         labels[task.name] = dict(zip(task.ids, (int(v) for v in task.labels)))
         all_recs += [r for s in sups for r in s.weak if r.split != "weak_train"]
-        runs = [(sups, cfg.weak)]
+        runs = [(sups, "")]
         if len(cfg.chain) > 2:
             t0 = time.perf_counter()
             inter = [(m, extract_mod.extract(extract_mod.ExtractConfig(model=m, task=task_name, limit=cfg.limit,
                                                                        cache_dir=cfg.cache_dir), progress=progress))
                      for m in cfg.chain[1:-1]]
-            chain_sups, inter_recs, chain_name = chain_mod.bootstrap(sups, inter, first=cfg.weak,
+            chain_sups, inter_recs, via = chain_mod.bootstrap(sups, inter, first=cfg.weak,
                                                                      fit=solver(cfg.device, cfg.probe_engine),
                                                                      cache_dir=cfg.cache_dir)
             all_recs += inter_recs
-            runs.append((chain_sups, chain_name))
-            timings[f"chain {task.name} {chain_name}"] = time.perf_counter() - t0
+            runs.append((chain_sups, via))
+            timings[f"chain {task.name} {cfg.weak}>{via}"] = time.perf_counter() - t0
         for strong in cfg.strong:
             base = Context(task=task, task_spec=task_name, sups=tuple(sups), weak=cfg.weak, strong=strong,
                            info=resolve(strong, cfg.cache_dir), job=cfg.job, losses=cfg.losses, progress=progress)
@@ -322,20 +321,21 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
                 t0 = time.perf_counter()
                 if method.skip(base.info) is None and (label := method.prepare(base, cfg.opts(name))):
                     timings[label] = time.perf_counter() - t0
-            for run_sups, weak_name in runs:
+            for run_sups, via in runs:
                 block: list[Predictions] = []
                 for i, (phase_sups, methods) in enumerate(_phases(cfg, tuple(run_sups))):
                     if progress:
                         _print_eta(cfg, methods, phase_sups, timings, plans.get((task.name, strong)), task.name,
-                                   weak_name, strong)
-                    ctx = Context(**{**vars(base), "sups": phase_sups, "weak": weak_name})
+                                   f"{cfg.weak}{CHAIN_SEP}{via}" if via else cfg.weak, strong)
+                    ctx = Context(**{**vars(base), "sups": phase_sups, "chain": via})
                     recs, c, t = _strong_runs(cfg, ctx, methods, stats, notes)
                     block += recs
                     curves += c
                     for k, v in t.items():
                         timings[k] = timings.get(k, 0.0) + v
                     if progress and i == 0 and recs:
-                        weak_recs = [r for s in phase_sups for r in s.weak if r.split != "weak_train"]
+                        seeds = {s.seed for s in phase_sups}  # PGR against the root supervisor, chain or not
+                        weak_recs = [r for s in sups if s.seed in seeds for r in s.weak if r.split != "weak_train"]
                         _print_early(cfg, weak_recs + recs, labels[task.name], phase_sups,
                                      time.perf_counter() - t_start)
                 # back in the one-pass order (method, then seed), so that results.csv does not depend on the phases

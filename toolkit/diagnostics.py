@@ -26,9 +26,9 @@ from toolkit.records import CHAIN_SEP, Predictions
 __all__ = ["AGREEMENT", "DEFAULT_SETTINGS", "DIAG_COLUMNS", "MISFIT", "agreement", "calibration"]
 __all__ += ["chain_accuracy", "cross_agreement", "layer_curves", "misfit", "noise_control", "summarize", "table"]
 
-DIAG_COLUMNS = ["task", "weak", "strong", "method", "role", "loss", "setting", "seed", "split", "diagnostic",
+DIAG_COLUMNS = ["task", "weak", "chain", "strong", "method", "role", "loss", "setting", "seed", "split", "diagnostic",
                 "value"]
-KEYS = DIAG_COLUMNS[:9]
+KEYS = DIAG_COLUMNS[:10]
 DEFAULT_SETTINGS = {"probe": "select", "prompt": "k=8,cal", "finetune": "best"}
 """The setting that stands for each method where one per method is shown (cross-agreement, figures)."""
 AGREEMENT = ("agree", "agree_weak_right", "agree_weak_wrong", "n_weak_right", "n_weak_wrong", "student_acc",
@@ -103,15 +103,19 @@ def _gold(labels: dict, ids) -> np.ndarray:
         raise ToolkitError(f"id {e.args[0]} has no gold label") from None
 
 
+def _via(chain: str, model: str) -> str:
+    return f"{chain}{CHAIN_SEP}{model}" if chain else model
+
+
 def _supervisors(records: list[Predictions]) -> dict[tuple, Predictions]:
-    """(task, weak, seed, split) -> the weak supervisor's record; an ambiguous key is an error. For a
-    bootstrapped student (weak = `m0>m1`, see `toolkit.chain`) the supervisor is its immediate one: the
-    intermediate m1's record (a student record with extra `intermediate`), keyed by its chain `m0>m1`."""
+    """(task, weak, chain, seed, split) -> the record a model with that weak and chain learned from; an ambiguous
+    key is an error. A direct model's (chain "") is the weak supervisor; a bootstrapped one's (chain `m1>m2`, see
+    `toolkit.chain`) is its immediate one, the last intermediate's record (a student record with extra
+    `intermediate`), found under its own chain extended by its name."""
     out: dict[tuple, Predictions] = {}
     for r in records:
         if r.role == "weak" or r.extra.get("intermediate"):
-            name = f"{r.weak}{CHAIN_SEP}{r.strong}" if r.role != "weak" else r.weak
-            k = (r.task, name, r.seed, r.split)
+            k = (r.task, r.weak, "" if r.role == "weak" else _via(r.chain, r.strong), r.seed, r.split)
             if k in out:
                 raise ToolkitError(f"two weak supervisors for task {r.task}, weak {r.weak}, seed {r.seed}, "
                                    f"split {r.split}: {out[k].describe()} and {r.describe()}")
@@ -131,13 +135,13 @@ def _curve_rows(curves: pd.DataFrame) -> list[dict]:
     need = {"task", "weak", "strong", "role", "loss", "seed", "step", "val_agreement", "test_acc", "best"}
     if missing := need - set(curves.columns):
         raise ToolkitError(f"fine-tune curves lack columns {sorted(missing)}")
-    c = curves.assign(method=curves.get("method", "finetune"), setting="curve")
+    c = curves.assign(method=curves.get("method", "finetune"), chain=curves.get("chain", ""), setting="curve")
     rows = []
-    for key, g in c.groupby(["task", "weak", "strong", "method", "role", "loss", "setting", "seed"], sort=False):
+    for key, g in c.groupby(KEYS[:9], sort=False):
         g = g.sort_values("step")
         best, last = g[g["best"].astype(bool)], g.iloc[-1]
         best = best.iloc[0] if len(best) else g.loc[g["val_agreement"].idxmax()]
-        base = dict(zip(KEYS[:8], key))
+        base = dict(zip(KEYS[:9], key))
         vals = {"val": {"best_step": best["step"], "final_step": last["step"],
                         "best_val_agreement": best["val_agreement"], "final_val_agreement": last["val_agreement"]},
                 "test": {"best_test_acc": best["test_acc"], "final_test_acc": last["test_acc"],
@@ -167,14 +171,14 @@ def table(records: list[Predictions], labels: dict[str, int], *, split: str = "t
         if r.split == split:
             y = _gold(labels, r.ids)
             if r.role != "weak":
-                w = sup.get((r.task, r.weak, r.seed, r.split))
+                w = sup.get((r.task, r.weak, r.chain, r.seed, r.split))
                 if w is None:
                     orphans += 1
                 else:
                     rows += _rows(r, agreement(r.p, w.aligned(r.ids), y))
             rows += _rows(r, {"ece": metrics.ece(y, r.p)})
         if r.split == "strong_train" and r.role in ("student", "control"):
-            w = sup.get((r.task, r.weak, r.seed, r.split))
+            w = sup.get((r.task, r.weak, r.chain, r.seed, r.split))
             if w is not None:
                 rows += _rows(r, misfit(r.p, w.aligned(r.ids), _gold(labels, r.ids)))
     if orphans:
@@ -195,15 +199,15 @@ def noise_control(diag: pd.DataFrame) -> pd.DataFrame:
     (= student_agree_weak_wrong - control_agree_weak_wrong), imitation_gap_std: means over paired seeds,
     std with ddof=1 (nan for one seed). A positive imitation_gap means the student repeats the supervisor's
     errors more than random label noise at the same rate would make it."""
-    cols = ["task", "weak", "strong", "method", "loss", "setting", "split", "n_seeds", "weak_acc", "student_acc",
-            "control_acc", "acc_gap", "acc_gap_std", "student_agree", "control_agree", "student_agree_weak_wrong",
-            "control_agree_weak_wrong", "imitation_gap", "imitation_gap_std"]
+    cols = ["task", "weak", "chain", "strong", "method", "loss", "setting", "split", "n_seeds", "weak_acc",
+            "student_acc", "control_acc", "acc_gap", "acc_gap_std", "student_agree", "control_agree",
+            "student_agree_weak_wrong", "control_agree_weak_wrong", "imitation_gap", "imitation_gap_std"]
     want = ("student_acc", "weak_acc", "agree", "agree_weak_wrong")
     d = diag[diag["role"].isin(("student", "control")) & diag["diagnostic"].isin(want)]
     if d.empty or not (d["role"] == "control").any():
         return pd.DataFrame(columns=cols)
     wide = d.pivot_table(index=KEYS, columns="diagnostic", values="value", aggfunc="first").reset_index()
-    pair = ["task", "weak", "strong", "method", "loss", "setting", "split", "seed"]
+    pair = ["task", "weak", "chain", "strong", "method", "loss", "setting", "split", "seed"]
     m = wide[wide["role"] == "student"].merge(wide[wide["role"] == "control"], on=pair, suffixes=("_s", "_c"))
     if m.empty:
         return pd.DataFrame(columns=cols)
@@ -261,18 +265,19 @@ def cross_agreement(records: list[Predictions], labels: dict[str, int], split: s
 
     Long form, one row per unordered pair (a before b in method-then-loss order), means over seeds:
     columns task, weak, strong, split, a, b, agree, error_jaccard, both_wrong, n_seeds, n (mean ids)."""
-    cols = ["task", "weak", "strong", "split", "a", "b", "agree", "error_jaccard", "both_wrong", "n_seeds", "n"]
+    cols = ["task", "weak", "chain", "strong", "split", "a", "b", "agree", "error_jaccard", "both_wrong", "n_seeds",
+            "n"]
     settings = DEFAULT_SETTINGS if settings is None else settings
     order = {m: i for i, m in enumerate(settings)}
     groups: dict[tuple, dict[str, Predictions]] = {}
     for r in records:
         if r.split == split and r.role in roles and settings.get(r.method) == r.setting:
-            g = groups.setdefault((r.task, r.weak, r.strong, r.seed), {})
+            g = groups.setdefault((r.task, r.weak, r.chain, r.strong, r.seed), {})
             if _label(r) in g:
                 raise ToolkitError(f"cross_agreement: two records for {_label(r)}: {g[_label(r)].describe()}")
             g[_label(r)] = r
     per_seed = []
-    for (task, weak, strong, _seed), g in groups.items():
+    for (task, weak, chain, strong, _seed), g in groups.items():
         names = sorted(g, key=lambda k: (order[g[k].method], roles.index(g[k].role), g[k].loss))
         for i, a in enumerate(names):
             for b in names[i + 1:]:
@@ -285,13 +290,14 @@ def cross_agreement(records: list[Predictions], labels: dict[str, int], split: s
                 pa, pb = ra.aligned(ids) > 0.5, rb.aligned(ids) > 0.5
                 ea, eb = pa != y, pb != y
                 union = (ea | eb).sum()
-                per_seed.append({"task": task, "weak": weak, "strong": strong, "split": split, "a": a, "b": b,
+                per_seed.append({"task": task, "weak": weak, "chain": chain, "strong": strong, "split": split,
+                                 "a": a, "b": b,
                                  "agree": np.mean(pa == pb), "both_wrong": np.mean(ea & eb), "n": len(ids),
                                  "error_jaccard": (ea & eb).sum() / union if union else np.nan})
     if not per_seed:
         return pd.DataFrame(columns=cols)
     df = pd.DataFrame(per_seed)
-    out = df.groupby(cols[:6], sort=False).agg(agree=("agree", "mean"), error_jaccard=("error_jaccard", "mean"),
+    out = df.groupby(cols[:7], sort=False).agg(agree=("agree", "mean"), error_jaccard=("error_jaccard", "mean"),
                                                both_wrong=("both_wrong", "mean"), n_seeds=("agree", "size"),
                                                n=("n", "mean"))
     return out.reset_index()[cols]
@@ -349,37 +355,37 @@ def layer_curves(records: list[Predictions], labels: dict[str, int], split: str 
     chosen: dict[tuple, set] = {}
     rows = []
     for r in records:
-        model = (r.task, r.weak, r.strong, r.method, r.role, r.loss)
+        model = (r.task, r.weak, r.chain, r.strong, r.method, r.role, r.loss)
         if r.setting == "select" and "layer" in r.extra:
             chosen.setdefault(model + (int(r.extra["layer"]),), set()).add(r.seed)
         m = _LAYER.match(r.setting)
         if not m or r.split not in splits or r.role not in ("student", "control", "ceiling"):
             continue
         y = _gold(labels, r.ids)
-        w = sup.get((r.task, r.weak, r.seed, r.split))
+        w = sup.get((r.task, r.weak, r.chain, r.seed, r.split))
         hard = r.p > 0.5
-        rows.append(dict(zip(("task", "weak", "strong", "method", "role", "loss"), model), split=r.split,
+        rows.append(dict(zip(("task", "weak", "chain", "strong", "method", "role", "loss"), model), split=r.split,
                          layer=int(m.group(1)), seed=r.seed, gold_acc=np.mean(hard == (y == 1)),
                          weak_label_acc=np.mean(hard == (w.aligned(r.ids) > 0.5)) if w is not None else np.nan))
-    cols = ["task", "weak", "strong", "method", "role", "loss", "split", "layer", "gold_acc", "gold_acc_std",
+    cols = ["task", "weak", "chain", "strong", "method", "role", "loss", "split", "layer", "gold_acc", "gold_acc_std",
             "weak_label_acc", "weak_label_acc_std", "n_seeds", "n_chosen"]
     if not rows:
         return pd.DataFrame(columns=cols)
-    g = pd.DataFrame(rows).groupby(cols[:8], sort=False)
+    g = pd.DataFrame(rows).groupby(cols[:9], sort=False)
     out = g.agg(gold_acc_mean=("gold_acc", "mean"), gold_acc_std=("gold_acc", "std"),
                 weak_label_acc_mean=("weak_label_acc", "mean"), weak_label_acc_std=("weak_label_acc", "std"),
                 n_seeds=("seed", "nunique")).reset_index()
     out = out.rename(columns={"gold_acc_mean": "gold_acc", "weak_label_acc_mean": "weak_label_acc"})
-    out["n_chosen"] = [len(chosen.get(tuple(row[c] for c in cols[:6]) + (row["layer"],), ()))
+    out["n_chosen"] = [len(chosen.get(tuple(row[c] for c in cols[:7]) + (row["layer"],), ()))
                        for _, row in out.iterrows()]
-    return out.sort_values(cols[:8], kind="stable", ignore_index=True)[cols]
+    return out.sort_values(cols[:9], kind="stable", ignore_index=True)[cols]
 
 
 def chain_accuracy(records: list[Predictions], labels: dict[str, int], split: str = "test", *,
                    settings: dict[str, str] | None = None) -> pd.DataFrame:
     """Accuracy along each bootstrapping chain (`toolkit.chain`), the paper's bootstrapping figure in numbers.
 
-    For every bootstrapped student (weak `m0>m1>…`, role student, the method's setting from `settings`,
+    For every bootstrapped student (a non-empty `chain` m1>…, role student, the method's setting from `settings`,
     default `DEFAULT_SETTINGS`), one row per step of its chain: step 0 is the weak supervisor m0, steps
     1 … K−1 the intermediates (setting `crossfit`), step K the student. Columns: task, chain (m0>…>mK),
     method, loss, setting, step, model, accuracy (mean over seeds), accuracy_std, n_seeds, and on the last
@@ -387,19 +393,19 @@ def chain_accuracy(records: list[Predictions], labels: dict[str, int], split: st
     settings = DEFAULT_SETTINGS if settings is None else settings
     recs = [r for r in records if r.split == split]
     acc = lambda r: float(np.mean((r.p > 0.5) == (_gold(labels, r.ids) == 1)))
-    by_key = {(r.task, r.weak, r.strong, r.method, r.role, r.loss, r.setting, r.seed): r for r in recs}
+    by_key = {(r.task, r.weak, r.chain, r.strong, r.method, r.role, r.loss, r.setting, r.seed): r for r in recs}
     weak = {(r.task, r.weak, r.seed): r for r in recs if r.role == "weak"}
     rows = []
     for r in recs:
-        if r.role != "student" or CHAIN_SEP not in r.weak or settings.get(r.method) != r.setting:
+        if r.role != "student" or not r.chain or r.extra.get("intermediate") or settings.get(r.method) != r.setting:
             continue
-        names = r.weak.split(CHAIN_SEP) + [r.strong]
-        steps = [weak.get((r.task, names[0], r.seed))]
+        names = [r.weak, *r.chain.split(CHAIN_SEP), r.strong]
+        steps = [weak.get((r.task, r.weak, r.seed))]
         for i in range(1, len(names) - 1):
-            steps.append(by_key.get((r.task, CHAIN_SEP.join(names[:i]), names[i], "probe", "student", "xent",
+            steps.append(by_key.get((r.task, r.weak, CHAIN_SEP.join(names[1:i]), names[i], "probe", "student", "xent",
                                      "crossfit", r.seed)))
         steps.append(r)
-        direct = by_key.get((r.task, names[0], r.strong, r.method, "student", r.loss, r.setting, r.seed))
+        direct = by_key.get((r.task, r.weak, "", r.strong, r.method, "student", r.loss, r.setting, r.seed))
         ceiling = next((c for c in recs if c.role == "ceiling" and c.task == r.task and c.strong == r.strong
                         and c.method == r.method and c.setting == r.setting and c.seed == r.seed), None)
         for i, (name, step) in enumerate(zip(names, steps)):

@@ -43,18 +43,18 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from toolkit import config, tasks
+from toolkit import cache, config, tasks
 from toolkit import records as rec
 from toolkit._util import (
     ToolkitError,
-    cache_root,
     cli_main,
     derive_seed,
     stable_hash,
 )
 from toolkit._util import rng as derive_rng
 from toolkit.config import Quiet, Sizes, csv, flag, ints, sizes_field
-from toolkit.extract import ExtractConfig, entry_spec, pad_batch, plan_batches, pool_hidden, tokenize
+from toolkit.encoding import pad_batch, plan_batches, pool_hidden, tokenize
+from toolkit.extract import ExtractConfig, entry_spec
 from toolkit.losses import get_loss
 from toolkit.methods import Context, Method, MethodResult, register
 from toolkit.models import (
@@ -66,6 +66,7 @@ from toolkit.models import (
     pick_device,
     resolve,
 )
+from toolkit.weak import WeakConfig, supervise
 
 __all__ = ["FinetuneConfig", "Classifier", "Trainer", "make_batches", "train", "train_run", "run_records",
            "run_with_curves", "run", "STATS", "main"]
@@ -479,7 +480,7 @@ def run_spec(sup, cfg: FinetuneConfig, info: ModelInfo, role: str, loss: str, sp
     name, params = parse_loss(loss)
     keep = ("epochs", "batch_size", "lr", "weight_decay", "warmup_frac", "schedule", "max_grad_norm",
             "max_length", "bucket", "eval_every", "train_preds", "lora")
-    return {"format_version": FORMAT_VERSION, "model": info.identity, "arch": info.arch,
+    return {"version": FORMAT_VERSION, "model": info.identity, "arch": info.arch,
             "encoding": {k: spec_x[k] for k in ("template", "pool", "truncation_side", "max_length")},
             "task": sup.splits.test.name, "seed": sup.seed, "role": role, "loss": name, "loss_params": params,
             "ids": {s: stable_hash(list(sup.splits[s].ids)) for s in ("strong_train", "val", "test")},
@@ -498,8 +499,8 @@ def train_run(sup, cfg: FinetuneConfig, *, role: str = "student", loss: str = "x
     xcfg = ExtractConfig(model=cfg.strong, max_length=cfg.max_length, cache_dir=cfg.cache_dir)
     spec_x = entry_spec(xcfg, sup.splits.test, info, 0)  # extraction's template, pooling and truncation
     spec = run_spec(sup, cfg, info, role, loss, spec_x, targets, select)
-    key = stable_hash(spec, n=20)
-    path = cache_root(cfg.cache_dir) / "runs" / "finetune" / key
+    path = cache.run_path("finetune", spec, cfg.cache_dir, n=20, suffix="")
+    key = path.name
     # The key is content; the model names are labels, so a stored run is relabelled with this call's names.
     names = {"weak": cfg.weak, "strong": cfg.strong}
     if (path / "manifest.json").exists() and (not cfg.keep_weights or (path / "best.safetensors").exists()):
@@ -629,8 +630,6 @@ def run_records(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = True
 def run_with_curves(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = True, sups=None):
     """`run_records` plus the training curves of every run (one DataFrame: step, epoch, lr, train_loss,
     val_agreement, test_acc, best, with task, weak, strong, role, loss and seed columns)."""
-    from toolkit.weak import WeakConfig, supervise
-
     task = tasks.load(cfg.task, cfg.cache_dir, limit=cfg.limit)
     if sups is None:
         sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(model=cfg.weak), limit=cfg.limit,

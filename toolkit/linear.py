@@ -1,53 +1,33 @@
 """Linear probes on cached features: `LogisticProbe`, a scikit-learn estimator, and `fit_many`, which fits
 every layer × seed in one call, by damped Newton in one of two engines that solve the same problem the same way:
-- numpy (`engine="numpy"`, the default on a CPU; `toolkit._linear_cpu`): one probe at a time on single-threaded
-  OpenBLAS/LAPACK calls, its kernel and factor held in cache, with the next probe's setup on a second thread;
-- torch (`engine="torch"`, the default on any other device; this module): every probe of a chunk batched in
-  each tensor op, which is what a GPU needs and what makes a CPU pay dispatch and cache misses per op.
+numpy (`engine="numpy"`, the default on a CPU; `toolkit._linear_cpu`), one probe at a time in cache; and torch
+(`engine="torch"`, the default on any other device; this module), every probe of a chunk batched in each
+tensor op, which is what a GPU needs. Why two, and what each was measured to gain: benchmarks/README.md, Probes.
 
 The objective is scikit-learn's, so `C` means what it means in `LogisticRegression(C)`:
 
     C · Σ_i s_i · CE(z_i, (1 − t_i, t_i)) + ½‖w‖²,   z = Xw + b,  intercept b unpenalised,
 
-with soft or hard targets t_i = P(y=1) and sample weights s_i. It is smooth and strictly convex in w, so we
-solve it with damped Newton: ~6 steps from zero to a gradient 1e-8 of its scale, where first-order solvers need
-hundreds of steps and stop early at loose tolerances. The step length comes from a few 1-D Newton iterations on
-f along the step (O(n) each; on logistic losses the early Newton steps are systematically too short, optimal
-lengths ≈ 1.2–1.7, which saves about two steps), checked by Armijo backtracking. Per chunk of probes, batched
-over the chunk, Newton runs in the cheaper of two coordinate systems:
-- primal, θ = (w, b): Hessian (d+1)², n·d² per Cholesky factorization; for n ≫ d. Lagged Hessians: a step
-  reuses the last factor (an inexact Newton step) while steps keep cutting ‖g‖ 4×, and refactors otherwise.
-- dual, θ = (α, w, b) with w = Xᵀα: Newton from w = 0 never leaves the row space of X (representer theorem),
-  so the Newton system is solved in n coordinates. K = XXᵀ is formed once (n²d, the largest single cost; from
-  its three distinct half blocks, ¾ of the flops of one GEMM); a Hessian-vector product then costs one pass
-  over K. The system is solved by conjugate gradients (in the inner product of w-space), preconditioned by
-  the exact inverse Hessian at the weights D of the probe's last Cholesky factorization of I + EKE (E = √D,
-  eigenvalues ≥ 1, so well conditioned; n³/3) with a Schur step for b. Right after a factorization that is
-  Newton's step in one CG iteration; later steps reuse the stale factor and CG recovers the exact step in a
-  few iterations (each two passes over K and two triangular solves, ~n² instead of n³), to a relative
-  residual min(0.1, ‖g‖ / (C·Σs)) (inexact Newton with a forcing term that keeps the quadratic rate). A probe
-  refactors once its last solve needed more than `_Dual._REFACTOR_AFTER` CG iterations: in practice 2–3
-  factorizations and ~5 preconditioner applications per Newton step. For d ≳ n, the probing regime
-  (n ≈ 500–2000 examples, d ≈ 576–1536 features).
+with soft or hard targets t_i = P(y=1) and sample weights s_i. It is smooth and strictly convex in w, so damped
+Newton solves it in ~6 steps to a gradient 1e-8 of its scale. The step length comes from a few 1-D Newton
+iterations along the step, checked by Armijo backtracking. Per chunk of probes, Newton runs in the cheaper of
+two coordinate systems:
+- primal, θ = (w, b): Hessian (d+1)², for n ≫ d; a step reuses the last factor while steps keep cutting ‖g‖ 4×.
+- dual, θ = (α, w, b) with w = Xᵀα (Newton from w = 0 never leaves the row space of X), for d ≳ n, the probing
+  regime: K = XXᵀ is formed once; the Newton system is solved by conjugate gradients preconditioned by the
+  inverse Hessian at the weights of the probe's last Cholesky factorization of I + EKE (E = √D), with a Schur
+  step for b, to a relative residual min(0.1, ‖g‖ / (C·Σs)). A probe refactors once its last solve needed more
+  than `_Dual._REFACTOR_AFTER` CG iterations.
 Mixed precision: the Hessian only steers the step while the gradient fixes the optimum, so K, the factors and
-the CG solve are float32 (twice the speed) whenever κ(H) is small enough for that, while gradient, objective,
-logits and the line search stay in `dtype`; the answer is as exact as `dtype`. A float64 dual solve runs in
-float32 throughout (a float32 copy of X) down to a gradient of `_LOW_TOL` = 1e-6, then recomputes w = Xᵀα and
-z in float64 and finishes in float64 (typically one step), with the same K and factors. Cache-sized chunks
-(`_CHUNK_BYTES`): the CG passes are memory-bound, so a chunk's X, K and factors should stay in cache (larger
-chunks measured markedly slower on a 2-core CPU). There is no L-BFGS fallback: a factorization costs
-O(min(n, d)³), which stays affordable up to min(n, d) of several thousand. On a 2-core CPU, forming K (n²d
-flops) already costs a good part of what scikit-learn's lbfgs needs for a whole probe at its loose default tol,
-so the torch engine gains there mostly in exactness at equal time; a GPU (`device="cuda"`) is where its batching
-pays off. The numpy engine takes the same coordinates, factors, CG and line search per probe, without the float32
-first phase, and is 2–2.5× faster on a 2-core CPU (`benchmarks/probe.py`, `benchmarks/probe_seed.py`).
+the CG solve are float32 whenever κ(H) allows, while gradient, objective, logits and line search stay in
+`dtype`; a float64 dual solve runs in float32 down to a gradient of `_LOW_TOL` and finishes in float64. The
+answer is as exact as `dtype`. Chunks are sized (`_CHUNK_BYTES`) so that a chunk's X, K and factors stay in
+cache.
 
 Losses other than xent (logconf, product, ...) have targets that depend on the current predictions and on a
-warm-up schedule. They are trained full batch, in `n_rounds` rounds: round k (k = 0 … n_rounds − 1, passed as
-`step=k, total_steps=n_rounds`) replaces the loss by CE to the target with the same gradient w.r.t. the
-logits at the current predictions (exact for the losses whose target is detached), then Newton-solves that
-convex problem from the previous solution, and from the Hessian factor the previous round ended with (the
-Hessian depends on the logits alone). Full batch matters: logconf's threshold is a quantile of the batch.
+warm-up schedule. They are trained full batch, in `n_rounds` rounds: round k replaces the loss by CE to the
+target with the same gradient w.r.t. the logits at the current predictions, then Newton-solves that convex
+problem from the previous solution. Full batch matters: logconf's threshold is a quantile of the batch.
 """
 
 from __future__ import annotations
@@ -69,6 +49,9 @@ from toolkit.losses import get_loss
 _CHUNK_BYTES = 32 << 20  # per chunk of probes: passes over X and K are memory-bound, so keep them in cache
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 _ENGINES = ("auto", "numpy", "torch")
+DEFAULT_CS = (0.001, 0.01, 0.1, 1.0)
+"""The inverse L2 strengths every probe chooses from (scikit-learn's meaning, standardised features): the weak
+supervisor, the probe students and ceiling, and the chain's intermediates."""
 SOLVER_VERSION = 1
 """Part of the key of every stored fit (probes, chain steps): bump it with any change to either engine or to
 `toolkit.losses` that changes a result."""

@@ -38,7 +38,7 @@ class Context:
     sups: tuple
     """One `toolkit.weak.Supervision` per seed: its splits and the weak supervisor's labels on them."""
     weak: str
-    """The supervisor's name as the records carry it (`a>b` for a bootstrapping chain's last step)."""
+    """The weak supervisor's name, as the records carry it."""
     strong: str
     """The strong model's name, as given."""
     info: ModelInfo
@@ -49,6 +49,9 @@ class Context:
     """Student losses, for the methods that train a student."""
     progress: bool = True
     """Print progress (bars and one line per seed)."""
+    chain: str = ""
+    """The intermediates the labels of `sups` came through (`toolkit.chain`), "" for the weak supervisor's own;
+    `compare` writes it into the `chain` column of the method's records and curves."""
 
     @property
     def labels(self) -> dict[str, int]:

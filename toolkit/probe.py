@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toolkit import config, linear, records
-from toolkit._util import ToolkitError, cache_root, cli_main, stable_hash
+from toolkit import cache, config, linear, records
+from toolkit._util import ToolkitError, cli_main, stable_hash
 from toolkit.config import Sizes, as_numbers, csv, flag, floats, sizes_field
 from toolkit.extract import ExtractConfig, extract, load_task
-from toolkit.linear import LogisticProbe, fit_many, predict_proba_many
+from toolkit.linear import DEFAULT_CS, LogisticProbe, fit_many, predict_proba_many
 from toolkit.losses import get_loss
 from toolkit.methods import Context, Method, MethodResult, register
 from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK
@@ -51,7 +51,7 @@ class ProbeRunConfig:
     """Number of seeds (0 .. seeds-1): each draws new weak_train/strong_train/val splits; test is fixed."""
     losses: tuple[str, ...] = csv(("xent", "logconf"))
     """Student losses (names in `toolkit.losses`); the ceiling always uses xent on gold."""
-    Cs: tuple[float, ...] = floats((0.001, 0.01, 0.1, 1.0))
+    Cs: tuple[float, ...] = floats(DEFAULT_CS)
     """Inverse L2 strengths tried for the strong probes (scikit-learn's meaning, standardised features):
     students pick (layer, C) by weak-label accuracy on val, the ceiling by 3-fold CV on its gold."""
     weak_layer: str = "last"
@@ -202,7 +202,7 @@ def stored_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> tuple[list[
             "weak": {s: stable_hash(np.round(sup.soft(s), 6).tolist(), 16) for s in ("strong_train", "val")},
             "gold": {s: stable_hash(splits[s].labels.tolist(), 16) for s in ("strong_train", "val")},
             "cfg": {k: v for k, v in asdict(cfg).items() if k in ("losses", "Cs", "control", "control_per_class")}}
-    path = cache_root(cfg.cache_dir) / "runs" / "probe" / f"{stable_hash(spec, 24)}.npz"
+    path = cache.run_path("probe", spec, cfg.cache_dir)
     names = {"weak": cfg.weak, "strong": cfg.strong, "task": splits.test.name}
     recs, loaded = records.stored(path, lambda: probe_students(feats, sup, cfg), what="probe run store", names=names)
     STATS["loaded" if loaded else "fitted"] += 1
@@ -216,7 +216,7 @@ SUMMARY_SETTINGS = ("select", "layer=0")  # the chosen layer, and the input-embe
 class ProbeOptions:
     """Linear probes on the strong model's cached hidden states, one per layer."""
 
-    Cs: tuple[float, ...] = floats((0.001, 0.01, 0.1, 1.0))
+    Cs: tuple[float, ...] = floats(DEFAULT_CS)
     """Inverse L2 strengths tried for the strong probes (scikit-learn's meaning, standardised features):
     students pick (layer, C) by weak-label accuracy on val, the ceiling by 3-fold CV on its gold."""
     control: bool = flag(True)

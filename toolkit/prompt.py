@@ -33,27 +33,24 @@ were dropped); a query too long on its own is cut on the left, keeping the answe
 
 from __future__ import annotations
 
-import io
 import sys
 import time
 import warnings
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from toolkit import config, tasks
+from toolkit import cache, config, tasks
 from toolkit._util import (
     ToolkitError,
-    atomic_write_bytes,
-    cache_root,
     cli_main,
     rng,
     stable_hash,
 )
 from toolkit.config import Quiet, Sizes, as_numbers, flag, ints, seeds_field, sizes_field
-from toolkit.extract import pad_batch, plan_batches, pool_positions
+from toolkit.encoding import pad_batch, plan_batches, pool_positions
+from toolkit.extract import ExtractConfig, entry_spec
 from toolkit.methods import Context, Method, MethodResult, register
 from toolkit.models import (
     DEFAULT_STRONG,
@@ -329,9 +326,6 @@ def cached_zero_shot(cfg: PromptConfig, task, info, tokenizer) -> dict[str, np.n
     first-token log-probs)."""
     from transformers import AutoConfig
 
-    from toolkit import cache
-    from toolkit.extract import ExtractConfig, entry_spec
-
     if any(len(w) != 1 for w in label_word_ids(tokenizer, task.label_words)):
         return None
     ecfg = ExtractConfig(model=cfg.strong, task=cfg.task, limit=cfg.limit, dtype=cfg.dtype, device=cfg.device,
@@ -343,7 +337,7 @@ def cached_zero_shot(cfg: PromptConfig, task, info, tokenizer) -> dict[str, np.n
     return dict(zip(feats.ids, feats.label_logprobs.astype(float)))
 
 
-PROMPT_CACHE_VERSION = 1
+PROMPT_CACHE_VERSION = 2  # 2: one `cache.pack` blob (1: an npz with its own crc32)
 STATS = {"scored": 0}
 """Prompts run through a model in this process (not served by the score cache)."""
 
@@ -367,24 +361,24 @@ class _Strong:
         return self.cfg.max_length or int(read_config(self.info)["max_position_embeddings"])
 
     def _path(self, texts: list[str], demos: list[tuple[str, int]]) -> Path:
-        key = stable_hash({"v": PROMPT_CACHE_VERSION, "model": self.info.identity,
-                           "dtype": dtype_name(self.cfg.dtype, self.device), "template": self.task.template,
-                           "words": list(self.task.label_words), "demos": [list(d) for d in demos],
-                           "texts": stable_hash(list(texts), 32), "max_length": self.cfg.max_length}, 24)
-        return cache_root(self.cfg.cache_dir) / "runs" / "prompt" / f"{key}.npz"
+        return cache.run_path("prompt", {
+            "version": PROMPT_CACHE_VERSION, "model": self.info.identity,
+            "dtype": dtype_name(self.cfg.dtype, self.device), "template": self.task.template,
+            "words": list(self.task.label_words), "demos": [list(d) for d in demos],
+            "texts": stable_hash(list(texts), 32), "max_length": self.cfg.max_length}, self.cfg.cache_dir)
 
     @staticmethod
     def _read(path: Path, n: int) -> np.ndarray | None:
         try:
-            with np.load(path, allow_pickle=False) as f:
-                logp, crc = f["logp"], int(f["crc32"])
-        except FileNotFoundError:
+            blob = cache.read_blob(path)
+        except cache.CorruptEntry as e:  # a damaged file is never used
+            warnings.warn(f"prompt score cache {e}; scoring again", stacklevel=3)
             return None
-        except Exception as e:  # a damaged file is never used
-            warnings.warn(f"prompt score cache {path} is unreadable ({e}); scoring again", stacklevel=3)
+        if blob is None:
             return None
-        if logp.shape != (n, 2) or zlib.crc32(np.ascontiguousarray(logp).tobytes()) != crc:
-            warnings.warn(f"prompt score cache {path} fails its checksum; scoring again", stacklevel=3)
+        logp = blob[0].get("logp")
+        if logp is None or logp.shape != (n, 2):
+            warnings.warn(f"prompt score cache {path} holds other shapes; scoring again", stacklevel=3)
             return None
         return logp
 
@@ -403,9 +397,7 @@ class _Strong:
                               dtype=np.float64)
             self.scored += len(texts)
             STATS["scored"] += len(texts)
-            buf = io.BytesIO()
-            np.savez(buf, logp=logp, crc32=np.int64(zlib.crc32(np.ascontiguousarray(logp).tobytes())))
-            atomic_write_bytes(path, buf.getvalue())
+            cache.write_blob(path, {"logp": logp})
         self.memo[key] = logp
         return logp
 

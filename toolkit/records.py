@@ -9,25 +9,20 @@ over records and never touch a model.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from toolkit import metrics
-from toolkit._util import ToolkitError
+from toolkit import cache, metrics
+from toolkit._util import ToolkitError, atomic_write_bytes
 
-ROW_COLUMNS = ["task", "weak", "strong", "method", "role", "loss", "setting", "seed", "split", "metric", "value"]
+ROW_COLUMNS = ["task", "weak", "chain", "strong", "method", "role", "loss", "setting", "seed", "split", "metric",
+               "value"]
 ROLES = ("weak", "student", "ceiling", "baseline", "control")
 CHAIN_SEP = ">"
-"""Joins a bootstrapping chain's model names in the `weak` field: `minilm-l6>smollm2-135m` (`toolkit.chain`)."""
-
-
-def root_supervisor(weak: str) -> str:
-    """The weak supervisor a (possibly bootstrapped) student's PGR is measured against: the chain's first model."""
-    return weak.split(CHAIN_SEP)[0]
+"""Joins the intermediates of a bootstrapping chain in the `chain` field: `smollm2-135m>gemma3-270m`."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,7 +31,8 @@ class Predictions:
 
     task: str
     weak: str
-    """Weak supervisor's model name."""
+    """Weak supervisor's model name: the root of a bootstrapping chain, whose PGR every student is measured
+    against."""
     strong: str
     """Strong model's name (the weak model's name for role `weak`)."""
     method: str
@@ -54,6 +50,9 @@ class Predictions:
     p: np.ndarray
     """(n,) P(y=1) in [0, 1], aligned to `ids`."""
     extra: dict = field(default_factory=dict)
+    chain: str = ""
+    """The intermediate models between `weak` and `strong`, joined by `CHAIN_SEP` (`toolkit.chain`); empty for a
+    model supervised directly by `weak`."""
 
     def __post_init__(self):
         p = np.asarray(self.p, dtype=np.float64)
@@ -75,11 +74,11 @@ class Predictions:
             raise ToolkitError(f"id {e.args[0]} has no prediction in {self.describe()}") from None
 
     def describe(self) -> str:
-        return f"{self.task}/{self.method}/{self.role}/{self.loss}/{self.setting}/seed={self.seed}/{self.split}"
+        via = f"/via={self.chain}" if self.chain else ""
+        return f"{self.task}{via}/{self.method}/{self.role}/{self.loss}/{self.setting}/seed={self.seed}/{self.split}"
 
     def key(self) -> tuple:
-        return (self.task, self.weak, self.strong, self.method, self.role, self.loss, self.setting, self.seed,
-                self.split)
+        return tuple(getattr(self, c) for c in ROW_COLUMNS[:-2])
 
     def with_(self, **changes) -> Predictions:
         return replace(self, **changes)
@@ -124,52 +123,24 @@ def records_from_frame(df: pd.DataFrame) -> list[Predictions]:
 
 def save_records(records: list[Predictions], path: str | Path) -> None:
     """Write records as CSV (ids, p and the key columns); atomic via a temp file."""
-    from toolkit._util import atomic_write_bytes
-
     atomic_write_bytes(path, predictions_frame(records).to_csv(index=False, float_format="%.9g").encode())
 
 
-def _json_default(v):
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        return float(v)
-    if isinstance(v, np.ndarray | tuple):
-        return v.tolist() if isinstance(v, np.ndarray) else list(v)
-    raise TypeError(f"cannot store {type(v).__name__} in a record's extra")
-
-
 def to_bytes(records: list[Predictions]) -> bytes:
-    """Records, extras included, as one checksummed .npz payload (for run stores; see `from_bytes`)."""
-    import json
-    import zlib
-
+    """Records, extras included, as one checksummed blob (`cache.pack`; for the run stores, see `from_bytes`)."""
     id_sets: dict[tuple, int] = {}
     meta = []
     for r in records:
         meta.append({**{c: getattr(r, c) for c in ROW_COLUMNS[:-2]}, "ids": id_sets.setdefault(r.ids, len(id_sets)),
                      "extra": r.extra})
-    header = json.dumps({"records": meta, "ids": [list(i) for i in id_sets]}, default=_json_default).encode()
     p = np.concatenate([r.p for r in records]) if records else np.zeros(0)
-    buf = io.BytesIO()
-    np.savez(buf, p=p, header=np.frombuffer(header, dtype=np.uint8),
-             crc32=np.int64(zlib.crc32(header, zlib.crc32(p.tobytes()))))
-    return buf.getvalue()
+    return cache.pack({"p": p}, {"records": meta, "ids": [list(i) for i in id_sets]})
 
 
 def from_bytes(data: bytes) -> list[Predictions]:
-    """Inverse of `to_bytes`; raises `ToolkitError` on a damaged payload."""
-    import json
-    import zlib
-
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as f:
-            p, header, crc = f["p"], f["header"].tobytes(), int(f["crc32"])
-    except Exception as e:
-        raise ToolkitError(f"damaged records payload ({e})") from None
-    if zlib.crc32(header, zlib.crc32(p.tobytes())) != crc:
-        raise ToolkitError("damaged records payload (checksum mismatch)")
-    doc = json.loads(header)
+    """Inverse of `to_bytes`; raises `cache.CorruptEntry` (a `ToolkitError`) on a damaged payload."""
+    arrays, doc = cache.unpack(data)
+    p = arrays["p"]
     ids = [tuple(i) for i in doc["ids"]]
     out, at = [], 0
     for m in doc["records"]:
@@ -185,8 +156,6 @@ def stored(path: Path, compute, *, what: str, names: dict | None = None) -> tupl
     records and whether they were loaded."""
     import warnings
 
-    from toolkit._util import atomic_write_bytes
-
     if path.exists():
         try:
             return [r.with_(**(names or {})) for r in from_bytes(path.read_bytes())], True
@@ -198,11 +167,12 @@ def stored(path: Path, compute, *, what: str, names: dict | None = None) -> tupl
 
 
 def load_records(path: str | Path) -> list[Predictions]:
-    df = pd.read_csv(path, dtype={"id": str, "setting": str, "loss": str})
+    # keep_default_na=False: an empty chain stays "", not NaN (which groupby would drop)
+    df = pd.read_csv(path, dtype={"id": str, "setting": str, "loss": str, "chain": str}, keep_default_na=False)
     return records_from_frame(df)
 
 
-SUMMARY_KEYS = ["task", "weak", "strong", "method", "loss", "setting"]
+SUMMARY_KEYS = ["task", "weak", "chain", "strong", "method", "loss", "setting"]
 
 
 def _caveat(students: list[Predictions], ceilings: list[Predictions]) -> str:
@@ -240,7 +210,7 @@ def summary(records: list[Predictions], labels: dict[str, int], *, split: str = 
         group = sorted(group, key=lambda r: r.seed)
         ids = group[0].ids
         try:
-            w = np.stack([weak[(r.task, root_supervisor(r.weak), r.seed)].aligned(ids) for r in group])
+            w = np.stack([weak[(r.task, r.weak, r.seed)].aligned(ids) for r in group])
             c = np.stack([ceil[(r.task, r.strong, r.method, r.setting, r.seed)].aligned(ids) for r in group])
         except KeyError as e:
             raise ToolkitError(f"summary: no weak or ceiling record for {key} ({e})") from None

@@ -29,8 +29,8 @@ def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
     if summary.empty:
         return summary
     cols = [c for c in PRINT_COLUMNS[:9] if c in summary]
-    if summary["weak"].nunique() > 1:  # e.g. direct and bootstrapped students
-        cols.insert(1, "weak")
+    if "chain" in summary and summary["chain"].astype(bool).any():  # bootstrapped students beside direct ones
+        cols.insert(1, "chain")
     out = summary[cols].copy()
     for c in ("weak_acc", "student_acc", "ceiling_acc"):
         out[c] = out[c].map(lambda v: f"{v:.3f}")
@@ -57,10 +57,19 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     return "\n".join(lines)
 
 
+def shown(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` for the figures: a bootstrapped model's chain folded into its weak name (`m0>m1>m2`), so that a
+    panel per weak -> strong pair keeps direct and bootstrapped students apart."""
+    if "chain" not in df or not df["chain"].astype(bool).any():
+        return df.drop(columns="chain", errors="ignore")
+    weak = [f"{w}>{c}" if c else w for w, c in zip(df["weak"], df["chain"])]
+    return df.assign(weak=weak).drop(columns="chain")
+
+
 def figures(result) -> dict:
     """The standard figures of a `Comparison` (name -> matplotlib Figure); see `toolkit.plots`."""
     figs = {}
-    summ = result.summary
+    summ = shown(result.summary)
     if summ.empty:
         return figs
     cfg = result.config
@@ -68,14 +77,14 @@ def figures(result) -> dict:
     figs["pgr_accuracy"] = plots.pgr_bars(summ, metric="acc")
     figs["pgr_auroc"] = plots.pgr_bars(summ, metric="auroc")
     figs["accuracy"] = plots.accuracy_bars(summ)
-    ds = result.diagnostics_summary
+    ds = shown(result.diagnostics_summary)
     if not ds.empty:
         figs["agreement"] = plots.agreement_bars(ds, settings=settings)
-    ns = diagnostics.noise_control(result.diagnostics)
+    ns = shown(diagnostics.noise_control(result.diagnostics))
     if not ns.empty:
         figs["noise_control"] = plots.noise_control(ns, settings=settings)
     if (result.diagnostics.diagnostic == "misfit").any():
-        figs["misfit"] = plots.misfit_scatter(result.diagnostics)
+        figs["misfit"] = plots.misfit_scatter(shown(result.diagnostics))
     if len(cfg.strong) > 1:
         figs["accuracy_vs_size"] = plots.accuracy_vs_size(summ, {k: v for k, v in result.sizes.items() if v},
                                                            settings=settings)
@@ -84,22 +93,22 @@ def figures(result) -> dict:
                                                  split=("val", "test")) for t, recs in by_task.items()],
                        ignore_index=True)
     if len(layers):  # the weak supervisor alone (a fine-tune-only run) has no layer sweep
-        figs["layers"] = plots.layer_curves(layers)
+        figs["layers"] = plots.layer_curves(shown(layers))
     if cfg.chain and len(cfg.chain) > 2:
         ch = pd.concat([diagnostics.chain_accuracy(recs, result.labels[t], settings=settings)
                         for t, recs in by_task.items()], ignore_index=True)
         if len(ch):
             figs["chain"] = plots.chain_accuracy(ch)
     if not result.curves.empty:
-        figs["finetune_curves"] = plots.finetune_curves(result.curves)
+        figs["finetune_curves"] = plots.finetune_curves(shown(result.curves))
     cross = pd.concat([diagnostics.cross_agreement(recs, result.labels[t], settings=settings)
                        for t, recs in by_task.items()], ignore_index=True)
     if len(cross):
-        figs["cross_agreement"] = plots.cross_agreement_heatmap(cross)
+        figs["cross_agreement"] = plots.cross_agreement_heatmap(shown(cross))
     calib = pd.concat([diagnostics.calibration(recs, result.labels[t], settings=settings)
                        for t, recs in by_task.items()], ignore_index=True)
     if len(calib):
-        figs["calibration"] = plots.calibration_hist(calib)
+        figs["calibration"] = plots.calibration_hist(shown(calib))
     return figs
 
 
@@ -203,6 +212,6 @@ def _diag_wide(ds: pd.DataFrame, settings: tuple[str, ...]) -> pd.DataFrame:
              & (ds.split == "test")]
     if sub.empty:
         return sub
-    idx = [c for c in ("task", "weak", "strong", "method", "role", "loss", "setting") if c in sub]
+    idx = [c for c in ("task", "weak", "chain", "strong", "method", "role", "loss", "setting") if c in sub]
     wide = sub.pivot_table(index=idx, columns="diagnostic", values="mean", aggfunc="mean").reset_index()
     return wide[idx + [k for k in keep if k in wide]]

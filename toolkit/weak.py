@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from toolkit import tasks
 from toolkit._util import ToolkitError, rng
 from toolkit.cache import Features
-from toolkit.linear import LogisticProbe, fit_many, predict_proba_many
+from toolkit.extract import ExtractConfig, extract
+from toolkit.linear import DEFAULT_CS, LogisticProbe, fit_many, predict_proba_many
 from toolkit.models import DEFAULT_WEAK, pick_device
 from toolkit.records import Predictions
 
@@ -30,7 +32,7 @@ class WeakConfig:
     (bag of words, no neural model)."""
     layer: str = "last"
     """`last`, a layer number, or `cv` (5-fold cross-validation on weak_train gold picks the layer)."""
-    Cs: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
+    Cs: tuple[float, ...] = DEFAULT_CS
     """Inverse L2 strengths tried (scikit-learn's meaning); 5-fold CV on weak_train gold picks one."""
     device: str = "auto"
     """Where the probes are fitted: `auto` (a GPU when there is one), `cpu` or `cuda`."""
@@ -189,9 +191,6 @@ def supervise(task, seeds, sizes, cfg: WeakConfig = WeakConfig(), *, limit: int 
 
     `task` is a loaded `Task` (already subsampled if wanted); the weak model's features are extracted
     once (or read from the cache) for the whole task. Deterministic: same inputs, same labels."""
-    from toolkit import tasks
-    from toolkit.extract import ExtractConfig, extract
-
     seeds = check_seeds(seeds)
     check_sizes(sizes, cfg.model)
     # Every split is drawn before any model runs: a task too small for the sizes fails in a second.
