@@ -245,5 +245,6 @@ def test_a_comparison_with_nothing_to_run_is_refused(tiny_task, tmp_path, capsys
     args = ["--task", str(tiny_task), "--weak", "minilm-l6", "--strong", "minilm-l6", "--methods", "prompt",
             "--sizes", "10,10,6,10", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
     assert compare.main(args) == 2
-    assert "nothing to run: prompting needs a decoder, and minilm-l6 is an encoder" in capsys.readouterr().err
+    assert "nothing to run: prompting skipped for minilm-l6: an encoder has no language-model head" in \
+        capsys.readouterr().err
     assert not (tmp_path / "out" / "summary.csv").exists()

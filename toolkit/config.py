@@ -120,8 +120,8 @@ def sizes_field(default: SplitSizes | None = None) -> Any:
 
 def seeds_field(default: int | Sequence[int] = 3) -> Any:
     """Seeds, `--seeds 3` (0..2) or `--seeds 5,6,7` on the CLI."""
-    return sp_field(default=default if isinstance(default, int) else tuple(default), type=_cli(parse_seeds), nargs=None,
-                    metavar="N|A,B")
+    # the default as a tuple: simple_parsing post-processes a tuple field's default as a sequence
+    return sp_field(default=parse_seeds(default), type=_cli(parse_seeds), nargs=None, metavar="N|A,B")
 
 
 def flag(default: bool) -> Any:
