@@ -247,7 +247,7 @@ def test_a_cut_k_is_in_the_results_and_the_summary(tiny_causal, tiny_task, tmp_p
     assert all(r.extra["prompts_cut"] > 0 and r.extra["k_kept_min"] < 2 for r in shots)
     tab = table(recs, labels)
     assert {"prompts_cut", "k_kept_min"} <= set(tab.metric)
-    summ = summary(recs, labels, settings=("k=2",))
+    summ = summary(recs, labels, settings=("k=2",), caveats={"prompt": prompt.caveat})
     assert summ.caveat.str.contains(r"k cut to [01] in up to \d+ prompts longer than the context").all()
 
 
@@ -266,7 +266,9 @@ def test_identical_demonstrations_are_flagged_not_a_silent_pgr_of_one():
     recs = [rec("weak", s, None) for s in (0, 1)]
     recs += [rec("ceiling", 0, ["a", "b"]), rec("student", 0, ["a", "b"]),  # every weak label right: the same demos
              rec("ceiling", 1, ["a", "c"]), rec("student", 1, ["a", "d"])]
-    (row,) = summary(recs, labels, settings=("k=2",)).to_dict("records")
+    caveats = {"prompt": prompt.caveat}  # the prompt method's own caveat (`Method.caveat`)
+    (row,) = summary(recs, labels, settings=("k=2",), caveats=caveats).to_dict("records")
     assert row["caveat"] == "student = ceiling on seed(s) 0 (identical demonstrations)"
     both = [r for r in recs if r.seed == 0] + [rec("weak", 1, None), rec("ceiling", 1, ["x"]), rec("student", 1, ["x"])]
-    assert summary(both, labels, settings=("k=2",)).caveat[0] == "student = ceiling (identical demonstrations)"
+    assert summary(both, labels, settings=("k=2",), caveats=caveats).caveat[0] == \
+        "student = ceiling (identical demonstrations)"

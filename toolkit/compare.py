@@ -144,6 +144,10 @@ class CompareConfig:
         """The settings with a row in the summary, over every chosen method."""
         return tuple(s for m in self.methods for s in methods_mod.get(m).summary_settings(self.options[m]))
 
+    def caveats(self) -> dict:
+        """Method -> its `Method.caveat`, for the summary's caveat column."""
+        return {m: methods_mod.get(m).caveat for m in self.methods}
+
     def student_settings(self) -> dict[str, str]:
         """Method -> the setting that represents it in cross-method views."""
         return {m: methods_mod.get(m).student_setting(self.options[m]) for m in self.methods}
@@ -349,7 +353,7 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
     for task_name, lab in labels.items():
         recs = [r for r in all_recs if r.task == task_name]
         results.append(records.table(recs, lab))
-        summaries.append(records.summary(recs, lab, settings=settings, n_boot=cfg.n_boot))
+        summaries.append(records.summary(recs, lab, settings=settings, n_boot=cfg.n_boot, caveats=cfg.caveats()))
     summary = _order(pd.concat(summaries, ignore_index=True), cfg)
     timings["summary"] = time.perf_counter() - t0
     sizes = {m: n_params(resolve(m, cfg.cache_dir)) for m in dict.fromkeys((cfg.weak, *cfg.chain, *cfg.strong))
@@ -443,7 +447,7 @@ def _print_early(cfg: CompareConfig, recs: list[Predictions], labels: dict[str, 
     the end): a user sees results minutes into a run whose fine-tuning takes much longer."""
     settings = tuple(s for m in cfg.methods if not methods_mod.get(m).expensive
                      for s in methods_mod.get(m).summary_settings(cfg.opts(m)))
-    summ = records.summary(recs, labels, settings=settings, n_boot=cfg.n_boot)
+    summ = records.summary(recs, labels, settings=settings, n_boot=cfg.n_boot, caveats=cfg.caveats())
     if summ.empty:
         return
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 60):

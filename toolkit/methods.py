@@ -114,6 +114,11 @@ class Method:
         """The one setting that stands for this method in cross-method views (agreement, calibration)."""
         return self.summary_settings(opts)[0]
 
+    def caveat(self, students: list[Predictions], ceilings: list[Predictions]) -> str:
+        """What a summary row's numbers do not show by themselves, from its students' and ceilings' records (one
+        per seed, paired); "" if nothing. It becomes the summary's `caveat` column."""
+        return ""
+
     def describe(self, opts) -> str:
         """Its options, for the report."""
         return ", ".join(f"{k}={v}" for k, v in vars(opts).items())

@@ -485,6 +485,23 @@ def run(cfg: PromptConfig = PromptConfig(), *, progress: bool = True):
 # ----------------------------------------------------------------------------- the method
 
 
+def caveat(students: list[Predictions], ceilings: list[Predictions]) -> str:
+    """What a prompt summary row's numbers do not show by themselves ("" if nothing): prompts that kept fewer
+    demonstrations than the row's k (too long for the context), and seeds whose student saw exactly the
+    ceiling's demonstrations (every weak label right), where student = ceiling by construction."""
+    out = []
+    cut = [r for r in students + ceilings if r.extra.get("prompts_cut")]
+    if cut:
+        out.append(f"k cut to {min(r.extra['k_kept_min'] for r in cut)} in up to "
+                   f"{max(r.extra['prompts_cut'] for r in cut)} prompts longer than the context")
+    same = [s.seed for s, c in zip(students, ceilings)
+            if "demos" in s.extra and s.extra["demos"] == c.extra.get("demos")]
+    if same:
+        out.append("student = ceiling (identical demonstrations)" if len(same) == len(students) else
+                   f"student = ceiling on seed(s) {', '.join(map(str, same))} (identical demonstrations)")
+    return "; ".join(out)
+
+
 @dataclass(frozen=True)
 class PromptOptions:
     """Few-shot prompting of the strong model's language-model head."""
@@ -528,6 +545,9 @@ class PromptMethod(Method):
     def student_setting(self, opts: PromptOptions) -> str:
         return f"k={max(opts.ks)},cal"
 
+    def caveat(self, students: list[Predictions], ceilings: list[Predictions]) -> str:
+        return caveat(students, ceilings)
+
 
 # ----------------------------------------------------------------------------- CLI
 
@@ -543,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     if settings:
         cols = ["setting", "n_seeds", "weak_acc", "student_acc", "ceiling_acc", "pgr_acc", "pgr_acc_lo",
                 "pgr_acc_hi", "pgr_acc_note", "student_auroc", "ceiling_auroc", "pgr_auroc"]
-        print(summary(recs, labels, settings=settings)[cols].round(3).to_string(index=False))
+        summ = summary(recs, labels, settings=settings, caveats={"prompt": caveat})
+        print(summ[cols].round(3).to_string(index=False))
     return 0
 
 

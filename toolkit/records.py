@@ -175,29 +175,14 @@ def load_records(path: str | Path) -> list[Predictions]:
 SUMMARY_KEYS = ["task", "weak", "chain", "strong", "method", "loss", "setting"]
 
 
-def _caveat(students: list[Predictions], ceilings: list[Predictions]) -> str:
-    """What a summary row's numbers do not show by themselves ("" if nothing): prompts that kept fewer
-    demonstrations than the row's k (too long for the context), and seeds whose student saw exactly the
-    ceiling's demonstrations (every weak label right), where student = ceiling by construction."""
-    out = []
-    cut = [r for r in students + ceilings if r.extra.get("prompts_cut")]
-    if cut:
-        out.append(f"k cut to {min(r.extra['k_kept_min'] for r in cut)} in up to "
-                   f"{max(r.extra['prompts_cut'] for r in cut)} prompts longer than the context")
-    same = [s.seed for s, c in zip(students, ceilings)
-            if "demos" in s.extra and s.extra["demos"] == c.extra.get("demos")]
-    if same:
-        out.append("student = ceiling (identical demonstrations)" if len(same) == len(students) else
-                   f"student = ceiling on seed(s) {', '.join(map(str, same))} (identical demonstrations)")
-    return "; ".join(out)
-
-
 def summary(records: list[Predictions], labels: dict[str, int], *, split: str = "test", n_boot: int = 1000,
-            settings: tuple[str, ...] = ("select",)) -> pd.DataFrame:
+            settings: tuple[str, ...] = ("select",), caveats: dict | None = None) -> pd.DataFrame:
     """One row per (task, weak, strong, method, loss, setting) student: weak, student and ceiling
     accuracy and AUROC on `split` (means over seeds), PGR for both with paired-bootstrap 95% CIs,
     and an explicit reason where PGR is undefined. The ceiling is the same method's `ceiling`
-    record with the same setting; the weak model is the seed's supervisor."""
+    record with the same setting; the weak model is the seed's supervisor. `caveats` maps a method to a function
+    (students, ceilings) -> what the row's numbers do not show by themselves (`Method.caveat`), the `caveat`
+    column."""
     recs = [r for r in records if r.split == split]
     weak = {(r.task, r.weak, r.seed): r for r in recs if r.role == "weak"}
     ceil = {(r.task, r.strong, r.method, r.setting, r.seed): r for r in recs if r.role == "ceiling"}
@@ -217,7 +202,8 @@ def summary(records: list[Predictions], labels: dict[str, int], *, split: str = 
         s = np.stack([r.aligned(ids) for r in group])
         y = np.array([labels[i] for i in ids])
         ceilings = [ceil[(r.task, r.strong, r.method, r.setting, r.seed)] for r in group]
-        row = dict(zip(SUMMARY_KEYS, key), n_seeds=len(group), n_test=len(ids), caveat=_caveat(group, ceilings))
+        row = dict(zip(SUMMARY_KEYS, key), n_seeds=len(group), n_test=len(ids),
+                   caveat=(caveats or {}).get(group[0].method, lambda s, c: "")(group, ceilings))
         for metric in ("accuracy", "auroc"):
             b = metrics.pgr_bootstrap(y, w, s, c, metric=metric, n_boot=n_boot, seed=0)
             short = "acc" if metric == "accuracy" else "auroc"
