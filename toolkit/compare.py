@@ -21,6 +21,7 @@ summary rows say how many seeds they average).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -163,7 +164,7 @@ def _chain_job(chain: tuple[str, ...], job: JobConfig) -> JobConfig:
                            f"the strong one; got weak={job.weak}, strong={','.join(job.strong)}")
     if WEAK_TFIDF in chain[1:]:
         raise ToolkitError("tfidf can only start a chain (it has no features to probe)")
-    return config.replace(job, weak=chain[0], strong=(chain[-1],))
+    return dataclasses.replace(job, weak=chain[0], strong=(chain[-1],))
 
 
 def preset(name: str, **overrides) -> CompareConfig:

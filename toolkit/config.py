@@ -9,7 +9,6 @@ and booleans take `--x` / `--no-x` (`flag`).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -42,16 +41,6 @@ def as_numbers(value, kind: type = int, what: str = "value") -> tuple:
         return tuple(kind(x) for x in as_tuple(value))
     except (TypeError, ValueError):
         raise ToolkitError(f"{what} must be comma-separated numbers, got '{value}'") from None
-
-
-def _int_tuple(what: str) -> Callable[[str], tuple[int, ...]]:
-    def parse_ints(text: str) -> tuple[int, ...]:
-        try:
-            return tuple(int(x) for x in _items(text))
-        except ValueError:
-            raise ToolkitError(f"--{what} must be comma-separated integers, got '{text}'") from None
-
-    return parse_ints
 
 
 def parse_sizes(text) -> SplitSizes:
@@ -103,12 +92,12 @@ def csv(default: Sequence[str] = (), *, alias: str | None = None) -> Any:
 
 def ints(default: Sequence[int] = (), *, what: str = "value") -> Any:
     """A tuple of integers, `--name 0,8` on the CLI."""
-    return sp_field(default=tuple(default), type=_cli(_int_tuple(what)), nargs=None, metavar="N,M")
+    return sp_field(default=tuple(default), type=_cli(lambda s: as_numbers(s, int, what)), nargs=None, metavar="N,M")
 
 
-def floats(default: Sequence[float] = ()) -> Any:
+def floats(default: Sequence[float] = (), *, what: str = "value") -> Any:
     """A tuple of floats, `--name 0.01,0.1` on the CLI."""
-    return sp_field(default=tuple(default), type=lambda s: tuple(float(x) for x in _items(s)), nargs=None,
+    return sp_field(default=tuple(default), type=_cli(lambda s: as_numbers(s, float, what)), nargs=None,
                     metavar="X,Y")
 
 
@@ -224,8 +213,3 @@ def parse(cls, argv: list[str] | None, prog: str, description: str, *, default=N
         p.add_arguments(extra, dest="extra")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     return (args.config, args.extra) if extra is not None else args.config
-
-
-def replace(cfg, **changes):
-    """`dataclasses.replace` that re-runs the checks of `__post_init__`."""
-    return dataclasses.replace(cfg, **changes)

@@ -119,10 +119,6 @@ class Method:
         per seed, paired); "" if nothing. It becomes the summary's `caveat` column."""
         return ""
 
-    def describe(self, opts) -> str:
-        """Its options, for the report."""
-        return ", ".join(f"{k}={v}" for k, v in vars(opts).items())
-
 
 _REGISTRY: dict[str, Method] = {}
 
@@ -164,8 +160,3 @@ def get(name: str) -> Method:
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         raise ToolkitError(f"unknown method '{name}'{hint}: choose from {', '.join(methods)}")
     return methods[name]
-
-
-def default_options() -> dict[str, Any]:
-    """Each registered method's default options."""
-    return {name: m.Options() for name, m in registered().items()}

@@ -51,7 +51,7 @@ class ProbeRunConfig:
     """Number of seeds (0 .. seeds-1): each draws new weak_train/strong_train/val splits; test is fixed."""
     losses: tuple[str, ...] = csv(("xent", "logconf"))
     """Student losses (names in `toolkit.losses`); the ceiling always uses xent on gold."""
-    Cs: tuple[float, ...] = floats(DEFAULT_CS)
+    Cs: tuple[float, ...] = floats(DEFAULT_CS, what="Cs")
     """Inverse L2 strengths tried for the strong probes (scikit-learn's meaning, standardised features):
     students pick (layer, C) by weak-label accuracy on val, the ceiling by 3-fold CV on its gold."""
     weak_layer: str = "last"
@@ -216,7 +216,7 @@ SUMMARY_SETTINGS = ("select", "layer=0")  # the chosen layer, and the input-embe
 class ProbeOptions:
     """Linear probes on the strong model's cached hidden states, one per layer."""
 
-    Cs: tuple[float, ...] = floats(DEFAULT_CS)
+    Cs: tuple[float, ...] = floats(DEFAULT_CS, what="Cs")
     """Inverse L2 strengths tried for the strong probes (scikit-learn's meaning, standardised features):
     students pick (layer, C) by weak-label accuracy on val, the ceiling by 3-fold CV on its gold."""
     control: bool = flag(True)
