@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from toolkit import diagnostics as dg
-from toolkit import metrics, records
+from toolkit import methods, metrics, records
 from toolkit._util import ToolkitError
 from toolkit.records import Predictions
 from toolkit.weak import noise_labels
@@ -51,8 +51,10 @@ def synthetic_comparison(seeds: int = 2, n: int = 60, strongs=("s-small", "s-lar
                 y = np.array([labels[i] for i in ids[split]]).astype(bool)
                 h = _student(y, _wh[split], rng, imitate, err) if role != "ceiling" else np.where(
                     rng.random(n) < err, ~y, y)
+                params = {"layer": int(setting[6:])} if setting.startswith("layer=") else {}
                 return Predictions(**base, strong=_strong, method=method, role=role, loss=loss, setting=setting,
-                                   seed=_s, split=split, ids=ids[split], p=_soft(h, rng), extra=extra or {})
+                                   seed=_s, split=split, ids=ids[split], p=_soft(h, rng), extra=extra or {},
+                                   params=params)
             bonus = 0.05 * si
             for loss, imit in (("xent", 0.6), ("logconf", 0.4)):
                 for sp in ("strong_train", "val", "test"):
@@ -299,7 +301,7 @@ def test_noise_control_without_controls_is_empty():
 
 def _students(p_by_method: dict, ids, seed=0):
     return [Predictions(task="t", weak="w", strong="s", method=m, role="student", loss="xent",
-                        setting=dg.DEFAULT_SETTINGS[m], seed=seed, split="test", ids=ids_m, p=p)
+                        setting=methods.student_settings()[m], seed=seed, split="test", ids=ids_m, p=p)
             for m, (ids_m, p) in p_by_method.items()]
 
 
@@ -368,7 +370,7 @@ def test_layer_curves_gold_and_weak_label_accuracy():
                                 seed=seed, ids=ids, p=[0.9, 0.9, 0.9, 0.9]))
         for k, p in ((0, [0.9, 0.9, 0.9, 0.9]), (1, [0.9, 0.1, 0.9, 0.1 + 0.8 * seed])):
             recs.append(Predictions(**base, strong="s", method="probe", role="student", loss="xent",
-                                    setting=f"layer={k}", seed=seed, ids=ids[::-1], p=p[::-1]))
+                                    setting=f"layer={k}", seed=seed, ids=ids[::-1], p=p[::-1], params={"layer": k}))
         recs.append(Predictions(**base, strong="s", method="probe", role="student", loss="xent", setting="select",
                                 seed=seed, ids=ids, p=[0.5] * 4, extra={"layer": 1, "C": 1.0}))
     lc = dg.layer_curves(recs, labels, split="val").set_index("layer")

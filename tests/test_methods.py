@@ -44,6 +44,9 @@ class KnnMethod(toolkit.Method):
         if opts.neighbours < 1:
             raise ToolkitError(f"neighbours must be >= 1, got {opts.neighbours}")
 
+    def summary_settings(self, opts: KnnOptions) -> tuple[str, ...]:
+        return (f"neighbours={opts.neighbours}",)
+
     def run(self, ctx: toolkit.Context, opts: KnnOptions) -> toolkit.MethodResult:
         feats = extract(ExtractConfig(model=ctx.strong, task=ctx.task_spec, limit=ctx.job.limit,
                                       cache_dir=ctx.job.cache_dir), progress=False)
@@ -56,7 +59,8 @@ class KnnMethod(toolkit.Method):
                     ids = sup.splits[split].ids
                     p = knn(train, np.asarray(targets, float), feats.take(ids)[-1], opts.neighbours)
                     recs.append(Predictions(task=ctx.task.name, weak=ctx.weak, strong=ctx.strong, method=self.name,
-                                            role=role, loss="none", setting="select", seed=sup.seed, split=split,
+                                            role=role, loss="none", setting=f"neighbours={opts.neighbours}",
+                                            params={"neighbours": opts.neighbours}, seed=sup.seed, split=split,
                                             ids=ids, p=p))
         return toolkit.MethodResult(recs, computed={"knn_fits": 2 * len(ctx.sups)})
 
@@ -77,13 +81,14 @@ def test_a_method_registered_here_runs_beside_the_others(registered, tiny_causal
     summ = result.summary
     assert set(summ.method) == {"probe", "knn"}
     row = summ[summ.method == "knn"].iloc[0]
-    assert row.setting == "select" and row.n_seeds == 2 and 0 <= row.student_acc <= 1
+    assert row.setting == "neighbours=5" and row.n_seeds == 2 and 0 <= row.student_acc <= 1
     assert result.stats["knn_fits"] == 4
     # its diagnostics: agreement with the supervisor, misfit on strong_train
     diag = result.diagnostics
     mine = diag[diag.method == "knn"]
     assert {"agree", "agree_weak_wrong", "misfit", "ece"} <= set(mine.diagnostic)
-    assert result.student_settings == {"probe": "select", "knn": "select"}
+    assert result.student_settings == {"probe": "select", "knn": "neighbours=5"}
+    assert {r.params["neighbours"] for r in result.records if r.method == "knn"} == {5}
     # its figure entries: the cross-method agreement and the accuracy bars hold it
     figs = result.figures()
     labels = [t.get_text() for ax in figs["cross_agreement"].axes for t in ax.get_xticklabels()]

@@ -11,7 +11,7 @@ from matplotlib.patches import Rectangle
 from test_diagnostics import synthetic_comparison
 
 from toolkit import diagnostics as dg
-from toolkit import plots, records
+from toolkit import methods, plots, records
 from toolkit._util import ToolkitError
 
 SETTINGS = ("select", "k=8,cal", "best")
@@ -77,7 +77,7 @@ def test_accuracy_vs_size(comparison):
     ax = fig.axes[0]
     assert len(fig.axes) == 1 and ax.get_xscale() == "log"
     # one line per method/loss at the default settings (no layer=0 baseline), one ceiling per method, the weak line
-    shown = s[[dg.DEFAULT_SETTINGS[m] == st for m, st in zip(s["method"], s["setting"])]]
+    shown = s[[methods.student_settings()[m] == st for m, st in zip(s["method"], s["setting"])]]
     n_labels = shown[["method", "loss"]].drop_duplicates().shape[0]
     assert n_labels < s[["method", "loss", "setting"]].drop_duplicates().shape[0]
     assert len(ax.lines) == n_labels + 3 + 1

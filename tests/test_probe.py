@@ -41,6 +41,8 @@ def test_tidy_table_and_summary(probe_run, tmp_path):
     assert list(table.columns) == records.ROW_COLUMNS
     chosen = table[(table.setting == "select") & (table.metric == "layer")]
     assert chosen.value.between(0, 30).all()
+    per_layer = [r for r in recs if r.method == "probe" and r.role != "weak" and r.setting != "select"]
+    assert per_layer and all(r.setting == f"layer={r.params['layer']}" for r in per_layer)
     summ = probe.write_outputs(recs, labels, tmp_path)
     assert {"results.csv", "summary.csv", "predictions.csv.gz"} <= {p.name for p in tmp_path.iterdir()}
     sel = summ[summ.setting == "select"]

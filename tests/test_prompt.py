@@ -178,6 +178,8 @@ def test_records_join_a_probe_like_table(tiny_run):
             assert {("baseline", "k=0", seed, split), ("baseline", "k=0,cal", seed, split),
                     ("ceiling", "k=2", seed, split), ("student", "k=2,cal", seed, split)} <= keys
     assert len(ours) == 2 * 2 * 2 * 3  # seeds x splits x (raw, cal) x roles
+    assert {(r.setting, r.params["k"], r.params["calibrated"]) for r in ours} == {
+        ("k=0", 0, False), ("k=0,cal", 0, True), ("k=2", 2, False), ("k=2,cal", 2, True)}  # typed, not parsed
     assert all(r.loss == "none" and r.strong == cfg.strong and r.weak == cfg.weak for r in ours)
     tests = [r for r in ours if r.split == "test"]
     assert len({r.ids for r in tests}) == 1  # a fixed test pool

@@ -70,11 +70,19 @@ def test_bad_predictions_are_refused():
 
 
 def test_save_and_load_round_trip(tmp_path: Path):
-    recs = [_rec("student", _noisy(0.7, 0)), _rec("weak", _noisy(0.6, 1), split="val")]
+    recs = [_rec("student", _noisy(0.7, 0)), _rec("weak", _noisy(0.6, 1), split="val"),
+            _rec("student", _noisy(0.8, 2), setting="k=8,cal", method="prompt").with_(
+                params={"k": 8, "calibrated": True})]
     records.save_records(recs, tmp_path / "p.csv")
     back = records.load_records(tmp_path / "p.csv")
     assert [r.key() for r in back] == [r.key() for r in recs]
+    assert [r.params for r in back] == [{}, {}, {"k": 8, "calibrated": True}]  # typed, not strings
     np.testing.assert_allclose(back[0].p, recs[0].p, rtol=1e-8)
+
+
+def test_params_are_json_scalars():
+    with pytest.raises(ToolkitError, match="JSON scalars"):
+        _rec("student", _noisy(0.7, 0)).with_(params={"layers": [1, 2]})
 
 
 def _synthetic_task_and_features(n=400, d=16, seed=0):
@@ -117,10 +125,11 @@ def test_records_round_trip_through_bytes_with_extras():
     recs = [Predictions(task="t", weak="w", strong="s", method="probe", role="student", loss="xent",
                         setting="select", seed=1, split="test", ids=("a", "b", "c"), p=np.array([0.1, 0.5, 0.9]),
                         extra={"layer": np.int64(3), "C": 0.1, "demos": ["x", "y"]}),
-            Predictions(task="t", weak="w", strong="s", method="probe", role="weak", loss="xent",
-                        setting="layer=2", seed=1, split="val", ids=("d",), p=np.array([1.0]))]
+            Predictions(task="t", weak="w", strong="s", method="probe", role="student", loss="xent",
+                        setting="layer=2", seed=1, split="val", ids=("d",), p=np.array([1.0]), params={"layer": 2})]
     back = records.from_bytes(records.to_bytes(recs))
     assert [r.key() for r in back] == [r.key() for r in recs]
+    assert back[1].params == {"layer": 2} and back[0].params == {}
     assert back[0].extra == {"layer": 3, "C": 0.1, "demos": ["x", "y"]} and back[0].ids == ("a", "b", "c")
     np.testing.assert_array_equal(back[0].p, recs[0].p)
     data = bytearray(records.to_bytes(recs))

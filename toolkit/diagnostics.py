@@ -12,29 +12,25 @@ model or the disk. Conventions:
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from toolkit import metrics
+from toolkit import methods, metrics
 from toolkit._util import ToolkitError
 from toolkit.records import CHAIN_SEP, Predictions
 
-__all__ = ["AGREEMENT", "DEFAULT_SETTINGS", "DIAG_COLUMNS", "MISFIT", "agreement", "calibration"]
+__all__ = ["AGREEMENT", "DIAG_COLUMNS", "MISFIT", "agreement", "calibration"]
 __all__ += ["chain_accuracy", "cross_agreement", "layer_curves", "misfit", "noise_control", "summarize", "table"]
 
 DIAG_COLUMNS = ["task", "weak", "chain", "strong", "method", "role", "loss", "setting", "seed", "split", "diagnostic",
                 "value"]
 KEYS = DIAG_COLUMNS[:10]
-DEFAULT_SETTINGS = {"probe": "select", "prompt": "k=8,cal", "finetune": "best"}
-"""The setting that stands for each method where one per method is shown (cross-agreement, figures)."""
 AGREEMENT = ("agree", "agree_weak_right", "agree_weak_wrong", "n_weak_right", "n_weak_wrong", "student_acc",
              "weak_acc")
 MISFIT = ("err_weak", "err_student", "gain", "misfit", "ratio")
-_LAYER = re.compile(r"^layer=(-?\d+)$")
 
 
 def _arrays(*ps) -> list[np.ndarray]:
@@ -256,7 +252,7 @@ def cross_agreement(records: list[Predictions], labels: dict[str, int], split: s
                     roles: Sequence[str] = ("student",)) -> pd.DataFrame:
     """Do different ways of eliciting the strong model make the same errors? For every pair of students
     (labels `method/loss`; `method/loss/role` for other `roles`) on the same task, weak, strong and seed,
-    using one setting per method (`settings`, default `DEFAULT_SETTINGS`; methods not in it are left out),
+    using one setting per method (`settings`, default `methods.student_settings()`; methods not in it are left out),
     on the ids both records hold, with hard predictions a, b and error sets E_a = {a != y}, E_b = {b != y}:
 
     - agree = mean(a == b)
@@ -267,7 +263,7 @@ def cross_agreement(records: list[Predictions], labels: dict[str, int], split: s
     columns task, weak, strong, split, a, b, agree, error_jaccard, both_wrong, n_seeds, n (mean ids)."""
     cols = ["task", "weak", "chain", "strong", "split", "a", "b", "agree", "error_jaccard", "both_wrong", "n_seeds",
             "n"]
-    settings = DEFAULT_SETTINGS if settings is None else settings
+    settings = methods.student_settings() if settings is None else settings
     order = {m: i for i, m in enumerate(settings)}
     groups: dict[tuple, dict[str, Predictions]] = {}
     for r in records:
@@ -306,7 +302,7 @@ def cross_agreement(records: list[Predictions], labels: dict[str, int], split: s
 def calibration(records: list[Predictions], labels: dict[str, int], bins: int = 10, *, split: str = "test",
                 settings: Sequence[str] | dict[str, str] | None = None) -> pd.DataFrame:
     """Reliability and confidence histogram of P(y=1) per record on `split` (optionally only `settings`: a
-    list of settings, or a map method -> setting such as `DEFAULT_SETTINGS`, which keeps the supervisor too).
+    list of settings, or a map method -> setting such as `methods.student_settings()`, which keeps the supervisor too).
     Bins are equal-width on p, [k/bins, (k+1)/bins), the last closed (as `metrics.ece`).
 
     Long form, one row per (record, bin): the record's key columns (task ... split), bin (0 .. bins-1),
@@ -342,7 +338,7 @@ def calibration(records: list[Predictions], labels: dict[str, int], bins: int = 
 
 def layer_curves(records: list[Predictions], labels: dict[str, int], split: str | Sequence[str] = "test"
                  ) -> pd.DataFrame:
-    """Per-layer accuracy from the `layer=K` records (students, controls, ceilings), against gold and
+    """Per-layer accuracy from the per-layer records (`params["layer"]`: students, controls, ceilings), against gold and
     against the weak labels: gold_acc = mean((p > 0.5) == y); weak_label_acc = mean((p > 0.5) ==
     (w > 0.5)) with w the seed's supervisor on the same split (nan without one). The weak-label accuracy
     on `val` is what selects a student's layer, so pass split=("val", "test") to see both.
@@ -358,14 +354,14 @@ def layer_curves(records: list[Predictions], labels: dict[str, int], split: str 
         model = (r.task, r.weak, r.chain, r.strong, r.method, r.role, r.loss)
         if r.setting == "select" and "layer" in r.extra:
             chosen.setdefault(model + (int(r.extra["layer"]),), set()).add(r.seed)
-        m = _LAYER.match(r.setting)
-        if not m or r.split not in splits or r.role not in ("student", "control", "ceiling"):
+        layer = r.params.get("layer")
+        if layer is None or r.split not in splits or r.role not in ("student", "control", "ceiling"):
             continue
         y = _gold(labels, r.ids)
         w = sup.get((r.task, r.weak, r.chain, r.seed, r.split))
         hard = r.p > 0.5
         rows.append(dict(zip(("task", "weak", "chain", "strong", "method", "role", "loss"), model), split=r.split,
-                         layer=int(m.group(1)), seed=r.seed, gold_acc=np.mean(hard == (y == 1)),
+                         layer=int(layer), seed=r.seed, gold_acc=np.mean(hard == (y == 1)),
                          weak_label_acc=np.mean(hard == (w.aligned(r.ids) > 0.5)) if w is not None else np.nan))
     cols = ["task", "weak", "chain", "strong", "method", "role", "loss", "split", "layer", "gold_acc", "gold_acc_std",
             "weak_label_acc", "weak_label_acc_std", "n_seeds", "n_chosen"]
@@ -386,11 +382,11 @@ def chain_accuracy(records: list[Predictions], labels: dict[str, int], split: st
     """Accuracy along each bootstrapping chain (`toolkit.chain`), the paper's bootstrapping figure in numbers.
 
     For every bootstrapped student (a non-empty `chain` m1>…, role student, the method's setting from `settings`,
-    default `DEFAULT_SETTINGS`), one row per step of its chain: step 0 is the weak supervisor m0, steps
+    default `methods.student_settings()`), one row per step of its chain: step 0 is the weak supervisor m0, steps
     1 … K−1 the intermediates (setting `crossfit`), step K the student. Columns: task, chain (m0>…>mK),
     method, loss, setting, step, model, accuracy (mean over seeds), accuracy_std, n_seeds, and on the last
     step `direct_accuracy` (the same method trained directly on m0's labels) and `ceiling_accuracy`."""
-    settings = DEFAULT_SETTINGS if settings is None else settings
+    settings = methods.student_settings() if settings is None else settings
     recs = [r for r in records if r.split == split]
     acc = lambda r: float(np.mean((r.p > 0.5) == (_gold(labels, r.ids) == 1)))
     by_key = {(r.task, r.weak, r.chain, r.strong, r.method, r.role, r.loss, r.setting, r.seed): r for r in recs}

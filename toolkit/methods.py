@@ -21,7 +21,8 @@ from toolkit.config import JobConfig
 from toolkit.models import ModelInfo
 from toolkit.records import Predictions
 
-__all__ = ["BUILTIN", "Context", "Method", "MethodResult", "get", "register", "registered", "unregister"]
+__all__ = ["BUILTIN", "Context", "Method", "MethodResult", "get", "register", "registered", "student_settings",
+           "unregister"]
 
 BUILTIN = ("probe", "prompt", "finetune")
 """The built-in methods, in the order a comparison runs them."""
@@ -150,6 +151,12 @@ def registered() -> dict[str, Method]:
     _load_builtins()
     return {**{n: _REGISTRY[n] for n in BUILTIN if n in _REGISTRY},
             **{n: m for n, m in _REGISTRY.items() if n not in BUILTIN}}
+
+
+def student_settings() -> dict[str, str]:
+    """Method name -> the setting that stands for it under its default options, over every registered method:
+    what the diagnostics and figures that show one setting per method use when not told."""
+    return {n: m.student_setting(m.Options()) for n, m in registered().items()}
 
 
 def get(name: str) -> Method:

@@ -19,8 +19,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from toolkit import methods
 from toolkit._util import ToolkitError
-from toolkit.diagnostics import DEFAULT_SETTINGS
 
 __all__ = ["accuracy_bars", "accuracy_vs_size", "agreement_bars", "calibration_hist", "chain_accuracy",
            "cross_agreement_heatmap"]
@@ -78,11 +78,11 @@ def _colors(labels) -> dict[str, str]:
 
 
 def _filter_settings(df: pd.DataFrame, settings: dict[str, str] | None) -> pd.DataFrame:
-    """Keep one setting per method (`settings`, default DEFAULT_SETTINGS); methods not in the map keep
-    every setting except per-layer ones."""
-    settings = DEFAULT_SETTINGS if settings is None else settings
-    keep = [settings[m] == s if m in settings else not str(s).startswith("layer=")
-            for m, s in zip(df["method"], df["setting"])]
+    """Keep one setting per method (`settings`, default `methods.student_settings()`) and the supervisor's rows
+    (role `weak`, where there is a role); a method not in the map keeps every setting."""
+    settings = methods.student_settings() if settings is None else settings
+    weak = df["role"].to_numpy() == "weak" if "role" in df else np.zeros(len(df), dtype=bool)
+    keep = [w or (settings[m] == s if m in settings else True) for w, m, s in zip(weak, df["method"], df["setting"])]
     return df[np.array(keep, dtype=bool)]
 
 
@@ -153,7 +153,7 @@ def agreement_bars(diag_summary: pd.DataFrame, settings: dict[str, str] | None =
     """Student-supervisor agreement overall, where the supervisor is right and where it is wrong
     (imitation of its errors), per method/loss (the form of Burns et al. 2023, Fig. 8), from
     `diagnostics.summarize`. Random-noise controls, when present, are hatched beside their students.
-    One setting per method (`settings`, default `diagnostics.DEFAULT_SETTINGS`)."""
+    One setting per method (`settings`, default `methods.student_settings()`)."""
     kinds = {"agree": "all", "agree_weak_right": "weak right", "agree_weak_wrong": "weak wrong"}
     df = _need(diag_summary, "agreement_bars", ("method", "role", "loss", "setting", "diagnostic", "mean"))
     df = df[df["diagnostic"].isin(kinds) & df["role"].isin(roles)]
@@ -187,9 +187,9 @@ def agreement_bars(diag_summary: pd.DataFrame, settings: dict[str, str] | None =
 def accuracy_vs_size(summary: pd.DataFrame, sizes: dict[str, float], settings: dict[str, str] | None = None) -> Figure:
     """Student test accuracy against strong-model size (`sizes`: strong name -> parameter count; log x),
     one solid line per method/loss, the ceilings dashed (one per method) and the weak supervisor's accuracy
-    as a dotted horizontal line. One setting per method (`settings`, default `DEFAULT_SETTINGS`; per-layer
-    rows such as the layer=0 sanity baseline are left out). One panel per task and weak model; strong models
-    missing from `sizes` are left out."""
+    as a dotted horizontal line. One setting per method (`settings`, default `methods.student_settings()`, which
+    leaves out the probe's other rows such as the layer=0 sanity baseline). One panel per task and weak model;
+    strong models missing from `sizes` are left out."""
     df = _need(summary, "accuracy_vs_size", ("strong", "method", "loss", "setting", "student_acc", "ceiling_acc"))
     df = _need(df[df["strong"].isin(sizes)], "accuracy_vs_size (no strong model of the frame is in `sizes`)")
     df = _need(_filter_settings(df, settings), "accuracy_vs_size (no row has the settings shown)")
@@ -347,7 +347,7 @@ def noise_control(ns_df: pd.DataFrame, settings: dict[str, str] | None = None) -
     """Students against their random-noise controls (from `diagnostics.noise_control`): test accuracy
     (left; the weak supervisor's as a black tick) and agreement where the supervisor is wrong (right:
     imitation of structured errors vs of random ones). Error bars: std over seeds of the paired gap.
-    One setting per method (`settings`, default `DEFAULT_SETTINGS`: the selected probe layer)."""
+    One setting per method (`settings`, default `methods.student_settings()`: the selected probe layer)."""
     need = ("method", "loss", "student_acc", "control_acc", "student_agree_weak_wrong", "control_agree_weak_wrong")
     df = _need(ns_df, "noise_control", need)
     if "setting" in df:
@@ -456,15 +456,15 @@ def cross_agreement_heatmap(cross_df: pd.DataFrame, value: str = "agree") -> Fig
     return fig
 
 
-def calibration_hist(calib_df: pd.DataFrame, max_panels: int = 9) -> Figure:
+def calibration_hist(calib_df: pd.DataFrame, settings: dict[str, str] | None = None, max_panels: int = 9) -> Figure:
     """Confidence histogram (grey bars: fraction of examples per bin of P(y=1)) and reliability
     (points: fraction of gold positives against mean P(y=1) per bin; dashed: perfect calibration) per
     model, pooled over seeds, from `diagnostics.calibration`; the title gives the mean ECE over seeds.
-    Per-layer settings are left out; at most `max_panels` models are drawn (the suptitle says so)."""
+    One setting per method (`settings`, default `methods.student_settings()`) beside the supervisor; at most
+    `max_panels` models are drawn (the suptitle says so)."""
     df = _need(calib_df, "calibration_hist", ("bin", "lo", "hi", "count", "mean_p", "frac_pos", "ece"))
-    if "setting" in df:
-        per_layer = df["setting"].astype(str).str.startswith("layer=") & (df.get("role", "") != "weak")
-        df = _need(df[~per_layer], "calibration_hist (only per-layer rows)")
+    if "setting" in df and "method" in df:
+        df = _need(_filter_settings(df, settings), "calibration_hist (no row with the chosen settings)")
     keys = [c for c in ("task", "weak", "strong", "method", "role", "loss", "setting") if c in df]
     groups = list(df.groupby(keys, sort=False)) if keys else [((), df)]
     if "role" in keys:  # the supervisor and the students first

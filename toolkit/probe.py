@@ -80,7 +80,7 @@ def _layer_records(base: dict, layers, p: dict[str, np.ndarray], ids: dict, role
     for li, layer in enumerate(layers):
         for split in ("val", "test"):
             out.append(Predictions(**base, role=role, loss=loss, setting=f"layer={layer}", split=split,
-                                   ids=ids[split], p=p[split][li], extra={"C": C}))
+                                   ids=ids[split], p=p[split][li], extra={"C": C}, params={"layer": layer}))
     for split in STUDENT_SPLITS:
         out.append(Predictions(**base, role=role, loss=loss, setting="select", split=split, ids=ids[split],
                                p=p[split][chosen], extra={"layer": layers[chosen], "C": C}))
@@ -183,9 +183,10 @@ STATS = {"fitted": 0, "loaded": 0}
 """Seeds whose probes were fitted (`fitted`) or read from the run store (`loaded`) in this process."""
 
 
-FORMAT_VERSION = 2
-"""Part of every stored probe fit's key. Bump it with any change to the solver, the losses or the selection
-that changes a result (version 1 hashed the source text instead, so that a docstring edit dropped every fit)."""
+FORMAT_VERSION = 3
+"""Part of every stored probe fit's key. Bump it with any change to the solver, the losses, the selection or
+the records that changes what a hit returns (1 hashed the source text instead, so that a docstring edit dropped
+every fit; 3: per-layer records carry `params={"layer": K}`)."""
 
 
 def stored_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> tuple[list[Predictions], bool]:

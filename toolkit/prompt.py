@@ -402,18 +402,23 @@ class _Strong:
         return logp
 
 
+def setting_label(k: int, calibrated: bool) -> str:
+    """The `setting` label of a prompting record: `k=8`, or `k=8,cal` calibrated."""
+    return f"k={k},cal" if calibrated else f"k={k}"
+
+
 def _records(cfg: PromptConfig, sup, role: str, k: int, logp: dict, extra: dict) -> list[Predictions]:
     """Raw and calibrated records on val and test from id -> (2,) log-probs."""
     rate = float(np.mean(sup.soft("val") > 0.5))
     diff = {s: np.array([logp[i][1] - logp[i][0] for i in sup.splits[s].ids]) for s in ("val", "test")}
     t = threshold(diff["val"], rate)
     out = []
-    for setting, shift in ((f"k={k}", 0.0), (f"k={k},cal", t)):
+    for cal, shift in ((False, 0.0), (True, t)):
         for s in ("val", "test"):
             out.append(Predictions(task=sup.splits[s].name, weak=cfg.weak, strong=cfg.strong, method="prompt",
-                                   role=role, loss="none", setting=setting, seed=sup.seed, split=s,
+                                   role=role, loss="none", setting=setting_label(k, cal), seed=sup.seed, split=s,
                                    ids=sup.splits[s].ids, p=_sigmoid(diff[s] - shift),
-                                   extra={**extra, "threshold": shift}))
+                                   extra={**extra, "threshold": shift}, params={"k": k, "calibrated": cal}))
     return out
 
 
@@ -540,10 +545,10 @@ class PromptMethod(Method):
 
     def summary_settings(self, opts: PromptOptions) -> tuple[str, ...]:
         k = max(opts.ks)
-        return (f"k={k}", f"k={k},cal")
+        return (setting_label(k, False), setting_label(k, True))
 
     def student_setting(self, opts: PromptOptions) -> str:
-        return f"k={max(opts.ks)},cal"
+        return setting_label(max(opts.ks), True)
 
     def caveat(self, students: list[Predictions], ceilings: list[Predictions]) -> str:
         return caveat(students, ceilings)

@@ -9,6 +9,7 @@ over records and never touch a model.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -43,7 +44,8 @@ class Predictions:
     rate: the random-noise control of a student)."""
     loss: str
     setting: str
-    """Method-specific setting, e.g. `layer=12`, `k=8`, `epoch=2`; `select` marks the chosen one."""
+    """The setting's label, e.g. `layer=12`, `k=8,cal`, `best`; `select` marks a probe's chosen layer. It names
+    and joins records; code that needs a setting's value reads `params`, never this label."""
     seed: int
     split: str
     ids: tuple[str, ...]
@@ -53,6 +55,11 @@ class Predictions:
     chain: str = ""
     """The intermediate models between `weak` and `strong`, joined by `CHAIN_SEP` (`toolkit.chain`); empty for a
     model supervised directly by `weak`."""
+    params: dict = field(default_factory=dict)
+    """The setting's typed fields, as the method declares them: `{"layer": 12}` for a probe's per-layer record,
+    `{"k": 8, "calibrated": True}` for prompting; `{}` where the label says all (`select`, `best`). JSON scalars
+    only, so they survive every store and the predictions file. What a run *found* (the layer `select` chose,
+    a threshold) is in `extra`, not here."""
 
     def __post_init__(self):
         p = np.asarray(self.p, dtype=np.float64)
@@ -64,6 +71,8 @@ class Predictions:
         object.__setattr__(self, "ids", tuple(self.ids))
         if self.role not in ROLES:
             raise ToolkitError(f"role must be one of {ROLES}, got '{self.role}'")
+        if not all(isinstance(v, bool | int | float | str) for v in self.params.values()):
+            raise ToolkitError(f"{self.describe()}: params must be JSON scalars, got {self.params}")
 
     def aligned(self, ids) -> np.ndarray:
         """P(y=1) for `ids`, joined by id (never by position)."""
@@ -101,23 +110,30 @@ def table(records: list[Predictions], labels: dict[str, int]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=ROW_COLUMNS)
 
 
+FRAME_COLUMNS = ROW_COLUMNS[:-2] + ["params", "id", "p"]
+"""The columns of `predictions_frame`: a record's key, its `params` as sorted-key JSON, then one row per id."""
+
+
 def predictions_frame(records: list[Predictions]) -> pd.DataFrame:
-    """Long per-example table (record key columns + id + p), for saving predictions with a run."""
+    """Long per-example table (`FRAME_COLUMNS`), for saving predictions with a run."""
     frames = []
     for rec in records:
         df = pd.DataFrame({"id": rec.ids, "p": rec.p})
         for c in ROW_COLUMNS[:-2]:
             df.insert(len(df.columns) - 2, c, getattr(rec, c))
+        df.insert(len(df.columns) - 2, "params", json.dumps(rec.params, sort_keys=True))
         frames.append(df)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ROW_COLUMNS[:-2] + ["id", "p"])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FRAME_COLUMNS)
 
 
 def records_from_frame(df: pd.DataFrame) -> list[Predictions]:
-    """Inverse of `predictions_frame`."""
-    keys = ROW_COLUMNS[:-2]
+    """Inverse of `predictions_frame` (extras are not in the frame)."""
+    keys = ROW_COLUMNS[:-2] + ["params"]
     out = []
     for key, g in df.groupby(keys, sort=False):
-        out.append(Predictions(**dict(zip(keys, key)), ids=tuple(g["id"]), p=g["p"].to_numpy()))
+        row = dict(zip(keys, key))
+        row["params"] = json.loads(row["params"])
+        out.append(Predictions(**row, ids=tuple(g["id"]), p=g["p"].to_numpy()))
     return out
 
 
@@ -132,7 +148,7 @@ def to_bytes(records: list[Predictions]) -> bytes:
     meta = []
     for r in records:
         meta.append({**{c: getattr(r, c) for c in ROW_COLUMNS[:-2]}, "ids": id_sets.setdefault(r.ids, len(id_sets)),
-                     "extra": r.extra})
+                     "extra": r.extra, "params": r.params})
     p = np.concatenate([r.p for r in records]) if records else np.zeros(0)
     return cache.pack({"p": p}, {"records": meta, "ids": [list(i) for i in id_sets]})
 
@@ -168,7 +184,8 @@ def stored(path: Path, compute, *, what: str, names: dict | None = None) -> tupl
 
 def load_records(path: str | Path) -> list[Predictions]:
     # keep_default_na=False: an empty chain stays "", not NaN (which groupby would drop)
-    df = pd.read_csv(path, dtype={"id": str, "setting": str, "loss": str, "chain": str}, keep_default_na=False)
+    df = pd.read_csv(path, dtype={"id": str, "setting": str, "loss": str, "chain": str, "params": str},
+                     keep_default_na=False)
     return records_from_frame(df)
 
 

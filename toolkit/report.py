@@ -108,7 +108,7 @@ def figures(result) -> dict:
     calib = pd.concat([diagnostics.calibration(recs, result.labels[t], settings=settings)
                        for t, recs in by_task.items()], ignore_index=True)
     if len(calib):
-        figs["calibration"] = plots.calibration_hist(shown(calib))
+        figs["calibration"] = plots.calibration_hist(shown(calib), settings=settings)
     return figs
 
 
