@@ -1,4 +1,5 @@
-"""What every job shares (`JobConfig`), and the command lines generated from the config dataclasses.
+"""What every job shares (`JobConfig` for a comparison, `RunConfig` for one method's run), and the command
+lines generated from the config dataclasses.
 
 Every CLI of the toolkit is built here from frozen dataclasses by `simple_parsing` (the library EleutherAI/elk
 uses): one `--field-name` option per field, its help text the field's docstring. Lists are written with commas
@@ -22,8 +23,8 @@ from toolkit._util import ToolkitError
 from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK
 from toolkit.tasks import SplitSizes
 
-__all__ = ["JobConfig", "Quiet", "Sizes", "csv", "flag", "floats", "ints", "parse", "parse_seeds", "parse_sizes",
-           "seeds_field", "sizes_field"]
+__all__ = ["JobConfig", "Quiet", "RunConfig", "Sizes", "csv", "flag", "floats", "ints", "parse", "parse_seeds",
+           "parse_sizes", "seeds_field", "sizes_field"]
 
 
 def _items(text: str) -> list[str]:
@@ -160,6 +161,35 @@ class JobConfig:
         object.__setattr__(self, "sizes", parse_sizes(self.sizes))
         if not self.tasks or not self.strong:
             raise ToolkitError("a job needs at least one task and one strong model")
+
+
+    def run_fields(self, task: str, strong: str) -> dict:
+        """The `RunConfig` fields of this job for one task and one strong model (how a method builds its own
+        run config from the job)."""
+        return {"task": task, "weak": self.weak, "strong": strong, "sizes": self.sizes, "limit": self.limit,
+                "device": self.device, "cache_dir": self.cache_dir}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What one method's run on one task has: the task, the weak and strong models, the splits, and where it
+    runs. The run configs of the probe, prompting and fine-tuning (and their CLIs) extend it; `JobConfig`
+    gives its fields for each task and strong model of a comparison (`run_fields`)."""
+
+    task: str = "sentiment"
+    """Task name, `bigbench:<path>`, or a .jsonl/.csv file."""
+    weak: str = DEFAULT_WEAK
+    """Weak supervisor's model (a probe on its cached features, trained on weak_train gold), or `tfidf`."""
+    strong: str = DEFAULT_STRONG
+    """Strong model: catalog name, local folder or hub id."""
+    sizes: Sizes = sizes_field()
+    """Split sizes weak_train,strong_train,val,test (test is one fixed pool for every seed)."""
+    limit: int = 0
+    """Class-balanced subsample of the task before splitting (0 = all)."""
+    device: str = "auto"
+    """`auto`, `cpu` or `cuda`: where the run's work goes (`auto`: a GPU when there is one)."""
+    cache_dir: str | None = None
+    """Cache root (default `cache/` in the project, or $TOOLKIT_CACHE_DIR)."""
 
 
 def field_names(cls) -> set[str]:

@@ -52,14 +52,12 @@ from toolkit._util import (
     stable_hash,
 )
 from toolkit._util import rng as derive_rng
-from toolkit.config import Quiet, Sizes, csv, flag, ints, sizes_field
+from toolkit.config import Quiet, RunConfig, csv, flag, ints
 from toolkit.encoding import pad_batch, plan_batches, pool_hidden, tokenize
 from toolkit.extract import ExtractConfig, entry_spec
 from toolkit.losses import get_loss
 from toolkit.methods import Context, Method, MethodResult, register
 from toolkit.models import (
-    DEFAULT_STRONG,
-    DEFAULT_WEAK,
     ModelInfo,
     cpu_native_bf16,
     load_tokenizer,
@@ -82,15 +80,9 @@ _EVAL_TOKENS = 8192  # padded tokens per inference batch; only speed depends on 
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
-    """Fine-tune students (one per loss) and the gold ceiling, per seed."""
+class FinetuneConfig(RunConfig):
+    """Fine-tune the strong model: students (one per loss) and the gold ceiling, per seed."""
 
-    task: str = "sentiment"
-    """Task name, `bigbench:<path>`, or a .jsonl/.csv file."""
-    weak: str = DEFAULT_WEAK
-    """Weak supervisor's model (its probe gives the weak labels; see `toolkit.weak`)."""
-    strong: str = DEFAULT_STRONG
-    """Strong model to fine-tune: catalog name, local folder or hub id."""
     seeds: tuple[int, ...] = ints((0,), what="seeds")
     """Seeds (split + training), as a tuple or `0,1,2`; an int n means 0..n-1."""
     losses: tuple[str, ...] = csv(("xent", "logconf"))
@@ -123,15 +115,9 @@ class FinetuneConfig:
     """Which `val` labels choose the ceiling's best eval: `gold` (it is the gold reference) or `weak`."""
     train_preds: bool = flag(True)
     """Also predict `strong_train` with the best and final models (for the agreement diagnostics)."""
-    sizes: Sizes = sizes_field()
-    """Examples per split (as in `toolkit.tasks.split`); on the CLI `--sizes 500,1000,200,500`."""
-    limit: int = 0
-    """Use a class-balanced subsample of the task of this many examples (0 = all)."""
     dtype: str = "auto"
     """`auto` (bf16 autocast on a GPU or a CPU with native bf16, else fp32; see `mixed_precision`),
     `float32`, or `bfloat16` (autocast); weights stay fp32."""
-    device: str = "auto"
-    """`auto`, `cpu` or `cuda` (under `accelerate launch` the launcher assigns devices)."""
     lora: int = 0
     """LoRA rank (0 = full fine-tuning); needs the optional extra `pip install -e ".[lora]"` (peft)."""
     checkpointing: bool = flag(False)
@@ -140,8 +126,6 @@ class FinetuneConfig:
     result, so runs with and without it share their store key)."""
     keep_weights: bool = flag(False)
     """Save the best and final weights (safetensors) with the run."""
-    cache_dir: str | None = None
-    """Cache root (default: `cache/` in the project, or $TOOLKIT_CACHE_DIR)."""
 
     def __post_init__(self) -> None:
         seeds = range(self.seeds) if isinstance(self.seeds, int) else _split_list(self.seeds)
@@ -601,11 +585,9 @@ class FinetuneMethod(Method):
         return sups[: opts.finetune_seeds or len(sups)]
 
     def config(self, ctx: Context, opts: FinetuneOptions) -> FinetuneConfig:
-        return FinetuneConfig(task=ctx.task_spec, weak=ctx.weak, strong=ctx.strong,
-                              seeds=tuple(s.seed for s in ctx.sups), losses=ctx.losses, epochs=opts.epochs,
-                              lora=opts.lora, checkpointing=opts.checkpointing, sizes=ctx.job.sizes,
-                              limit=ctx.job.limit, dtype=ctx.job.dtype, device=ctx.job.device,
-                              cache_dir=ctx.job.cache_dir)
+        return FinetuneConfig(**ctx.run_fields(), seeds=tuple(s.seed for s in ctx.sups), losses=ctx.losses,
+                              epochs=opts.epochs, lora=opts.lora, checkpointing=opts.checkpointing,
+                              dtype=ctx.job.dtype)
 
     def run(self, ctx: Context, opts: FinetuneOptions) -> MethodResult:
         recs, curves, trained = train_seeds(self.config(ctx, opts), ctx.sups, ctx.progress)

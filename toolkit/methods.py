@@ -54,6 +54,11 @@ class Context:
     """The intermediates the labels of `sups` came through (`toolkit.chain`), "" for the weak supervisor's own;
     `compare` writes it into the `chain` column of the method's records and curves."""
 
+    def run_fields(self) -> dict:
+        """The `config.RunConfig` fields of this task and strong model under the job (task, weak, strong, sizes,
+        limit, device, cache root), for a method's own run config."""
+        return self.job.run_fields(self.task_spec, self.strong)
+
     @property
     def labels(self) -> dict[str, int]:
         """Gold labels of the task, id -> 0/1 (for the diagnostics; a student never sees them)."""

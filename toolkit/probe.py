@@ -23,7 +23,7 @@ import pandas as pd
 
 from toolkit import cache, config, linear, records
 from toolkit._util import ToolkitError, cli_main, stable_hash
-from toolkit.config import Sizes, as_numbers, csv, flag, floats, sizes_field
+from toolkit.config import RunConfig, as_numbers, csv, flag, floats
 from toolkit.extract import ExtractConfig, extract, load_task
 from toolkit.linear import DEFAULT_CS, LogisticProbe, fit_many, predict_proba_many
 from toolkit.losses import get_loss
@@ -38,15 +38,10 @@ STUDENT_SPLITS = ("strong_train", "val", "test")
 
 
 @dataclass(frozen=True)
-class ProbeRunConfig:
-    """The probe comparison for one task and one weak -> strong pair."""
+class ProbeRunConfig(RunConfig):
+    """The probe comparison for one task and one weak -> strong pair (the strong model's cached hidden states
+    are probed)."""
 
-    task: str = "sentiment"
-    """Task name, `bigbench:<path>`, or a .jsonl/.csv file."""
-    weak: str = DEFAULT_WEAK
-    """Weak supervisor's model (a probe on its cached features, trained on weak_train gold)."""
-    strong: str = DEFAULT_STRONG
-    """Strong model whose cached hidden states the students probe."""
     seeds: int = 5
     """Number of seeds (0 .. seeds-1): each draws new weak_train/strong_train/val splits; test is fixed."""
     losses: tuple[str, ...] = csv(("xent", "logconf"))
@@ -56,21 +51,13 @@ class ProbeRunConfig:
     students pick (layer, C) by weak-label accuracy on val, the ceiling by 3-fold CV on its gold."""
     weak_layer: str = "last"
     """Weak probe's layer: `last`, a number, or `cv`."""
-    sizes: Sizes = sizes_field()
-    """Split sizes weak_train,strong_train,val,test."""
-    limit: int = 0
-    """Class-balanced subsample of the task before splitting (0 = all)."""
     control: bool = flag(True)
     """Also train the random-noise control of each student (role `control`): the same probe on strong_train
     gold flipped at random at the supervisor's error count, selected on val gold flipped the same way."""
     control_per_class: bool = flag(False)
     """Match the supervisor's error count within each gold class (instead of overall) for the control."""
-    device: str = "auto"
-    """Where the probes are fitted: `auto` (a GPU when there is one), `cpu` or `cuda`."""
     engine: str = "auto"
     """Probe solver engine: `auto` (numpy on a CPU, batched torch elsewhere), `numpy` or `torch`."""
-    cache_dir: str | None = None
-    """Cache root."""
 
 
 def _layer_records(base: dict, layers, p: dict[str, np.ndarray], ids: dict, role: str, loss: str,
@@ -251,10 +238,8 @@ class ProbeMethod(Method):
         return f"extract {ctx.task.name} {ctx.strong}"
 
     def run(self, ctx: Context, opts: ProbeOptions) -> MethodResult:
-        cfg = ProbeRunConfig(task=ctx.task_spec, weak=ctx.weak, strong=ctx.strong, losses=ctx.losses, Cs=opts.Cs,
-                             sizes=ctx.job.sizes, limit=ctx.job.limit, control=opts.control,
-                             control_per_class=opts.control_per_class, device=ctx.job.device,
-                             engine=ctx.job.probe_engine, cache_dir=ctx.job.cache_dir)
+        cfg = ProbeRunConfig(**ctx.run_fields(), losses=ctx.losses, Cs=opts.Cs, control=opts.control,
+                             control_per_class=opts.control_per_class, engine=ctx.job.probe_engine)
         recs, fitted = fit_seeds(self._features(ctx), ctx.sups, cfg, ctx.progress)
         return MethodResult(recs, computed={"probe_seeds_fitted": fitted})
 

@@ -48,13 +48,11 @@ from toolkit._util import (
     rng,
     stable_hash,
 )
-from toolkit.config import Quiet, Sizes, as_numbers, flag, ints, seeds_field, sizes_field
+from toolkit.config import Quiet, RunConfig, as_numbers, flag, ints, seeds_field
 from toolkit.encoding import pad_batch, plan_batches, pool_positions
 from toolkit.extract import ExtractConfig, entry_spec
 from toolkit.methods import Context, Method, MethodResult, register
 from toolkit.models import (
-    DEFAULT_STRONG,
-    DEFAULT_WEAK,
     dtype_name,
     load_model,
     load_tokenizer,
@@ -73,23 +71,14 @@ DEMO_SALT = 0x5052  # mixes into the seed so demo draws do not mirror the split'
 
 
 @dataclass(frozen=True)
-class PromptConfig:
-    """One prompting run: which task and models, which seeds and numbers of demonstrations."""
+class PromptConfig(RunConfig):
+    """One prompting run: which task and models (the strong one a decoder with a causal LM head), which seeds
+    and numbers of demonstrations. The weak probe's hard labels are shown in the `student` condition."""
 
-    task: str = "sentiment"
-    """Task name, `bigbench:<path>`, or a .jsonl/.csv file."""
-    weak: str = DEFAULT_WEAK
-    """Weak supervisor's model (its probe's hard labels are shown in the `student` condition)."""
-    strong: str = DEFAULT_STRONG
-    """The prompted model: a decoder with a causal LM head."""
     seeds: tuple[int, ...] = seeds_field(3)
     """Seeds (an int n means 0..n-1): each draws its own splits, weak labels and demonstrations."""
     ks: tuple[int, ...] = ints((0, 2, 4, 8), what="ks")
     """Numbers of demonstrations (even: half per shown class); 0 is the zero-shot baseline."""
-    sizes: Sizes = sizes_field()
-    """Split sizes, shared with the probe path so splits and weak labels are identical."""
-    limit: int = 0
-    """Use a class-balanced subsample of this many examples of the task (0 = all)."""
     batch_tokens: int = 8192
     """Token budget per batch: rows x padded length, the shared prefix counted in each row."""
     max_length: int = 0
@@ -98,10 +87,6 @@ class PromptConfig:
     """Score queries against the demonstrations' cached keys/values (False: full prompts, slower)."""
     dtype: str = "auto"
     """`auto` (bfloat16 on GPU, float32 on CPU), `float32` or `bfloat16`."""
-    device: str = "auto"
-    """`auto`, `cpu`, `cuda` or `cuda:N`."""
-    cache_dir: str | None = None
-    """Cache root (default: `cache/` in the project, or $TOOLKIT_CACHE_DIR)."""
 
 
 # ----------------------------------------------------------------------------- scoring tokens
@@ -537,9 +522,8 @@ class PromptMethod(Method):
         return None
 
     def run(self, ctx: Context, opts: PromptOptions) -> MethodResult:
-        cfg = PromptConfig(task=ctx.task_spec, weak=ctx.weak, strong=ctx.strong, seeds=tuple(s.seed for s in ctx.sups),
-                           ks=opts.ks, sizes=ctx.job.sizes, limit=ctx.job.limit, dtype=ctx.job.dtype,
-                           device=ctx.job.device, cache_dir=ctx.job.cache_dir)
+        cfg = PromptConfig(**ctx.run_fields(), seeds=tuple(s.seed for s in ctx.sups), ks=opts.ks,
+                           dtype=ctx.job.dtype)
         recs, scored = prompt_records(cfg, ctx.task, ctx.info, ctx.sups, ctx.progress)
         return MethodResult(recs, computed={"prompts_scored": scored})
 
