@@ -100,8 +100,13 @@ def test_cli_prints_the_summary_and_rejects_bad_input(first, models, tiny_task, 
     printed = capsys.readouterr().out
     assert "PGR acc" in printed and "k=2,cal" in printed and "finetune" in printed
     assert (tmp_path / "cli" / "report.md").exists() and not list((tmp_path / "cli").glob("*.png"))
+    # --min-gap: no gap here reaches 0.99, so every PGR is undefined, each saying so
+    assert compare.main(args + ["--out", str(tmp_path / "strict"), "--no-figures", "--min-gap", "0.99"]) == 0
+    strict = pd.read_csv(tmp_path / "strict" / "summary.csv")
+    assert strict.pgr_acc.isna().all() and strict.pgr_acc_note.str.contains("≤ 0.990").all()
+    assert "beats weak by 0.99 or less" in (tmp_path / "strict" / "report.md").read_text()
     for bad, message in ((["--methods", "probe,magic"], "unknown method"), (["--losses", "nope"], "unknown loss"),
-                         (["--ks", "0,3"], "even"), (["--sizes", "1,2"], "--sizes")):
+                         (["--ks", "0,3"], "even"), (["--sizes", "1,2"], "--sizes"), (["--min-gap", "1.5"], "min_gap")):
         assert compare.main(args + bad) == 2
         assert message in capsys.readouterr().err
 

@@ -49,7 +49,7 @@ def cfg(tiny_causal, tiny_task, tmp_path_factory):
 
     weak = save_tiny_causal(tmp_path_factory.mktemp("tiny_weak"), seed=1, n_layers=1)
     return ft.FinetuneConfig(task=str(tiny_task), weak=str(weak), strong=str(tiny_causal), seeds=(0,),
-                             sizes=SIZES, batch_size=8, micro_batch=8, lr=1e-3, eval_every=1,
+                             sizes=SIZES, batch_size=8, micro_batch=8, lr=1e-3, evals_per_epoch=100,
                              dtype="float32",  # exactness checks below; bf16 autocast is tested on its own
                              cache_dir=str(tmp_path_factory.mktemp("cache")))
 
@@ -169,6 +169,24 @@ def test_early_stopping_picks_the_eval_with_best_weak_agreement(cfg, sup):
     assert expected < len(hard) - 1 and not np.array_equal(second.p["best", "val"], second.p["final", "val"])
 
 
+def test_the_default_schedule_evaluates_four_times_an_epoch(cfg, sup):
+    assert ft.eval_points(16, 4) == {4, 8, 12, 16} and ft.eval_points(15, 4) == {4, 8, 12, 15}
+    assert ft.eval_points(2, 4) == {1, 2} and ft.eval_points(15, 1) == {15}
+    info = resolve(cfg.strong)
+    tok = load_tokenizer(info)
+    data = {s: tokenize(tok, [sup.splits[s].template.replace("{text}", t) for t in sup.splits[s].texts], 512,
+                        "left")[0] for s in ("strong_train", "val", "test")}
+    default = ft.FinetuneConfig().evals_per_epoch
+    run_cfg = replace(cfg, batch_size=2, micro_batch=2, epochs=2, evals_per_epoch=default, train_preds=False)
+    trainer = _trainer(run_cfg, info, tok, total_steps=16)  # 16 strong_train examples: 8 batches an epoch
+    res = ft.train(trainer, data, sup.soft("strong_train"), sup.soft("val") > 0.5, sup.splits.test.labels,
+                   get_loss("xent"), seed=0)
+    assert default == 4 and res.curve["epoch"].tolist() == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
+    assert res.curve["step"].tolist() == [2, 4, 6, 8, 10, 12, 14, 16] and res.curve["best"].sum() == 1
+    with pytest.raises(ToolkitError, match="evals_per_epoch"):
+        ft.FinetuneConfig(evals_per_epoch=0)
+
+
 def _flipped(task):
     return replace(task, data=task.data.assign(label=1 - task.data["label"]))
 
@@ -216,7 +234,7 @@ def test_finished_run_is_reused_and_joins_the_results_table(cfg, sup, capsys):
     assert {"step", "val_agreement", "test_acc", "best"} <= set(run.curve.columns)
 
     argv = ["--task", cfg.task, "--weak", cfg.weak, "--strong", cfg.strong, "--seeds", "0", "--sizes", "8,16,8,8",
-            "--batch-size", "8", "--micro-batch", "8", "--lr", "1e-3", "--eval-every", "1", "--cache-dir",
+            "--batch-size", "8", "--micro-batch", "8", "--lr", "1e-3", "--evals-per-epoch", "100", "--cache-dir",
             cfg.cache_dir, "--dtype", "float32", "--quiet"]
     assert ft.main(argv) == 0
     out = capsys.readouterr().out
@@ -293,8 +311,8 @@ def test_two_processes_match_one(cfg, tmp_path, batch):
     two_dir = tmp_path / "two"
     shutil.copytree(os.path.join(cfg.cache_dir, "features"), two_dir / "features")  # the weak model's features
     argv = ["--task", cfg.task, "--weak", cfg.weak, "--strong", cfg.strong, "--seeds", "0", "--sizes", "8,16,8,8",
-            "--batch-size", str(batch), "--micro-batch", "2", "--lr", "1e-3", "--eval-every", "1", "--device", "cpu",
-            "--dtype", "float32", "--cache-dir", str(two_dir), "--quiet"]
+            "--batch-size", str(batch), "--micro-batch", "2", "--lr", "1e-3", "--evals-per-epoch", "100",
+            "--device", "cpu", "--dtype", "float32", "--cache-dir", str(two_dir), "--quiet"]
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29541", "-m", "toolkit.finetune", *argv],
                    check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, capture_output=True)

@@ -46,6 +46,12 @@ def test_summary_pgr_from_constructed_students():
     assert row["weak_acc"] == pytest.approx(0.6) and row["ceiling_acc"] == pytest.approx(0.9)
     assert row["pgr_acc"] == pytest.approx(0.5)  # (0.75 - 0.6) / (0.9 - 0.6)
     assert row["pgr_acc_lo"] <= 0.5 <= row["pgr_acc_hi"] and row["n_seeds"] == 3
+    # the default interval (seeds and examples) holds the examples-only one; the seeds' spread is reported
+    assert row["pgr_acc_lo"] <= row["pgr_acc_ex_lo"] < row["pgr_acc_ex_hi"] <= row["pgr_acc_hi"]
+    assert row["pgr_acc_std"] >= 0 and row["pgr_acc_draws_undefined"] == 0 and row["n_boot"] == 200
+    # --min-gap: a gap of 0.3 is too small when 0.31 is asked for
+    (strict,) = records.summary(recs, LABELS, n_boot=200, min_gap=0.31).to_dict("records")
+    assert np.isnan(strict["pgr_acc"]) and "≤ 0.310" in strict["pgr_acc_note"]
 
 
 def test_summary_says_why_pgr_is_undefined():

@@ -33,7 +33,7 @@ import pandas as pd
 from simple_parsing.helpers import field as sp_field
 
 from toolkit import chain as chain_mod
-from toolkit import config, diagnostics, plan, records, report
+from toolkit import config, diagnostics, metrics, plan, records, report
 from toolkit import extract as extract_mod
 from toolkit import methods as methods_mod
 from toolkit._util import ToolkitError, cli_main
@@ -85,12 +85,17 @@ class CompareConfig:
     intermediate's labels, beside the direct weak -> strong run. Empty: direct only."""
     n_boot: int = 1000
     """Bootstrap resamples for the PGR intervals."""
+    min_gap: float = metrics.MIN_GAP
+    """PGR is undefined where the ceiling beats the weak model by this much or less (absolute, in accuracy or
+    AUROC; also per seed): a smaller gap makes PGR mostly noise even when it is significant."""
     options: dict[str, Any] = sp_field(default_factory=dict, cmd=False)
     """Each method's options (method name -> its `Options`); a method left out takes its defaults."""
 
     def __post_init__(self) -> None:
         for name in ("methods", "losses", "chain"):
             object.__setattr__(self, name, config.as_tuple(getattr(self, name)))
+        if not 0 <= self.min_gap < 1:
+            raise ToolkitError(f"min_gap must be in [0, 1), got {self.min_gap}")
         if not self.methods:
             raise ToolkitError(f"no method given: choose from {', '.join(methods_mod.registered())}")
         known = methods_mod.registered()
@@ -354,7 +359,8 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
     for task_name, lab in labels.items():
         recs = [r for r in all_recs if r.task == task_name]
         results.append(records.table(recs, lab))
-        summaries.append(records.summary(recs, lab, settings=settings, n_boot=cfg.n_boot, caveats=cfg.caveats()))
+        summaries.append(records.summary(recs, lab, settings=settings, n_boot=cfg.n_boot, caveats=cfg.caveats(),
+                                         min_gap=cfg.min_gap))
     summary = _order(pd.concat(summaries, ignore_index=True), cfg)
     timings["summary"] = time.perf_counter() - t0
     sizes = {m: n_params(resolve(m, cfg.cache_dir)) for m in dict.fromkeys((cfg.weak, *cfg.chain, *cfg.strong))
@@ -448,7 +454,8 @@ def _print_early(cfg: CompareConfig, recs: list[Predictions], labels: dict[str, 
     the end): a user sees results minutes into a run whose fine-tuning takes much longer."""
     settings = tuple(s for m in cfg.methods if not methods_mod.get(m).expensive
                      for s in methods_mod.get(m).summary_settings(cfg.opts(m)))
-    summ = records.summary(recs, labels, settings=settings, n_boot=cfg.n_boot, caveats=cfg.caveats())
+    summ = records.summary(recs, labels, settings=settings, n_boot=cfg.n_boot, caveats=cfg.caveats(),
+                           min_gap=cfg.min_gap)
     if summ.empty:
         return
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 60):
@@ -501,8 +508,7 @@ def parse_args(argv: list[str] | None) -> tuple[CompareConfig, RunArgs]:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     cfg = args.config
     options = {name: getattr(args, f"options.{name}") for name in methods_mod.registered()}
-    return CompareConfig(job=cfg.job, methods=cfg.methods, losses=cfg.losses, chain=cfg.chain, n_boot=cfg.n_boot,
-                         options=options), args.run
+    return dataclasses.replace(cfg, options=options), args.run  # every field of the parsed config, the options attached
 
 
 @cli_main

@@ -109,8 +109,9 @@ class FinetuneConfig(RunConfig):
     """Longer inputs are truncated like extraction truncates them (counted, never dropped)."""
     bucket: bool = flag(True)
     """Length-sorted batches (little padding); off = random batches."""
-    eval_every: int = 16
-    """Evaluate every N steps counted within each epoch, and at each epoch end (0 = epoch ends only)."""
+    evals_per_epoch: int = 4
+    """Evaluations on `val` per epoch, evenly spaced, the last at the epoch's end (1 = epoch ends only); the
+    best of them is the `best` checkpoint, so more than one per epoch makes it a real choice."""
     ceiling_select: str = "gold"
     """Which `val` labels choose the ceiling's best eval: `gold` (it is the gold reference) or `weak`."""
     train_preds: bool = flag(True)
@@ -139,8 +140,8 @@ class FinetuneConfig(RunConfig):
         if self.schedule not in ("linear", "cosine", "constant") or self.ceiling_select not in ("gold", "weak"):
             raise ToolkitError(f"schedule must be linear/cosine/constant and ceiling_select gold/weak; "
                                f"got {self.schedule!r}, {self.ceiling_select!r}")
-        if min(self.epochs, self.batch_size, self.micro_batch) < 1 or self.lr <= 0 or self.eval_every < 0:
-            raise ToolkitError("need epochs, batch_size, micro_batch >= 1, lr > 0 and eval_every >= 0")
+        if min(self.epochs, self.batch_size, self.micro_batch, self.evals_per_epoch) < 1 or self.lr <= 0:
+            raise ToolkitError("need epochs, batch_size, micro_batch, evals_per_epoch >= 1 and lr > 0")
 
 
 def _split_list(value) -> list[str]:
@@ -202,6 +203,12 @@ def build_classifier(info: ModelInfo, pool: str, lora: int = 0, checkpointing: b
                                "or use lora=0 for full fine-tuning") from None
         backbone = get_peft_model(backbone, LoraConfig(r=lora, lora_alpha=2 * lora, target_modules="all-linear"))
     return Classifier(backbone, pool, info.arch == "causal")
+
+
+def eval_points(n_batches: int, per_epoch: int) -> set[int]:
+    """The batch counts within an epoch after which to evaluate: `per_epoch` evenly spaced ones (fewer when
+    the epoch has fewer batches), the last at the epoch's end. 16 batches, 4 per epoch: {4, 8, 12, 16}."""
+    return {-(-k * n_batches // per_epoch) for k in range(1, per_epoch + 1)}
 
 
 def make_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket: bool = True):
@@ -396,13 +403,14 @@ def train(trainer: Trainer, data: dict, targets: np.ndarray, select: np.ndarray,
                disable=not progress or not trainer.acc.is_main_process)
     for epoch in range(cfg.epochs):
         batches = make_batches(lengths, cfg.batch_size, rng, cfg.bucket)
+        evals = eval_points(len(batches), cfg.evals_per_epoch)
         for b, idx in enumerate(batches):
             lr = trainer.scheduler.get_last_lr()[0]
             losses.append(trainer.step([data["strong_train"][i] for i in idx], targets[idx], loss_fn, step))
             step += 1
             bar.update()
             bar.set_postfix(loss=f"{losses[-1]:.3f}", val_agree=f"{best[0]:.3f}" if best[1] else "-")
-            if (cfg.eval_every and (b + 1) % cfg.eval_every == 0) or b == len(batches) - 1:
+            if b + 1 in evals:
                 p_val, p_test = trainer.predict(data["val"]), trainer.predict(data["test"])
                 agree = _agreement(p_val, select)
                 rows.append({"step": step, "epoch": epoch + (b + 1) / len(batches), "lr": lr,
@@ -463,7 +471,7 @@ def run_spec(sup, cfg: FinetuneConfig, info: ModelInfo, role: str, loss: str, sp
     """Everything that changes a run's result, and nothing that does not (device, micro-batch, processes)."""
     name, params = parse_loss(loss)
     keep = ("epochs", "batch_size", "lr", "weight_decay", "warmup_frac", "schedule", "max_grad_norm",
-            "max_length", "bucket", "eval_every", "train_preds", "lora")
+            "max_length", "bucket", "evals_per_epoch", "train_preds", "lora")
     return {"version": FORMAT_VERSION, "model": info.identity, "arch": info.arch,
             "encoding": {k: spec_x[k] for k in ("template", "pool", "truncation_side", "max_length")},
             "task": sup.splits.test.name, "seed": sup.seed, "role": role, "loss": name, "loss_params": params,

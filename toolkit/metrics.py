@@ -7,6 +7,12 @@ The bootstrap is paired: the test pool is the same for weak, student and ceiling
 each draw resamples example indices once and scores every model and seed on those same examples. A draw
 is held as a count matrix C[b, i] = how often example i was drawn; every metric is a C-weighted
 metric, which keeps 1000 draws x 1000 examples (AUROC included) to milliseconds.
+
+PGR has two intervals. The default one covers seeds and examples: each draw also resamples the seeds with
+replacement (a two-level bootstrap), so the spread between seeds' runs (their splits, weak labels and
+training) widens it. The example-only one holds the seeds fixed and covers the test pool's sampling alone.
+A draw in which some seed's ceiling does not beat its weak model has no PGR; such draws are counted and
+placed beyond both ends of the interval (never dropped, which would narrow it).
 """
 
 from __future__ import annotations
@@ -104,6 +110,15 @@ def ece(y, p, n_bins: int = 10) -> float:
     return float(np.abs(gap).sum() / y.size)
 
 
+MIN_GAP = 0.02
+"""Default absolute ceiling − weak gap (in accuracy or AUROC) at or below which PGR is undefined: about one
+standard error of a paired accuracy difference on a 500-example test pool, where PGR's denominator is mostly
+noise. A gap can be significant and still this small (a 0.8-point gap once gave PGR 13.5 [6.0, 54.4])."""
+SEED_SALT = 0x5EED
+"""Salt of the seed resampling's own random stream, so that the example draws, and with them the
+example-only interval, do not depend on whether seeds are resampled."""
+
+
 def pgr(weak: float, student: float, ceiling: float, min_gap: float = 0.0) -> PGR:
     """PGR = (student - weak) / (ceiling - weak) from three metric values; undefined (value nan) when
     ceiling - weak <= min_gap or a value is nan, with the reason."""
@@ -140,12 +155,21 @@ class PGRBootstrap:
     """pgr.value = pgr_mean; pgr.defined / pgr.reason say whether the gap is clearly positive."""
     pgr_mean: float
     pgr_mean_ci: tuple[float, float]
+    """Interval of the seed-mean PGR over seeds and examples (the two-level bootstrap; the default)."""
+    pgr_mean_examples_ci: tuple[float, float]
+    """Interval of the seed-mean PGR over test examples only, the seeds held fixed."""
     pgr_median: float
     pgr_median_ci: tuple[float, float]
+    """Interval of the seed-median PGR over seeds and examples."""
+    pgr_std: float
+    """Standard deviation of the per-seed PGRs (ddof=1; nan for one seed)."""
     pgr_seeds: tuple[float, ...]
     """Per-seed PGR (seeds paired by index); nan for a seed whose own gap is <= min_gap."""
-    pgr_draws_dropped: int
-    """Draws left out of the PGR intervals: a per-seed gap of exactly 0 there, or a nan metric."""
+    pgr_draws_undefined: int
+    """Draws of the seed-and-example bootstrap where some drawn seed's ceiling does not beat its weak model (or a
+    metric is nan): they have no PGR and sit beyond both ends of `pgr_mean_ci` and `pgr_median_ci`."""
+    pgr_draws_undefined_examples: int
+    """The same count for the example-only interval."""
 
     def as_row(self) -> dict:
         """Flat dict for a results table: intervals become `<name>_lo` / `<name>_hi`."""
@@ -180,6 +204,25 @@ def _paired_scores(y: np.ndarray, ps: list, metric: str, n_boot: int, seed: int)
     return score(np.ones((1, n)))[:, 0], np.concatenate(draws, axis=1)
 
 
+def _interval_with_undefined(x: np.ndarray, undefined: np.ndarray, q: tuple[float, float]) -> tuple[float, float]:
+    """Percentile interval (levels `q`) of draws `x` in which the `undefined` draws count as lying beyond both
+    ends: at −inf for the lower bound and +inf for the upper one. Each undefined draw thus widens the interval
+    (to ±inf once they outnumber a tail) instead of leaving it. Without undefined draws this is np.quantile."""
+    if not undefined.any():
+        return tuple(float(v) for v in np.quantile(x, q))
+    d = x[~undefined]
+    n_all, n_undef = x.size, int(undefined.sum())
+    if d.size == 0:
+        return (-math.inf, math.inf)
+    # np.quantile's position of level q among all n_all draws is q * (n_all - 1); the defined draws hold ranks
+    # n_undef .. n_all - 1 for the lower bound (undefined at −inf first) and 0 .. d.size - 1 for the upper one.
+    lo_pos, hi_pos = q[0] * (n_all - 1) - n_undef, q[1] * (n_all - 1)
+    last = max(d.size - 1, 1)
+    lo = -math.inf if lo_pos < 0 else float(np.quantile(d, min(lo_pos / last, 1.0)))
+    hi = math.inf if hi_pos > d.size - 1 else float(np.quantile(d, hi_pos / last))
+    return lo, hi
+
+
 def pgr_bootstrap(
     y,
     p_weak,
@@ -189,14 +232,16 @@ def pgr_bootstrap(
     n_boot: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
-    min_gap: float = 0.0,
+    min_gap: float = MIN_GAP,
 ) -> PGRBootstrap:
     """PGR with paired bootstrap intervals. y: [n]; each p_*: [n] or [n_seeds, n] (a single array is shared
     by every seed; seeds pair by index). Each draw resamples the n test indices once and reuses them for all
-    three models and every seed. PGR is undefined (nan, with the reason) unless the ceiling clearly beats
-    weak: the seed-mean gap must exceed min_gap, its interval's lower bound must be > 0, and every seed's own
-    gap must exceed min_gap. Intervals are percentiles; draws where a metric is nan (AUROC on a one-class
-    draw) are ignored."""
+    three models and every seed; for the PGR intervals over seeds and examples it also resamples the seeds.
+    PGR is undefined (nan, with the reason) unless the ceiling clearly beats weak: the seed-mean gap must
+    exceed `min_gap` (absolute, default `MIN_GAP`), its interval's lower bound must be > 0, and every seed's
+    own gap must exceed `min_gap`. Intervals are percentiles; for the metrics, draws where a metric is nan
+    (AUROC on a one-class draw) are ignored; for PGR, draws without one are counted and widen the interval
+    (`_interval_with_undefined`)."""
     if metric not in METRICS:
         raise ToolkitError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
     if n_boot < 1 or not 0 < ci < 1:
@@ -227,17 +272,28 @@ def pgr_bootstrap(
         k = next(k for k, r in enumerate(seed_pgr) if not r.defined)
         reason = f"seed {k}: {seed_pgr[k].reason}"
 
-    out.update(pgr_mean=math.nan, pgr_median=math.nan, pgr_mean_ci=(math.nan,) * 2, pgr_median_ci=(math.nan,) * 2)
-    out.update(pgr_seeds=tuple(r.value for r in seed_pgr), pgr_draws_dropped=0)
+    nan2 = (math.nan, math.nan)
+    vals = np.array([r.value for r in seed_pgr])
+    out.update(pgr_mean=math.nan, pgr_median=math.nan, pgr_mean_ci=nan2, pgr_mean_examples_ci=nan2,
+               pgr_median_ci=nan2, pgr_std=math.nan, pgr_seeds=tuple(vals), pgr_draws_undefined=0,
+               pgr_draws_undefined_examples=0)
     if not reason:
-        # A draw where a seed's gap is 0 gives ±inf (and +inf − inf = nan in the seed mean): `interval` drops it
+        gaps = draws[2] - draws[0]  # [n_boot, s]
+        ok = gaps > 0
         with np.errstate(invalid="ignore", divide="ignore"):
-            per = (draws[1] - draws[0]) / (draws[2] - draws[0])  # [n_boot, s]
-            per_mean, per_median = per.mean(1), np.median(per, 1)
-        vals = np.array(out["pgr_seeds"])
-        out.update(pgr_mean=float(vals.mean()), pgr_median=float(np.median(vals)))
-        out.update(pgr_mean_ci=interval(per_mean), pgr_median_ci=interval(per_median))
-        out["pgr_draws_dropped"] = int((~np.isfinite(per).all(1)).sum())  # `interval` leaves these out
+            per = np.where(ok, (draws[1] - draws[0]) / np.where(ok, gaps, 1.0), np.nan)
+        ok &= np.isfinite(per)
+        pick = rng(seed, SEED_SALT).integers(0, s, size=(n_boot, s))  # the seeds each draw resamples
+        per2, ok2 = np.take_along_axis(per, pick, 1), np.take_along_axis(ok, pick, 1)
+        undef, undef2 = ~ok.all(1), ~ok2.all(1)
+        with np.errstate(invalid="ignore"):
+            mean_ex, mean2, median2 = per.mean(1), per2.mean(1), np.median(per2, 1)
+        out.update(pgr_mean=float(vals.mean()), pgr_median=float(np.median(vals)),
+                   pgr_std=float(vals.std(ddof=1)) if s > 1 else math.nan,
+                   pgr_mean_ci=_interval_with_undefined(mean2, undef2, q),
+                   pgr_median_ci=_interval_with_undefined(median2, undef2, q),
+                   pgr_mean_examples_ci=_interval_with_undefined(mean_ex, undef, q),
+                   pgr_draws_undefined=int(undef2.sum()), pgr_draws_undefined_examples=int(undef.sum()))
     return PGRBootstrap(pgr=PGR(out["pgr_mean"], not reason, reason), **out)
 
 

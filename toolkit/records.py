@@ -193,13 +193,17 @@ SUMMARY_KEYS = ["task", "weak", "chain", "strong", "method", "loss", "setting"]
 
 
 def summary(records: list[Predictions], labels: dict[str, int], *, split: str = "test", n_boot: int = 1000,
-            settings: tuple[str, ...] = ("select",), caveats: dict | None = None) -> pd.DataFrame:
+            settings: tuple[str, ...] = ("select",), caveats: dict | None = None,
+            min_gap: float = metrics.MIN_GAP) -> pd.DataFrame:
     """One row per (task, weak, strong, method, loss, setting) student: weak, student and ceiling
-    accuracy and AUROC on `split` (means over seeds), PGR for both with paired-bootstrap 95% CIs,
-    and an explicit reason where PGR is undefined. The ceiling is the same method's `ceiling`
-    record with the same setting; the weak model is the seed's supervisor. `caveats` maps a method to a function
-    (students, ceilings) -> what the row's numbers do not show by themselves (`Method.caveat`), the `caveat`
-    column."""
+    accuracy and AUROC on `split` (means over seeds), and PGR for both: the mean over seeds (`pgr_acc`), the
+    median and standard deviation over seeds, the paired-bootstrap 95% interval over seeds and examples
+    (`pgr_acc_lo`/`_hi`, the default) and over examples only (`pgr_acc_ex_lo`/`_hi`), the bootstrap draws
+    without a PGR (`pgr_acc_draws_undefined`, out of `n_boot`: some drawn seed's ceiling did not beat weak), and
+    the reason where PGR is undefined (`pgr_acc_note`; a gap of `min_gap` or less is one). The ceiling is the same
+    method's `ceiling` record with the same setting; the weak model is the seed's supervisor. `caveats` maps a
+    method to a function (students, ceilings) -> what the row's numbers do not show by themselves
+    (`Method.caveat`), the `caveat` column."""
     recs = [r for r in records if r.split == split]
     weak = {(r.task, r.weak, r.seed): r for r in recs if r.role == "weak"}
     ceil = {(r.task, r.strong, r.method, r.setting, r.seed): r for r in recs if r.role == "ceiling"}
@@ -219,16 +223,26 @@ def summary(records: list[Predictions], labels: dict[str, int], *, split: str = 
         s = np.stack([r.aligned(ids) for r in group])
         y = np.array([labels[i] for i in ids])
         ceilings = [ceil[(r.task, r.strong, r.method, r.setting, r.seed)] for r in group]
-        row = dict(zip(SUMMARY_KEYS, key), n_seeds=len(group), n_test=len(ids),
+        row = dict(zip(SUMMARY_KEYS, key), n_seeds=len(group), n_test=len(ids), n_boot=n_boot,
                    caveat=(caveats or {}).get(group[0].method, lambda s, c: "")(group, ceilings))
         for metric in ("accuracy", "auroc"):
-            b = metrics.pgr_bootstrap(y, w, s, c, metric=metric, n_boot=n_boot, seed=0)
-            short = "acc" if metric == "accuracy" else "auroc"
-            row.update({f"weak_{short}": b.weak, f"student_{short}": b.student, f"ceiling_{short}": b.ceiling,
-                        f"pgr_{short}": b.pgr_mean if b.pgr.defined else np.nan,
-                        f"pgr_{short}_median": b.pgr_median if b.pgr.defined else np.nan,
-                        f"pgr_{short}_lo": b.pgr_mean_ci[0] if b.pgr.defined else np.nan,
-                        f"pgr_{short}_hi": b.pgr_mean_ci[1] if b.pgr.defined else np.nan,
-                        f"pgr_{short}_note": "" if b.pgr.defined else b.pgr.reason})
+            b = metrics.pgr_bootstrap(y, w, s, c, metric=metric, n_boot=n_boot, seed=0, min_gap=min_gap)
+            row.update(_pgr_columns("acc" if metric == "accuracy" else "auroc", b))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _pgr_columns(short: str, b: metrics.PGRBootstrap) -> dict:
+    """The summary's columns of one metric (`acc` or `auroc`) from its bootstrap."""
+    d = b.pgr.defined
+    nan = np.nan
+    return {f"weak_{short}": b.weak, f"student_{short}": b.student, f"ceiling_{short}": b.ceiling,
+            f"pgr_{short}": b.pgr_mean if d else nan,
+            f"pgr_{short}_median": b.pgr_median if d else nan,
+            f"pgr_{short}_std": b.pgr_std if d else nan,
+            f"pgr_{short}_lo": b.pgr_mean_ci[0] if d else nan,
+            f"pgr_{short}_hi": b.pgr_mean_ci[1] if d else nan,
+            f"pgr_{short}_ex_lo": b.pgr_mean_examples_ci[0] if d else nan,
+            f"pgr_{short}_ex_hi": b.pgr_mean_examples_ci[1] if d else nan,
+            f"pgr_{short}_draws_undefined": b.pgr_draws_undefined,
+            f"pgr_{short}_note": "" if d else b.pgr.reason}

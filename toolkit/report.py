@@ -39,6 +39,11 @@ def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
             f"{r[f'pgr_{m}']:.2f} [{r[f'pgr_{m}_lo']:.2f}, {r[f'pgr_{m}_hi']:.2f}]" if np.isfinite(r[f"pgr_{m}"])
             else "undefined" for _, r in summary.iterrows()]
     notes = summary["pgr_acc_note"].fillna("")
+    if "pgr_acc_draws_undefined" in summary:
+        notes = [("; ".join(x for x in (n, f"{int(d)} of {int(b)} bootstrap draws have no PGR (a seed's ceiling "
+                                          "does not beat weak there): they widen the interval" if d > 0 else "")
+                            if x))
+                 for n, d, b in zip(notes, summary["pgr_acc_draws_undefined"].fillna(0), summary["n_boot"])]
     if "caveat" in summary:
         notes = [("; ".join(x for x in (n, c) if x)) for n, c in zip(notes, summary["caveat"].fillna(""))]
     out["note"] = notes
@@ -176,10 +181,14 @@ def report(result, figures: list[str]) -> str:
     lines = ["# Weak-to-strong comparison", "",
              f"Tasks {', '.join(cfg.tasks)}; weak supervisor `{cfg.weak}`; strong "
              f"{', '.join(f'`{s}`' for s in cfg.strong)}; methods {', '.join(cfg.methods)}.", "",
-             "PGR = (student − weak) / (ceiling − weak) on the fixed test pool, mean over seeds with a paired "
-             "bootstrap 95% interval (test examples × seeds). Students are trained on the weak supervisor's soft "
-             "labels of `strong_train`; ceilings on the gold labels of the same inputs; model selection uses weak "
-             "labels of `val` only.", "", "## Summary", "", markdown_table(format_summary(result.summary)), ""]
+             "PGR = (student − weak) / (ceiling − weak) on the fixed test pool, mean over seeds. Its 95% interval "
+             "is a paired two-level bootstrap: each draw resamples the seeds, then the test examples, so it covers "
+             "the spread between seeds' runs as well as the test pool's sampling (summary.csv also has the "
+             "examples-only interval, `pgr_*_ex_lo`/`_hi`, and the seeds' standard deviation, `pgr_*_std`). PGR is "
+             f"undefined where the ceiling beats weak by {cfg.min_gap:g} or less, or not significantly. Students "
+             "are trained on the weak supervisor's soft labels of `strong_train`; ceilings on the gold labels of "
+             "the same inputs; model selection uses weak labels of `val` only.", "",
+             "## Summary", "", markdown_table(format_summary(result.summary)), ""]
     ds = result.diagnostics_summary
     if not ds.empty:
         lines += ["## Imitation and agreement (test, mean over seeds)", "",
