@@ -139,6 +139,22 @@ def test_entropy_hand_value():
     assert got.item() == pytest.approx(expected, rel=1e-9)
 
 
+def test_window_hand_value():
+    """Three examples, radius 0.15: softmax max 0.6 (in the window), 0.75 and 0.9 (out). Only the first is
+    scored, and the sum is divided by all three."""
+    z = [[0.0, math.log(0.6 / 0.4)], [math.log(0.75 / 0.25), 0.0], [0.0, math.log(0.9 / 0.1)]]
+    w1 = [0.2, 0.7, 0.0]
+    expected = -(0.8 * math.log(0.4) + 0.2 * math.log(0.6)) / 3
+    got = get_loss("window")(_t(z), _t(w1), step=0, total_steps=1)
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+    wide = get_loss("window", radius=0.5)(_t(z), _t(w1), step=0, total_steps=1)  # every example: xent
+    assert wide.item() == pytest.approx(xent(_t(z), _t(w1), step=0, total_steps=1).item(), rel=1e-12)
+    confident = get_loss("window", radius=0.05)(_t(z), _t(w1), step=0, total_steps=1)
+    assert confident.item() == 0.0
+    with pytest.raises(ToolkitError, match="radius"):
+        get_loss("window", radius=0.0)(_t(z), _t(w1), step=0, total_steps=1)
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_gradient_only_through_logits(name):
     """d loss / d z = (softmax(z) - target) / n with the target held constant: the target is detached."""
@@ -157,13 +173,15 @@ def test_gradient_only_through_logits(name):
         target = 0.5 * w + 0.5 * torch.stack([1 - hard, hard], -1)
     elif name == "product":
         target = p * w / (p * w).sum(-1, keepdim=True)
+    elif name == "window":  # out of the window the gradient is 0, as if the target were the prediction itself
+        target = torch.where((p.amax(-1) < 0.65)[:, None], w, p)
     else:  # entropy adds a term that depends on z by design; check only that w1 gets no gradient
         return
     assert torch.allclose(z.grad, (p - target) / 40)
 
 
 def test_get_loss_errors_and_binding():
-    with pytest.raises(ToolkitError, match="known losses: entropy, logconf, product, xent"):
+    with pytest.raises(ToolkitError, match="known losses: entropy, logconf, product, window, xent"):
         get_loss("focal")
     with pytest.raises(ToolkitError, match="takes no parameter alpha"):
         get_loss("xent", alpha=0.5)

@@ -138,7 +138,12 @@ def logconf(
     step = warmup_frac * total_steps and stays there (warmup_frac = 0: no warm-up).
     yhat = onehot(harden(z, w1)): the student's own predictions, thresholded so a mean(w1) fraction is
     class 1. Warns when the batch is smaller than `min_batch`, where that quantile is unreliable.
-    alpha in [0, 1] (paper: 0.5; 0.75 for the largest students)."""
+    alpha in [0, 1] (paper: 0.5; 0.75 for the largest students).
+
+    The warm-up is the paper's linear ramp over the first 20% of steps. openai/weak-to-strong's released
+    `logconf_loss_fn` differs: its weight is alpha · step_frac up to step_frac = warmup_frac = 0.1 (so it reaches
+    only 0.05 for alpha 0.5) and then jumps to alpha; their open PR #33 changes it to the ramp used here. The two
+    agree after the warm-up."""
     if not 0 <= alpha <= 1:
         raise ToolkitError(f"logconf alpha must be in [0, 1], got {alpha}")
     z, w = _prep(logits, w1)
@@ -181,6 +186,22 @@ def product(
     return _soft_ce(z, target)
 
 
+@register_loss("window")
+def window(logits: Tensor, w1: Tensor, *, step: int, total_steps: int, radius: float = 0.15) -> Tensor:
+    """Confidence-window loss (EleutherAI/w2s's `window`): CE(z, w) on only the examples where the student is
+    unsure, max(softmax(z)) < 0.5 + radius, summed and divided by the whole batch size n. An example the student
+    is already confident about contributes 0 (and no gradient), whatever its weak label says: the student learns
+    from the weak labels only where it has no opinion of its own. The window is chosen on the detached
+    prediction. radius > 0; at 0.5 or more every example not saturated at exactly 1 is in the window (xent).
+    w2s also sets the radius to the median weak-label confidence ("midweak"), a statistic of the whole training
+    set, which this per-batch loss cannot see: pass `window:radius=<median |w1 - 0.5|>` instead."""
+    if not radius > 0:
+        raise ToolkitError(f"window radius must be > 0, got {radius}")
+    z, w = _prep(logits, w1)
+    unsure = (torch.softmax(z.detach(), dim=-1).amax(-1) < 0.5 + radius).to(z.dtype)
+    return -(unsure * (w * F.log_softmax(z, dim=-1)).sum(-1)).sum() / z.shape[0]
+
+
 @register_loss("entropy")
 def entropy(
     logits: Tensor,
@@ -194,7 +215,12 @@ def entropy(
     """Entropy regularisation: CE(z, w) + c · H(softmax(z)), H in nats, c ramped like `logconf`'s weight.
 
     Rewards confident predictions without the batch-level class-prior threshold of `logconf`, so it has no
-    minimum batch size (but nothing keeps the class prior either). alpha >= 0."""
+    minimum batch size (but nothing keeps the class prior either). alpha >= 0.
+
+    Not EleutherAI/w2s's `entropy`, which is its logconf with the student's soft prediction p in place of the
+    hardened one: CE(z, (1 − c) w + c p) with p = softmax(z) detached. The gradient of that second term,
+    c (softmax(z) − p), is zero, so w2s's `entropy` trains exactly as (1 − c) · xent: down-weighted xent, with
+    no pull towards confidence. This one minimises the entropy itself."""
     if alpha < 0:
         raise ToolkitError(f"entropy alpha must be >= 0, got {alpha}")
     z, w = _prep(logits, w1)
@@ -213,5 +239,6 @@ __all__ = [
     "logconf",
     "product",
     "register_loss",
+    "window",
     "xent",
 ]
