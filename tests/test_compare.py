@@ -250,3 +250,32 @@ def test_one_method_alone_writes_its_tables_and_figures(first, models, tiny_task
     names = {p.name for p in tmp_path.iterdir()}
     assert {"summary.csv", "report.md", "pgr_accuracy.png", "finetune_curves.png"} <= names
     assert "layers.png" not in names and "fine-tuning: fp32 weights" in (tmp_path / "report.md").read_text()
+
+
+def test_a_fine_tuned_weak_supervisor_runs_end_to_end(first, models, tiny_task, tmp_path, capsys):
+    """--weak-method finetune: the weak model is fine-tuned on each seed's weak_train gold and its final model
+    labels the other splits; the students train on those labels, and a rerun trains nothing."""
+    _, _, cache = first
+    args = ["--task", str(tiny_task), "--weak", models[0], "--strong", models[1], "--weak-method", "finetune",
+            "--seeds", "2", "--finetune-seeds", "1", "--sizes", "10,10,6,10", "--methods", "probe,finetune",
+            "--epochs", "1", "--n-boot", "20", "--cache-dir", str(cache), "--quiet", "--no-figures"]
+    before = finetune.STATS["trainings"]
+    assert compare.main(args + ["--out", str(tmp_path / "a")]) == 0
+    # the weak model per seed and seed 0's two students; the ceiling sees gold only: the first comparison's, loaded
+    assert finetune.STATS["trainings"] - before == 2 + 2
+    preds = pd.read_csv(tmp_path / "a" / "predictions.csv.gz", dtype={"id": str})
+    weak = preds[preds.role == "weak"]
+    assert set(weak.method) == {"finetune"} and set(weak.setting) == {"final"} and set(weak.strong) == {models[0]}
+    assert set(weak.split) == {"strong_train", "val", "test"} and set(weak.seed) == {0, 1}
+    assert "fine-tuned on weak_train gold" in (tmp_path / "a" / "report.md").read_text()
+    summary = pd.read_csv(tmp_path / "a" / "summary.csv")
+    assert set(summary.method) == {"probe", "finetune"} and (summary.weak_acc > 0).all()
+    # the probe weak supervisor gives other labels: the weak model's runs differ from the default comparison's
+    probe_weak = [r for r in first[0].records if r.role == "weak" and r.seed == 0 and r.split == "test"][0]
+    ours = weak[(weak.seed == 0) & (weak.split == "test")].set_index("id").p
+    assert not np.allclose(ours.loc[list(probe_weak.ids)].to_numpy(), probe_weak.p)
+    before = finetune.STATS["trainings"]
+    assert compare.main(args + ["--out", str(tmp_path / "b")]) == 0
+    assert finetune.STATS["trainings"] == before
+    assert (tmp_path / "a" / "summary.csv").read_bytes() == (tmp_path / "b" / "summary.csv").read_bytes()
+    assert compare.main(args + ["--weak", "tfidf"]) == 2 and "not a model to fine-tune" in capsys.readouterr().err

@@ -35,6 +35,7 @@ from simple_parsing.helpers import field as sp_field
 from toolkit import chain as chain_mod
 from toolkit import config, diagnostics, metrics, plan, records, report
 from toolkit import extract as extract_mod
+from toolkit import finetune as finetune_mod
 from toolkit import methods as methods_mod
 from toolkit._util import ToolkitError, cli_main
 from toolkit.config import JobConfig, csv, flag
@@ -287,6 +288,18 @@ def _check_names(cfg: CompareConfig, out) -> dict:
     return loaded
 
 
+def _supervise(cfg: CompareConfig, task, task_name: str, progress: bool) -> list:
+    """Each seed's splits and weak labels, from the weak supervisor `cfg.weak_method` builds."""
+    if cfg.weak_method == "finetune":
+        fo = cfg.opts("finetune")
+        wcfg = finetune_mod.FinetuneConfig(**cfg.job.run_fields(task_name, cfg.weak), epochs=fo.epochs, lora=fo.lora,
+                                           checkpointing=fo.checkpointing, dtype=cfg.dtype)
+        return finetune_mod.weak_supervision(task, cfg.seeds, cfg.sizes, wcfg, progress=progress)
+    weak_cfg = WeakConfig(cfg.weak, device=cfg.device, engine=cfg.probe_engine)
+    return supervise(task, cfg.seeds, cfg.sizes, weak_cfg, limit=cfg.limit, cache_dir=cfg.cache_dir,
+                     progress=progress)
+
+
 def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: bool = True,
                figures: bool = True) -> Comparison:
     """`run` for a ready `CompareConfig`; `figures` as in `Comparison.write`."""
@@ -305,9 +318,7 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
         task = loaded[task_name]
         if task.name in labels:
             raise ToolkitError(f"task '{task.name}' is listed twice")
-        weak_cfg = WeakConfig(cfg.weak, device=cfg.device, engine=cfg.probe_engine)
-        sups = supervise(task, cfg.seeds, cfg.sizes, weak_cfg, limit=cfg.limit, cache_dir=cfg.cache_dir,
-                         progress=progress)
+        sups = _supervise(cfg, task, task_name, progress)
         timings[f"weak {task.name}"] = time.perf_counter() - t0
         labels[task.name] = dict(zip(task.ids, (int(v) for v in task.labels)))
         all_recs += [r for s in sups for r in s.weak if r.split != "weak_train"]

@@ -119,6 +119,9 @@ def flag(default: bool) -> Any:
     return sp_flag(default=default, negative_prefix="--no-")
 
 
+WEAK_METHODS = ("probe", "tfidf", "finetune")
+"""How a weak supervisor can be built (`JobConfig.weak_method`)."""
+
 Sizes = NewType("Sizes", SplitSizes)
 """A `SplitSizes` field that the CLI takes as one `--sizes w,s,v,t` option (simple_parsing would otherwise
 spread a nested dataclass over one option per field)."""
@@ -131,7 +134,11 @@ class JobConfig:
     tasks: tuple[str, ...] = csv(("sentiment",), alias="--task")
     """Tasks (names, `bigbench:<path>`, or .jsonl/.csv files); `--task a,b`."""
     weak: str = DEFAULT_WEAK
-    """Weak supervisor's model (a probe on its cached features, trained on weak_train gold), or `tfidf`."""
+    """Weak supervisor's model (how it supervises: `weak_method`), or `tfidf`."""
+    weak_method: str = "probe"
+    """How the weak supervisor is built from weak_train gold: `probe` (a logistic probe on the weak model's
+    cached features), `tfidf` (bag of words, no model) or `finetune` (the weak model fine-tuned with the
+    fine-tuning method's options, as in the paper; its final model labels the other splits)."""
     strong: tuple[str, ...] = csv((DEFAULT_STRONG,))
     """Strong models (catalog names, folders or hub ids); several give PGR against strong-model size."""
     seeds: tuple[int, ...] = seeds_field(3)
@@ -161,6 +168,13 @@ class JobConfig:
         object.__setattr__(self, "sizes", parse_sizes(self.sizes))
         if not self.tasks or not self.strong:
             raise ToolkitError("a job needs at least one task and one strong model")
+        if self.weak_method not in WEAK_METHODS:
+            raise ToolkitError(f"weak_method must be one of {', '.join(WEAK_METHODS)}, got '{self.weak_method}'")
+        if self.weak == "tfidf" or self.weak_method == "tfidf":
+            if self.weak_method == "finetune":
+                raise ToolkitError("tfidf is not a model to fine-tune: pass a model as --weak")
+            object.__setattr__(self, "weak", "tfidf")
+            object.__setattr__(self, "weak_method", "tfidf")
 
 
     def run_fields(self, task: str, strong: str) -> dict:

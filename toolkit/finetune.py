@@ -35,7 +35,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,13 +64,14 @@ from toolkit.models import (
     pick_device,
     resolve,
 )
-from toolkit.weak import WeakConfig, supervise
+from toolkit.weak import LABEL_SPLITS, Supervision, WeakConfig, check_seeds, supervise
 
 __all__ = ["FinetuneConfig", "Classifier", "Trainer", "make_batches", "train", "train_run", "run_records",
-           "run_with_curves", "run", "STATS", "main"]
+           "run_with_curves", "run", "weak_supervision", "STATS", "main"]
 
-FORMAT_VERSION = 2
-"""Part of every stored run's key. 2: dropout masks drawn per seed (1 drew the same masks for every seed)."""
+FORMAT_VERSION = 3
+"""Part of every stored run's key. 2: dropout masks drawn per seed (1 drew the same masks for every seed);
+3: the training split is part of the key (a weak supervisor trains on weak_train)."""
 PREDICTIONS = "predictions.npz"
 DROPOUT_SALT = 0xD209  # `derive_seed` salt of the dropout masks
 INIT_SALT = 0x1417  # `derive_seed` salt of the LoRA initialisation
@@ -393,11 +394,13 @@ def _agreement(p: np.ndarray, hard: np.ndarray) -> float:
 
 def train(trainer: Trainer, data: dict, targets: np.ndarray, select: np.ndarray, test_labels: np.ndarray,
           loss_fn, seed: int, *, keep_states: bool = False, progress: bool = False) -> TrainResult:
-    """Train on `data["strong_train"]` (token id lists) with `targets` (n,) P(y=1); choose the eval whose
-    val predictions agree most with the hard labels `select` (ties: the earliest). `test_labels` only
-    feed the curve. Returns predictions on val and test (and strong_train with `cfg.train_preds`)."""
+    """Train on `data["train"]` (token id lists; `data["strong_train"]` when there is no "train") with `targets`
+    (n,) P(y=1); choose the eval whose val predictions agree most with the hard labels `select` (ties: the
+    earliest). `test_labels` only feed the curve. Returns predictions on val and test and, with
+    `cfg.train_preds`, on every other split in `data` (strong_train; weak_train for a weak supervisor)."""
     cfg, rng = trainer.cfg, derive_rng(seed)
-    lengths = np.array([len(s) for s in data["strong_train"]])
+    data = {"train": data["strong_train"], **data}
+    lengths = np.array([len(s) for s in data["train"]])
     res, rows, best, losses, step = TrainResult(), [], (-1.0, None), [], 0
     bar = tqdm(total=trainer.total_steps, unit="step", desc="finetune", dynamic_ncols=True,
                disable=not progress or not trainer.acc.is_main_process)
@@ -406,7 +409,7 @@ def train(trainer: Trainer, data: dict, targets: np.ndarray, select: np.ndarray,
         evals = eval_points(len(batches), cfg.evals_per_epoch)
         for b, idx in enumerate(batches):
             lr = trainer.scheduler.get_last_lr()[0]
-            losses.append(trainer.step([data["strong_train"][i] for i in idx], targets[idx], loss_fn, step))
+            losses.append(trainer.step([data["train"][i] for i in idx], targets[idx], loss_fn, step))
             step += 1
             bar.update()
             bar.set_postfix(loss=f"{losses[-1]:.3f}", val_agree=f"{best[0]:.3f}" if best[1] else "-")
@@ -428,11 +431,11 @@ def train(trainer: Trainer, data: dict, targets: np.ndarray, select: np.ndarray,
     res.curve = pd.DataFrame(rows).assign(best=lambda d: d["step"] == best[1])
     final_state = trainer.state() if keep_states else None
     if cfg.train_preds:
-        res.p["final", "strong_train"] = p_train = trainer.predict(data["strong_train"])
+        more = [s for s in data if s not in ("train", "val", "test")]
+        res.p.update({("final", s): trainer.predict(data[s]) for s in more})
         if best[1] != step:
             trainer.load(res.states["best"])
-            p_train = trainer.predict(data["strong_train"])
-        res.p["best", "strong_train"] = p_train
+        res.p.update({("best", s): trainer.predict(data[s]) if best[1] != step else res.p["final", s] for s in more})
     res.states = {"best": res.states["best"], "final": final_state} if keep_states else {}
     return res
 
@@ -456,13 +459,25 @@ def _hash_values(values) -> str:
     return stable_hash([round(float(v), 6) for v in values])
 
 
+ROLES = ("student", "ceiling", "weak")
+"""What a run trains: a `student` on the weak labels of strong_train, the `ceiling` on its gold, or the `weak`
+supervisor itself on the gold of weak_train (`weak_supervision`)."""
+
+
+def train_split(role: str) -> str:
+    """The split a run of `role` trains on."""
+    return "weak_train" if role == "weak" else "strong_train"
+
+
 def _inputs(sup, role: str, cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Training targets on strong_train and hard selection labels on val. The student's come from the
-    weak records only; gold is read for the ceiling alone."""
+    """Training targets on the role's training split and hard selection labels on val. The student's come from
+    the weak records only; gold is read for the ceiling and the weak supervisor alone."""
     if role == "student":
         return sup.soft("strong_train"), (sup.soft("val") > 0.5).astype(int)
+    if role == "weak":  # its `best` (chosen on val gold) is never used: the weak labels are its final model's
+        return sup.splits.weak_train.labels.astype(float), sup.splits.val.labels
     if role != "ceiling":
-        raise ToolkitError(f"role must be student or ceiling, got {role!r}")
+        raise ToolkitError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     select = sup.splits.val.labels if cfg.ceiling_select == "gold" else (sup.soft("val") > 0.5).astype(int)
     return sup.splits.strong_train.labels.astype(float), select
 
@@ -475,7 +490,8 @@ def run_spec(sup, cfg: FinetuneConfig, info: ModelInfo, role: str, loss: str, sp
     return {"version": FORMAT_VERSION, "model": info.identity, "arch": info.arch,
             "encoding": {k: spec_x[k] for k in ("template", "pool", "truncation_side", "max_length")},
             "task": sup.splits.test.name, "seed": sup.seed, "role": role, "loss": name, "loss_params": params,
-            "ids": {s: stable_hash(list(sup.splits[s].ids)) for s in ("strong_train", "val", "test")},
+            "train": train_split(role),
+            "ids": {s: stable_hash(list(sup.splits[s].ids)) for s in _splits(role)},
             "train_targets": _hash_values(targets), "select_labels": _hash_values(select),
             "curve_labels": _hash_values(sup.splits.test.labels), "mixed_precision": mixed_precision(cfg),
             "hparams": {k: getattr(cfg, k) for k in keep}}
@@ -485,7 +501,7 @@ def train_run(sup, cfg: FinetuneConfig, *, role: str = "student", loss: str = "x
               progress: bool = False) -> FinetuneRun:
     """Fine-tune `cfg.strong` for one seed's `Supervision` (`toolkit.weak.supervise`), or load the stored
     run with the same key. The ceiling always uses loss xent on gold."""
-    loss = "xent" if role == "ceiling" else loss
+    loss = "xent" if role in ("ceiling", "weak") else loss
     info = resolve(cfg.strong, cfg.cache_dir)
     targets, select = _inputs(sup, role, cfg)
     xcfg = ExtractConfig(model=cfg.strong, max_length=cfg.max_length, cache_dir=cfg.cache_dir)
@@ -505,7 +521,7 @@ def train_run(sup, cfg: FinetuneConfig, *, role: str = "student", loss: str = "x
     if len(sup.splits.val) == 0:
         raise ToolkitError("fine-tuning needs val examples (weak-labelled) for early stopping; set sizes.val > 0")
     t0 = time.perf_counter()
-    result, trainer, stats = _train_fresh(sup, cfg, info, spec_x, targets, select, loss, progress)
+    result, trainer, stats = _train_fresh(sup, cfg, info, spec_x, targets, select, loss, progress, role)
     STATS["trainings"] += 1
     recs = [rec.Predictions(task=sup.splits.test.name, weak=cfg.weak, strong=cfg.strong, method="finetune",
                             role=role, loss=loss, setting=setting, seed=sup.seed, split=split,
@@ -516,21 +532,27 @@ def train_run(sup, cfg: FinetuneConfig, *, role: str = "student", loss: str = "x
     return FinetuneRun([r.with_(**names) for r in recs], result.curve, path, key)
 
 
-def _train_fresh(sup, cfg, info, spec_x, targets, select, loss, progress):
+def _splits(role: str) -> tuple[str, ...]:
+    """The splits a run of `role` reads: its training split, then strong_train, val and test."""
+    return tuple(dict.fromkeys((train_split(role), "strong_train", "val", "test")))
+
+
+def _train_fresh(sup, cfg, info, spec_x, targets, select, loss, progress, role="student"):
     tok = load_tokenizer(info)
     data = {}
-    for split in ("strong_train", "val", "test"):
+    for split in _splits(role):
         texts = [spec_x["template"].replace("{text}", t) for t in sup.splits[split].texts]
         data[split], _ = tokenize(tok, texts, cfg.max_length, spec_x["truncation_side"])
     torch.manual_seed(derive_seed(sup.seed, INIT_SALT))  # LoRA init (the head is zero-initialised)
     model = build_classifier(info, spec_x["pool"], cfg.lora, cfg.checkpointing)
-    steps = cfg.epochs * max(1, len(data["strong_train"]) // cfg.batch_size)
+    data["train"] = data[train_split(role)]
+    steps = cfg.epochs * max(1, len(data["train"]) // cfg.batch_size)
     side = "left" if info.arch == "causal" else "right"
     trainer = Trainer(model, cfg, steps, pad_id=tok.pad_token_id, side=side, seed=sup.seed)
     name, params = parse_loss(loss)  # logconf warns only for a small batch_size: it sees the whole global batch
     result = train(trainer, data, targets, select, sup.splits.test.labels, get_loss(name, **params), sup.seed,
                    keep_states=cfg.keep_weights, progress=progress)
-    n_tok = sum(len(s) for s in data["strong_train"]) * cfg.epochs
+    n_tok = sum(len(s) for s in data["train"]) * cfg.epochs
     best_step = int(result.curve.loc[result.curve["best"], "step"].iloc[0])
     return result, trainer, {"train_tokens": n_tok, "steps": steps, "best_step": best_step}
 
@@ -645,6 +667,27 @@ def train_seeds(cfg: FinetuneConfig, sups, progress: bool) -> tuple[list, pd.Dat
             curves.append(out.curve.assign(task=sup.splits.test.name, weak=cfg.weak, strong=cfg.strong, role=role,
                                            loss="xent" if role == "ceiling" else loss, seed=sup.seed))
     return records, pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(), trained
+
+
+def weak_supervision(task, seeds, sizes, cfg: FinetuneConfig, *, progress: bool = True) -> list[Supervision]:
+    """The paper's weak supervisor: `cfg.weak` fine-tuned (loss xent, `cfg`'s recipe) on the gold labels of each
+    seed's weak_train; its final model's P(y=1) on weak_train, strong_train, val and test are the weak labels
+    (records of method `finetune`, role `weak`, setting `final`). The final model, not the eval that agrees best
+    with val gold: a supervisor chosen on val gold would hand students labels on val that gold already shaped.
+    Each run is stored and reused like every fine-tuning run. `task` is loaded (and subsampled) already."""
+    seeds = check_seeds(seeds)
+    all_splits = [tasks.split(task, seed, sizes) for seed in seeds]  # every split drawn before any training
+    wcfg = replace(cfg, strong=cfg.weak, losses=("xent",), ceiling=False, train_preds=True)
+    out = []
+    for seed, splits in zip(seeds, all_splits):
+        t0 = time.perf_counter()
+        run = train_run(Supervision(seed, splits, []), wcfg, role="weak", progress=progress)
+        if progress:
+            print(f"[weak] seed {seed}: {cfg.weak} fine-tuned on weak_train gold, "
+                  f"{'loaded' if run.loaded else 'trained'} in {time.perf_counter() - t0:.0f} s", flush=True)
+        final = {r.split: r for r in run.records if r.setting == "final"}
+        out.append(Supervision(seed, splits, [final[split] for split in LABEL_SPLITS]))
+    return out
 
 
 def run(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = True) -> pd.DataFrame:

@@ -175,11 +175,15 @@ def _gz(text: str) -> bytes:
     return gzip.compress(text.encode(), mtime=0)
 
 
+_WEAK_HOW = {"probe": "a probe on its features, trained on weak_train gold", "tfidf": "bag of words",
+             "finetune": "fine-tuned on weak_train gold, its final model"}
+
+
 def report(result, figures: list[str]) -> str:
     """report.md of a `Comparison`: summary, imitation, figures, notes, settings, versions, work and time."""
     cfg = result.config
     lines = ["# Weak-to-strong comparison", "",
-             f"Tasks {', '.join(cfg.tasks)}; weak supervisor `{cfg.weak}`; strong "
+             f"Tasks {', '.join(cfg.tasks)}; weak supervisor `{cfg.weak}` ({_WEAK_HOW[cfg.weak_method]}); strong "
              f"{', '.join(f'`{s}`' for s in cfg.strong)}; methods {', '.join(cfg.methods)}.", "",
              "PGR = (student − weak) / (ceiling − weak) on the fixed test pool, mean over seeds. Its 95% interval "
              "is a paired two-level bootstrap: each draw resamples the seeds, then the test examples, so it covers "
