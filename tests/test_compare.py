@@ -279,3 +279,13 @@ def test_a_fine_tuned_weak_supervisor_runs_end_to_end(first, models, tiny_task, 
     assert finetune.STATS["trainings"] == before
     assert (tmp_path / "a" / "summary.csv").read_bytes() == (tmp_path / "b" / "summary.csv").read_bytes()
     assert compare.main(args + ["--weak", "tfidf"]) == 2 and "not a model to fine-tune" in capsys.readouterr().err
+    # the paper's shape: --recipe paper for the weak model and the strong one; every run is trained anew
+    before = finetune.STATS["trainings"]
+    assert compare.main(args + ["--recipe", "paper", "--out", str(tmp_path / "paper")]) == 0
+    assert finetune.STATS["trainings"] - before == 2 + 3
+    report_md = (tmp_path / "paper" / "report.md").read_text()
+    assert "Fine-tuning recipe: `paper`" in report_md and "fine-tuned on weak_train gold" in report_md
+    paper = pd.read_csv(tmp_path / "paper" / "predictions.csv.gz", dtype={"id": str})
+    key = ["role", "method", "loss", "setting", "seed", "split", "id"]
+    both = paper.merge(preds, on=key, suffixes=("_paper", ""))
+    assert len(both) == len(preds) and not np.allclose(both.p_paper, both.p)  # another recipe, other labels

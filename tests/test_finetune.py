@@ -336,3 +336,34 @@ def test_fsdp_config_is_one_accelerate_reads_for_these_models(tiny_causal):
     assert conf.fsdp_config["fsdp_version"] == 2
     blocks = AutoModel.from_pretrained(tiny_causal).layers
     assert type(blocks[0]).__name__ == conf.fsdp_config["fsdp_transformer_layer_cls_to_wrap"]
+
+
+def test_the_paper_recipe_is_openais_train_simple(cfg):
+    from transformers import BertConfig, GPT2Config
+
+    paper = replace(cfg, recipe="paper")
+    assert (paper.weight_decay, paper.warmup_frac, paper.schedule, paper.max_grad_norm) == (0.0, 0.0, "cosine", 0.0)
+    assert not paper.dropout and not paper.head_bias and cfg.dropout and cfg.head_bias
+    # logconf's weight ramps over 10% of the steps in openai's code; a spec's own value wins
+    assert paper.loss("logconf") == ("logconf", {"warmup_frac": 0.1}) and cfg.loss("logconf") == ("logconf", {})
+    assert paper.loss("logconf:warmup_frac=0.3") == ("logconf", {"warmup_frac": 0.3})
+    with pytest.raises(ToolkitError, match="recipe paper sets weight_decay=0.0"):
+        ft.FinetuneConfig(recipe="paper", weight_decay=0.05)
+    with pytest.raises(ToolkitError, match="recipe must be one of"):
+        ft.FinetuneConfig(recipe="openai")
+    info = resolve(cfg.strong)
+    tok = load_tokenizer(info)
+    model = ft.build_classifier(info, "last", head_bias=paper.head_bias, dropout=paper.dropout)
+    assert model.head.bias is None and not model.head.weight.any()  # bias-free, zero-initialised
+    trainer = ft.Trainer(model, paper, 10, pad_id=tok.pad_token_id, side="left")
+    assert all(g["weight_decay"] == 0.0 for g in trainer.opt.param_groups)
+    lrs = []
+    for _ in range(10):
+        lrs.append(trainer.scheduler.get_last_lr()[0])
+        trainer.scheduler.step()
+    expected = [paper.lr * 0.5 * (1 + np.cos(np.pi * k / 10)) for k in range(10)]  # CosineAnnealingLR from step 0
+    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
+    for config in (GPT2Config(), BertConfig()):  # dropout off: every probability zeroed, whatever its name
+        zeroed = ft._without_dropout(config)
+        assert all(v == 0.0 for k, v in vars(zeroed).items() if ("dropout" in k or k.endswith("pdrop"))
+                   and isinstance(v, float))

@@ -293,7 +293,7 @@ def _supervise(cfg: CompareConfig, task, task_name: str, progress: bool) -> list
     if cfg.weak_method == "finetune":
         fo = cfg.opts("finetune")
         wcfg = finetune_mod.FinetuneConfig(**cfg.job.run_fields(task_name, cfg.weak), epochs=fo.epochs, lora=fo.lora,
-                                           checkpointing=fo.checkpointing, dtype=cfg.dtype)
+                                           checkpointing=fo.checkpointing, recipe=fo.recipe, dtype=cfg.dtype)
         return finetune_mod.weak_supervision(task, cfg.seeds, cfg.sizes, wcfg, progress=progress)
     weak_cfg = WeakConfig(cfg.weak, device=cfg.device, engine=cfg.probe_engine)
     return supervise(task, cfg.seeds, cfg.sizes, weak_cfg, limit=cfg.limit, cache_dir=cfg.cache_dir,

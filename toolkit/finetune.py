@@ -35,7 +35,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +128,15 @@ class FinetuneConfig(RunConfig):
     result, so runs with and without it share their store key)."""
     keep_weights: bool = flag(False)
     """Save the best and final weights (safetensors) with the run."""
+    dropout: bool = flag(True)
+    """Train with the model's own dropout (off: the model stays in eval mode while it trains)."""
+    head_bias: bool = flag(True)
+    """The classification head has a bias (it is zero-initialised either way)."""
+    recipe: str = "toolkit"
+    """`toolkit` (the fields as given) or `paper`: openai/weak-to-strong's `train_simple` recipe, which sets
+    Adam without weight decay, a cosine schedule from step 0 without warm-up, no gradient clipping, dropout off,
+    a bias-free zero-initialised head, and logconf's weight ramped over the first 10% of steps (their PR #33).
+    A recipe field given another value than both its default and the recipe's is an error."""
 
     def __post_init__(self) -> None:
         seeds = range(self.seeds) if isinstance(self.seeds, int) else _split_list(self.seeds)
@@ -143,6 +152,36 @@ class FinetuneConfig(RunConfig):
                                f"got {self.schedule!r}, {self.ceiling_select!r}")
         if min(self.epochs, self.batch_size, self.micro_batch, self.evals_per_epoch) < 1 or self.lr <= 0:
             raise ToolkitError("need epochs, batch_size, micro_batch, evals_per_epoch >= 1 and lr > 0")
+        if self.recipe not in RECIPES:
+            raise ToolkitError(f"recipe must be one of {', '.join(RECIPES)}, got '{self.recipe}'")
+        defaults = {f.name: f.default for f in fields(FinetuneConfig)}
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) not in (value, defaults[name]):
+                raise ToolkitError(f"recipe {self.recipe} sets {name}={value}, got {name}={getattr(self, name)}: "
+                                   "use recipe toolkit to choose it")
+            object.__setattr__(self, name, value)
+
+    def loss(self, spec: str) -> tuple[str, dict]:
+        """The loss `spec` (`logconf:alpha=0.75`) as (name, parameters), with the recipe's defaults for the
+        parameters the spec leaves out."""
+        name, params = parse_loss(spec)
+        return name, {**RECIPE_LOSS_PARAMS[self.recipe].get(name, {}), **params}
+
+
+RECIPES: dict[str, dict] = {
+    "toolkit": {},
+    "paper": {"weight_decay": 0.0, "warmup_frac": 0.0, "schedule": "cosine", "max_grad_norm": 0.0,
+              "dropout": False, "head_bias": False},
+}
+"""What each `FinetuneConfig.recipe` sets. `paper` is openai/weak-to-strong's `train_simple`: `torch.optim.Adam`
+(AdamW with weight decay 0 is the same update), `CosineAnnealingLR` over all steps from step 0 (transformers'
+`cosine` schedule without warm-up is the same curve), no clipping, no dropout (their `model.eval()` while
+training; here the probabilities are zeroed, `build_classifier`), and a
+`Linear(d, 2, bias=False)` head initialised to zeros. Batch 32 and 2 epochs are both recipes' defaults; the
+learning rate stays `lr` (theirs is 5e-5 for GPT-2 sizes, 1e-5 from gpt2-large up)."""
+RECIPE_LOSS_PARAMS: dict[str, dict] = {"toolkit": {}, "paper": {"logconf": {"warmup_frac": 0.1}}}
+"""Loss parameters a recipe sets unless the loss spec gives them: openai's logconf ramps over 10% of the steps
+(`warmup_frac` 0.1 in their code, linear with their PR #33), the toolkit's over the paper's 20%."""
 
 
 def _split_list(value) -> list[str]:
@@ -166,14 +205,15 @@ def parse_loss(spec: str) -> tuple[str, dict]:
 class Classifier(torch.nn.Module):
     """The strong model's base (no LM head) plus a Linear(d, 2) head on its pooled last hidden layer."""
 
-    def __init__(self, backbone, pool: str, causal: bool):
+    def __init__(self, backbone, pool: str, causal: bool, head_bias: bool = True):
         super().__init__()
         self.backbone, self.pool, self.causal = backbone, pool, causal
-        self.head = torch.nn.Linear(backbone.config.get_text_config().hidden_size, 2)
+        self.head = torch.nn.Linear(backbone.config.get_text_config().hidden_size, 2, bias=head_bias)
         # Zero init: the untrained head predicts 0.5 everywhere and the first steps leave the backbone's
         # features intact instead of back-propagating a random head's noise into them.
         torch.nn.init.zeros_(self.head.weight)
-        torch.nn.init.zeros_(self.head.bias)
+        if head_bias:
+            torch.nn.init.zeros_(self.head.bias)
 
     def pooled(self, input_ids, attention_mask):
         """(B, T) ids and mask -> (B, d) pooled last hidden layer, as `toolkit.extract` pools it."""
@@ -188,10 +228,26 @@ class Classifier(torch.nn.Module):
         return self.head(self.pooled(input_ids, attention_mask)).float()
 
 
-def build_classifier(info: ModelInfo, pool: str, lora: int = 0, checkpointing: bool = False) -> Classifier:
-    from transformers import AutoModel
+def _without_dropout(config):
+    """`config` with every dropout probability set to 0 (its text config's too): `hidden_dropout_prob`,
+    `attention_dropout`, `resid_pdrop`, ... whatever the architecture calls them."""
+    for c in {id(c): c for c in (config, config.get_text_config())}.values():
+        for name, value in vars(c).items():
+            if ("dropout" in name or name.endswith("pdrop")) and isinstance(value, float):
+                setattr(c, name, 0.0)
+    return config
 
-    backbone = AutoModel.from_pretrained(info.path, dtype=torch.float32)  # fp32 master weights
+
+def build_classifier(info: ModelInfo, pool: str, lora: int = 0, checkpointing: bool = False,
+                     head_bias: bool = True, dropout: bool = True) -> Classifier:
+    """The classifier to fine-tune. `dropout=False` zeroes the model's dropout probabilities: the same forward as
+    openai's `model.eval()` while training, but the model stays in training mode, so checkpointing stays on."""
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(info.path)
+    if not dropout:
+        config = _without_dropout(config)
+    backbone = AutoModel.from_pretrained(info.path, config=config, dtype=torch.float32)  # fp32 master weights
     if checkpointing:
         # non-reentrant: works with frozen (LoRA) inputs and restores the RNG state, so dropout masks match
         backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -203,7 +259,7 @@ def build_classifier(info: ModelInfo, pool: str, lora: int = 0, checkpointing: b
                                "-e \".[lora]\"); "
                                "or use lora=0 for full fine-tuning") from None
         backbone = get_peft_model(backbone, LoraConfig(r=lora, lora_alpha=2 * lora, target_modules="all-linear"))
-    return Classifier(backbone, pool, info.arch == "causal")
+    return Classifier(backbone, pool, info.arch == "causal", head_bias)
 
 
 def eval_points(n_batches: int, per_epoch: int) -> set[int]:
@@ -484,9 +540,9 @@ def _inputs(sup, role: str, cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray
 
 def run_spec(sup, cfg: FinetuneConfig, info: ModelInfo, role: str, loss: str, spec_x: dict, targets, select) -> dict:
     """Everything that changes a run's result, and nothing that does not (device, micro-batch, processes)."""
-    name, params = parse_loss(loss)
-    keep = ("epochs", "batch_size", "lr", "weight_decay", "warmup_frac", "schedule", "max_grad_norm",
-            "max_length", "bucket", "evals_per_epoch", "train_preds", "lora")
+    name, params = cfg.loss(loss)
+    keep = ("epochs", "batch_size", "lr", "weight_decay", "warmup_frac", "schedule", "max_grad_norm", "dropout",
+            "head_bias", "max_length", "bucket", "evals_per_epoch", "train_preds", "lora")
     return {"version": FORMAT_VERSION, "model": info.identity, "arch": info.arch,
             "encoding": {k: spec_x[k] for k in ("template", "pool", "truncation_side", "max_length")},
             "task": sup.splits.test.name, "seed": sup.seed, "role": role, "loss": name, "loss_params": params,
@@ -544,12 +600,12 @@ def _train_fresh(sup, cfg, info, spec_x, targets, select, loss, progress, role="
         texts = [spec_x["template"].replace("{text}", t) for t in sup.splits[split].texts]
         data[split], _ = tokenize(tok, texts, cfg.max_length, spec_x["truncation_side"])
     torch.manual_seed(derive_seed(sup.seed, INIT_SALT))  # LoRA init (the head is zero-initialised)
-    model = build_classifier(info, spec_x["pool"], cfg.lora, cfg.checkpointing)
+    model = build_classifier(info, spec_x["pool"], cfg.lora, cfg.checkpointing, cfg.head_bias, cfg.dropout)
     data["train"] = data[train_split(role)]
     steps = cfg.epochs * max(1, len(data["train"]) // cfg.batch_size)
     side = "left" if info.arch == "causal" else "right"
     trainer = Trainer(model, cfg, steps, pad_id=tok.pad_token_id, side=side, seed=sup.seed)
-    name, params = parse_loss(loss)  # logconf warns only for a small batch_size: it sees the whole global batch
+    name, params = cfg.loss(loss)  # logconf warns only for a small batch_size: it sees the whole global batch
     result = train(trainer, data, targets, select, sup.splits.test.labels, get_loss(name, **params), sup.seed,
                    keep_states=cfg.keep_weights, progress=progress)
     n_tok = sum(len(s) for s in data["train"]) * cfg.epochs
@@ -593,6 +649,10 @@ class FinetuneOptions:
     """LoRA rank (0 = full fine-tuning); needs the optional extra `pip install -e ".[lora]"` (peft)."""
     checkpointing: bool = flag(False)
     """Gradient checkpointing, for models or inputs whose activations do not fit (same result, more compute)."""
+    recipe: str = "toolkit"
+    """Fine-tuning recipe: `toolkit` (AdamW with weight decay, linear warm-up and decay, clipping, dropout on) or
+    `paper` (openai/weak-to-strong's `train_simple`; `FinetuneConfig.recipe`), for the strong model and a
+    fine-tuned weak supervisor alike."""
 
 
 @register
@@ -605,6 +665,8 @@ class FinetuneMethod(Method):
     plan_stage = "fine-tuning"
 
     def check(self, job, opts: FinetuneOptions, losses) -> None:
+        if opts.recipe not in RECIPES:
+            raise ToolkitError(f"recipe must be one of {', '.join(RECIPES)}, got '{opts.recipe}'")
         if opts.finetune_seeds < 0 or opts.epochs < 1 or opts.lora < 0:
             raise ToolkitError(f"finetune_seeds >= 0, epochs >= 1 and lora >= 0 are needed; got "
                                f"{opts.finetune_seeds}, {opts.epochs}, {opts.lora}")
@@ -617,7 +679,7 @@ class FinetuneMethod(Method):
     def config(self, ctx: Context, opts: FinetuneOptions) -> FinetuneConfig:
         return FinetuneConfig(**ctx.run_fields(), seeds=tuple(s.seed for s in ctx.sups), losses=ctx.losses,
                               epochs=opts.epochs, lora=opts.lora, checkpointing=opts.checkpointing,
-                              dtype=ctx.job.dtype)
+                              recipe=opts.recipe, dtype=ctx.job.dtype)
 
     def run(self, ctx: Context, opts: FinetuneOptions) -> MethodResult:
         recs, curves, trained = train_seeds(self.config(ctx, opts), ctx.sups, ctx.progress)

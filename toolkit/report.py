@@ -125,7 +125,13 @@ def _precision_lines(cfg) -> list[str]:
     if "finetune" in cfg.methods:
         mp = mixed_precision(FinetuneConfig(dtype=cfg.dtype, device=cfg.device))
         out.append("fine-tuning: fp32 weights, " + ("bf16 autocast" if mp == "bf16" else "fp32 compute"))
-    return ["", "Precision on this machine: " + "; ".join(out) + "."] if out else []
+    lines = ["", "Precision on this machine: " + "; ".join(out) + "."] if out else []
+    if "finetune" in cfg.methods or cfg.weak_method == "finetune":
+        recipe = cfg.opts("finetune").recipe
+        lines += ["", f"Fine-tuning recipe: `{recipe}`" + (" (openai/weak-to-strong's `train_simple`: Adam without "
+                  "weight decay, cosine from step 0, no clipping, no dropout, a bias-free head)." if recipe == "paper"
+                  else " (AdamW, weight decay 0.01, linear warm-up and decay, clipping, dropout on).")]
+    return lines
 
 
 def _versions() -> dict[str, str]:
