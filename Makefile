@@ -40,8 +40,8 @@ lint: setup
 lock:
 	rm -rf .venv-lock && python3 -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet --upgrade pip
-	.venv-lock/bin/python -m pip install --quiet torch -e ".[dev,lora]"
-	head -5 $(LOCK) > $(LOCK).new
+	.venv-lock/bin/python -m pip install --quiet torch -e ".[dev,lora,datasets]"
+	head -6 $(LOCK) > $(LOCK).new
 	.venv-lock/bin/python -m pip freeze --all --exclude-editable | sed -E 's/^(torch==[^+]*)\+.*/\1/' \
 		| LC_ALL=C sort -f >> $(LOCK).new
 	mv $(LOCK).new $(LOCK) && rm -rf .venv-lock

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -392,3 +395,59 @@ def test_a_prompt_file_sets_template_and_label_words(tmp_path):
         side.write_text(bad)
         with pytest.raises(ToolkitError, match=message):
             tasks.load(path)
+
+
+# --- the paper's datasets (openai/weak-to-strong's five), from local rows in each dataset's own format ---------
+
+PAPER_ROWS = Path(__file__).parent / "fixtures" / "paper"
+
+
+@pytest.fixture()
+def paper_root(tmp_path):
+    shutil.copytree(PAPER_ROWS, tmp_path / "data" / "hf")
+    return tmp_path
+
+
+def test_the_papers_datasets_load_with_the_references_format_and_labels(paper_root):
+    got = {name: tasks.load(name, paper_root) for name in ("amazon_polarity", "sciq", "anthropic_hh", "cosmos_qa",
+                                                          "boolq")}
+    pairs = {name: dict(zip(t.data.text, t.data.label)) for name, t in got.items()}
+    # amazon_polarity: "title content", the dataset's label (1 = positive)
+    assert pairs["amazon_polarity"]["Great kettle Boils fast and looks good."] == 1
+    assert pairs["amazon_polarity"]["Too small Does not fit an adult."] == 0
+    # boolq: passage then question, answer True -> 1
+    assert pairs["boolq"]["Passage: Whales are marine mammals.\nQuestion: is a whale a fish"] == 0
+    assert pairs["boolq"]["Passage: Water wets most surfaces.\nQuestion: is water wet"] == 1
+    # sciq: random.Random(0) per split decides; 0.844 >= 0.5 first, so each split's first row shows a distractor
+    assert pairs["sciq"]["Q: What gas do plants absorb? A: nitrogen"] == 0
+    assert pairs["sciq"]["Q: What is H2O? A: rock"] == 0
+    assert pairs["sciq"]["Q: What organ pumps blood? A: heart"] == 1
+    # anthropic_hh: label 1 shows the chosen conversation, 0 the rejected one
+    assert pairs["anthropic_hh"]["\n\nHuman: How do I boil an egg?\n\nAssistant: Eggs are for breakfast."] == 0
+    assert pairs["anthropic_hh"]["\n\nHuman: Name a prime.\n\nAssistant: 7."] == 1
+    # cosmos_qa: a true answer of "None of the above choices ." is always shown wrong, without a draw
+    assert pairs["cosmos_qa"]["Context: The shop was closed on Sunday.\nQuestion: What may be true?\n"
+                              "Answer: It rained."] == 0
+    assert pairs["cosmos_qa"]["Context: She laughed at the joke.\nQuestion: How did she feel?\nAnswer: Amused."] == 1
+    for task in got.values():  # id-keyed and both labels present, like every task; train and test pooled
+        assert list(task.ids) == [tasks.text_id(t) for t in task.data.text] and set(task.labels) == {0, 1}
+        assert "openai/weak-to-strong" in task.source and "{text}" in task.template
+    assert len(got["sciq"]) == 6 and got["boolq"].label_words == (" No", " Yes")
+
+
+def test_the_papers_datasets_without_rows_say_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOOLKIT_CACHE_DIR", str(tmp_path / "other"))
+    with pytest.raises(ToolkitError, match=r"needs its rows in .*boolq.*python -m toolkit.tasks fetch boolq"):
+        tasks.load("boolq", tmp_path)
+    if importlib.util.find_spec("datasets") is None:
+        with pytest.raises(ToolkitError, match=r"needs Hugging Face datasets: pip install .*\[datasets\]"):
+            tasks.fetch(["boolq"], tmp_path)
+    with pytest.raises(ToolkitError, match="boolq, sciq|sciq"):
+        tasks.load("boolqq", tmp_path)  # the unknown-task message lists them
+
+
+def test_a_damaged_row_names_its_file_and_row(paper_root):
+    path = paper_root / "data" / "hf" / "sciq" / "train.jsonl"
+    path.write_text(path.read_text() + '{"question": "no answers"}\n')
+    with pytest.raises(ToolkitError, match=r"train.jsonl row 5 is not a sciq row"):
+        tasks.load("sciq", paper_root)

