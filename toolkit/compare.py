@@ -291,9 +291,7 @@ def _check_names(cfg: CompareConfig, out) -> dict:
 def _supervise(cfg: CompareConfig, task, task_name: str, progress: bool) -> list:
     """Each seed's splits and weak labels, from the weak supervisor `cfg.weak_method` builds."""
     if cfg.weak_method == "finetune":
-        fo = cfg.opts("finetune")
-        wcfg = finetune_mod.FinetuneConfig(**cfg.job.run_fields(task_name, cfg.weak), epochs=fo.epochs, lora=fo.lora,
-                                           checkpointing=fo.checkpointing, recipe=fo.recipe, dtype=cfg.dtype)
+        wcfg = finetune_mod.options_config(cfg.job.run_fields(task_name, cfg.weak), cfg.opts("finetune"), cfg.dtype)
         return finetune_mod.weak_supervision(task, cfg.seeds, cfg.sizes, wcfg, progress=progress)
     weak_cfg = WeakConfig(cfg.weak, device=cfg.device, engine=cfg.probe_engine)
     return supervise(task, cfg.seeds, cfg.sizes, weak_cfg, limit=cfg.limit, cache_dir=cfg.cache_dir,

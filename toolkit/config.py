@@ -176,7 +176,6 @@ class JobConfig:
             object.__setattr__(self, "weak", "tfidf")
             object.__setattr__(self, "weak_method", "tfidf")
 
-
     def run_fields(self, task: str, strong: str) -> dict:
         """The `RunConfig` fields of this job for one task and one strong model (how a method builds its own
         run config from the job)."""

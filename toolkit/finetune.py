@@ -129,7 +129,7 @@ class FinetuneConfig(RunConfig):
     keep_weights: bool = flag(False)
     """Save the best and final weights (safetensors) with the run."""
     dropout: bool = flag(True)
-    """Train with the model's own dropout (off: the model stays in eval mode while it trains)."""
+    """Train with the model's own dropout (off: its dropout probabilities are zeroed, `build_classifier`)."""
     head_bias: bool = flag(True)
     """The classification head has a bias (it is zero-initialised either way)."""
     recipe: str = "toolkit"
@@ -655,6 +655,13 @@ class FinetuneOptions:
     fine-tuned weak supervisor alike."""
 
 
+def options_config(run_fields: dict, opts: FinetuneOptions, dtype: str, **more) -> FinetuneConfig:
+    """The `FinetuneConfig` of a comparison's fine-tuning options, for the strong model or a fine-tuned weak
+    supervisor: `run_fields` from `JobConfig.run_fields`, `more` any other field."""
+    return FinetuneConfig(**run_fields, epochs=opts.epochs, lora=opts.lora, checkpointing=opts.checkpointing,
+                          recipe=opts.recipe, dtype=dtype, **more)
+
+
 @register
 class FinetuneMethod(Method):
     """Full or LoRA fine-tuning; early stopping by agreement with the weak labels of val."""
@@ -677,9 +684,8 @@ class FinetuneMethod(Method):
         return sups[: opts.finetune_seeds or len(sups)]
 
     def config(self, ctx: Context, opts: FinetuneOptions) -> FinetuneConfig:
-        return FinetuneConfig(**ctx.run_fields(), seeds=tuple(s.seed for s in ctx.sups), losses=ctx.losses,
-                              epochs=opts.epochs, lora=opts.lora, checkpointing=opts.checkpointing,
-                              recipe=opts.recipe, dtype=ctx.job.dtype)
+        return options_config(ctx.run_fields(), opts, ctx.job.dtype, seeds=tuple(s.seed for s in ctx.sups),
+                              losses=ctx.losses)
 
     def run(self, ctx: Context, opts: FinetuneOptions) -> MethodResult:
         recs, curves, trained = train_seeds(self.config(ctx, opts), ctx.sups, ctx.progress)
@@ -739,7 +745,9 @@ def weak_supervision(task, seeds, sizes, cfg: FinetuneConfig, *, progress: bool 
     Each run is stored and reused like every fine-tuning run. `task` is loaded (and subsampled) already."""
     seeds = check_seeds(seeds)
     all_splits = [tasks.split(task, seed, sizes) for seed in seeds]  # every split drawn before any training
-    wcfg = replace(cfg, strong=cfg.weak, losses=("xent",), ceiling=False, train_preds=True)
+    # Its labels are its final model's, so evaluations choose nothing here: one per epoch keeps a curve without
+    # predicting val and test four times an epoch for no use (evaluations never change the trained model).
+    wcfg = replace(cfg, strong=cfg.weak, losses=("xent",), ceiling=False, train_preds=True, evals_per_epoch=1)
     out = []
     for seed, splits in zip(seeds, all_splits):
         t0 = time.perf_counter()

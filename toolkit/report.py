@@ -24,6 +24,10 @@ PRINT_COLUMNS = ["task", "strong", "method", "loss", "setting", "n_seeds", "weak
                  "pgr_acc", "pgr_acc_lo", "pgr_acc_hi", "pgr_auroc", "pgr_auroc_lo", "pgr_auroc_hi"]
 
 
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
 def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary as printed: accuracies to 3 decimals, PGR as `mean [lo, hi]`, undefined PGR with its reason."""
     if summary.empty:
@@ -40,12 +44,12 @@ def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
             else "undefined" for _, r in summary.iterrows()]
     notes = summary["pgr_acc_note"].fillna("")
     if "pgr_acc_draws_undefined" in summary:
-        notes = [("; ".join(x for x in (n, f"{int(d)} of {int(b)} bootstrap draws have no PGR (a seed's ceiling "
-                                          "does not beat weak there): they widen the interval" if d > 0 else "")
-                            if x))
-                 for n, d, b in zip(notes, summary["pgr_acc_draws_undefined"].fillna(0), summary["n_boot"])]
+        widen = [f"{int(d)} of {int(b)} bootstrap draws have no PGR (a seed's ceiling does not beat weak there): "
+                 "they widen the interval" if d > 0 else ""
+                 for d, b in zip(summary["pgr_acc_draws_undefined"].fillna(0), summary["n_boot"])]
+        notes = [_join(n, w) for n, w in zip(notes, widen)]
     if "caveat" in summary:
-        notes = [("; ".join(x for x in (n, c) if x)) for n, c in zip(notes, summary["caveat"].fillna(""))]
+        notes = [_join(n, c) for n, c in zip(notes, summary["caveat"].fillna(""))]
     out["note"] = notes
     return out
 
