@@ -50,18 +50,22 @@ def test_summary_rows_and_files(first, models):
     result, out, _ = first
     summ = result.summary
     assert set(summ.method) == {"probe", "prompt", "finetune"}
-    assert set(summ.setting) == {"select", "layer=0", "k=2", "k=2,cal", "best", "final"}
+    assert set(summ.setting) == {"select", "k=2", "k=2,cal", "best", "final"}
+    # the input-embedding sanity baseline is in its own table, file and section, never among the methods' rows
+    assert set(result.baselines.setting) == {"layer=0"} and set(result.baselines.method) == {"probe"}
     assert (summ[summ.method == "finetune"].n_seeds == 1).all() and (summ[summ.method == "probe"].n_seeds == 2).all()
     undefined = summ.pgr_acc.isna()
     assert (summ.pgr_acc_note[undefined] != "").all()  # an undefined PGR always says why
     names = {p.name for p in out.iterdir()}
-    assert {"results.csv", "summary.csv", "diagnostics.csv", "diagnostics_summary.csv", "predictions.csv.gz",
+    assert {"results.csv", "summary.csv", "baselines.csv", "diagnostics.csv", "diagnostics_summary.csv",
+            "predictions.csv.gz",
             "curves.csv", "report.md", "pgr_accuracy.png", "agreement.png", "accuracy_vs_size.png",
             "layers.png", "finetune_curves.png", "noise_control.png", "misfit.png"} <= names
     report = (out / "report.md").read_text()
     for figure in (n for n in names if n.endswith(".png")):
         assert f"]({figure})" in report
     assert "## Settings" in report and "## Versions" in report and "torch" in report
+    assert "## Sanity baselines" in report and "| layer=0 |" not in report.split("## Sanity baselines")[0]
     diag = pd.read_csv(out / "diagnostics.csv")
     assert {"agree", "agree_weak_right", "agree_weak_wrong", "misfit", "gain", "ece"} <= set(diag.diagnostic)
     assert {"student", "control", "ceiling"} <= set(diag.role)
@@ -89,6 +93,28 @@ def test_a_rerun_trains_nothing_and_gives_the_same_tables(first, models, tiny_ta
     pd.testing.assert_frame_equal(again.results, result.results)
     assert (tmp_path / "summary.csv").read_bytes() == (out / "summary.csv").read_bytes()
     assert (tmp_path / "diagnostics.csv").read_bytes() == (out / "diagnostics.csv").read_bytes()
+
+
+def test_a_changed_text_under_the_same_id_recomputes_every_method(models, tmp_path):
+    """Every stored artefact is keyed by the texts it was computed from (issue #32): rewrite one test text of an
+    id-keyed file, keeping its id, and the features, probes, prompt scores and fine-tuning runs are all computed
+    afresh (before, all but prompting served the old text's results); the unchanged file is served whole."""
+    path = tmp_path / "ids.csv"
+    rows = pd.DataFrame({"id": [f"r{i}" for i in range(40)],
+                         "text": [f"review {i} was {'fine' if i % 2 else 'dull'} overall" for i in range(40)],
+                         "label": [i % 2 for i in range(40)]})
+    rows.to_csv(path, index=False)
+    opts = dict(weak=models[0], strong=models[0], seeds=1, finetune_seeds=1, sizes=SIZES, ks=(0, 2), epochs=1,
+                n_boot=20, losses=("xent",), control=False, cache_dir=str(tmp_path / "cache"), progress=False,
+                figures=False)
+    cold = compare.run(str(path), **opts)
+    assert compare.run(str(path), **opts).stats == dict.fromkeys(cold.stats, 0)
+    test_id = next(r for r in cold.records if r.split == "test").ids[0]
+    rows.loc[rows.id == test_id, "text"] = "a wholly different sentence"
+    rows.to_csv(path, index=False)
+    warm = compare.run(str(path), **opts)
+    assert warm.stats == cold.stats and all(v > 0 for v in warm.stats.values()), warm.stats
+    assert compare.run(str(path), **opts).stats == dict.fromkeys(cold.stats, 0)
 
 
 def test_cli_prints_the_summary_and_rejects_bad_input(first, models, tiny_task, capsys, tmp_path):
@@ -174,7 +200,8 @@ def test_config_errors_are_clear():
         compare.CompareConfig.make(tasks=())
     cfg = compare.CompareConfig.make(tasks="a,b", strong="x, y", ks="0,4")
     assert cfg.tasks == ("a", "b") and cfg.strong == ("x", "y") and cfg.ks == (0, 4)
-    assert cfg.summary_settings() == ("select", "layer=0", "k=4", "k=4,cal", "best", "final")
+    assert cfg.summary_settings() == ("select", "k=4", "k=4,cal", "best", "final")
+    assert cfg.baseline_settings() == ("layer=0",)
 
 
 def test_markdown_table_escapes_and_formats():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -138,7 +140,7 @@ def test_pooler_falls_back_when_hooks_cannot_be_trusted(tiny_causal, monkeypatch
 
 def _spec(**over):
     base = {"model": "m", "model_identity": {"sha256": "abc"}, "arch": "causal", "dtype": "float32",
-            "template": "Q: {text}\nA:", "task": "t", "ids_sha": "123", "n": 10, "pool": "last",
+            "template": "Q: {text}\nA:", "task": "t", "examples_sha": "123", "n": 10, "pool": "last",
             "layers": [0, 1], "max_length": 512, "truncation_side": "left", "label_words": [" No", " Yes"],
             "shard_size": 512}
     return {**base, **over}
@@ -146,11 +148,34 @@ def _spec(**over):
 
 @pytest.mark.parametrize("field,value", [
     ("model_identity", {"sha256": "abd"}), ("dtype", "bfloat16"), ("template", "{text}"), ("task", "u"),
-    ("ids_sha", "124"), ("pool", "mean"), ("layers", [0, 2]), ("max_length", 256),
+    ("examples_sha", "124"), ("pool", "mean"), ("layers", [0, 2]), ("max_length", 256),
     ("truncation_side", "right"), ("label_words", [" no", " yes"]),
 ])
 def test_cache_key_changes_with_every_byte_changing_input(field, value):
     assert cache.entry_key(_spec(**{field: value})) != cache.entry_key(_spec())
+
+
+def test_a_file_whose_texts_change_never_hits(tiny_causal, tmp_path, capsys):
+    """The entry is keyed by the texts as read, not by the file's path and ids: rewriting texts under the same
+    ids extracts afresh (it served the old features before, cosine 0.03 with the new ones), and an unchanged file
+    always hits. So does a changed tokenizer file of a local model."""
+    path = tmp_path / "ids.csv"
+    rows = pd.DataFrame({"id": [f"r{i}" for i in range(12)], "text": [f"text number {i}" for i in range(12)],
+                         "label": [i % 2 for i in range(12)]})
+    rows.to_csv(path, index=False)
+    model = tmp_path / "model"
+    shutil.copytree(tiny_causal, model)
+    cfg = ExtractConfig(model=str(model), task=str(path), cache_dir=str(tmp_path / "cache"))
+    first = extract.extract(cfg, progress=False)
+    assert extract.extract(cfg, progress=False).path == first.path
+    rows.assign(text=[f"another sentence {i}" for i in range(12)]).to_csv(path, index=False)
+    extract.STATS.update(models_built=0)
+    second = extract.extract(cfg, progress=False)
+    assert second.path != first.path and extract.STATS["models_built"] == 1
+    assert not np.allclose(second.hidden[-1], first.hidden[-1])
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 77}))
+    assert extract.extract(cfg, progress=False).path != second.path
 
 
 def test_cache_key_ignores_device_batch_size_and_process_count(tiny_causal, tiny_task, tmp_path):
@@ -207,7 +232,7 @@ def test_torchrun_two_processes_equal_one_byte_for_byte(tiny_causal, tiny_task, 
     assert all(b1[k] == b2[k] for k in b1)
 
 
-def test_float16_storage_is_its_own_entry_within_float16_rounding(tiny_causal, tiny_task, tmp_path):
+def test_float16_storage_is_its_own_entry_within_float16_rounding(tiny_causal, tiny_task, tmp_path, capsys):
     """--store-dtype float16 halves the entry and keeps every value to float16's rounding; float32 (and `auto` on
     a CPU) keeps the address and bytes entries had before the option existed."""
     base = ExtractConfig(model=str(tiny_causal), task=str(tiny_task), cache_dir=str(tmp_path))
@@ -222,6 +247,11 @@ def test_float16_storage_is_its_own_entry_within_float16_rounding(tiny_causal, t
     np.testing.assert_array_equal(f16.label_logprobs, f32.label_logprobs)
     size = lambda e: sum(p.stat().st_size for p in e.path.glob("layer_*.npy"))  # noqa: E731
     assert size(f16) < 0.55 * size(f32)
+    from toolkit import cache
+
+    cache.main(["--cache-dir", str(tmp_path), "ls"])  # what each entry stores, not only what it computed in
+    listed = dict(line.split("  ", 1) for line in capsys.readouterr().out.splitlines() if "__" in line)
+    assert "stored=float16" in listed[f16.path.name] and "stored=float32" in listed[f32.path.name]
     with pytest.raises(ToolkitError, match="store-dtype must be auto, float32 or float16"):
         extract.extract(replace(base, store_dtype="int8"), progress=False)
 

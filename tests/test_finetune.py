@@ -338,22 +338,31 @@ def test_fsdp_config_is_one_accelerate_reads_for_these_models(tiny_causal):
     assert type(blocks[0]).__name__ == conf.fsdp_config["fsdp_transformer_layer_cls_to_wrap"]
 
 
-def test_the_paper_recipe_is_openais_train_simple(cfg):
+def test_the_paper_recipe_is_openais_train_simple(cfg, capsys):
     from transformers import BertConfig, GPT2Config
 
     paper = replace(cfg, recipe="paper")
-    assert (paper.weight_decay, paper.warmup_frac, paper.schedule, paper.max_grad_norm) == (0.0, 0.0, "cosine", 0.0)
-    assert not paper.dropout and not paper.head_bias and cfg.dropout and cfg.head_bias
+    hp = paper.hp
+    assert (hp["weight_decay"], hp["warmup_frac"], hp["schedule"], hp["max_grad_norm"]) == (0.0, 0.0, "cosine", 0.0)
+    assert not hp["dropout"] and not hp["head_bias"] and cfg.hp["dropout"] and cfg.hp["head_bias"]
     # logconf's weight ramps over 10% of the steps in openai's code; a spec's own value wins
     assert paper.loss("logconf") == ("logconf", {"warmup_frac": 0.1}) and cfg.loss("logconf") == ("logconf", {})
     assert paper.loss("logconf:warmup_frac=0.3") == ("logconf", {"warmup_frac": 0.3})
     with pytest.raises(ToolkitError, match="recipe paper sets weight_decay=0.0"):
         ft.FinetuneConfig(recipe="paper", weight_decay=0.05)
+    # an explicit value equal to the toolkit recipe's is not silently replaced by the paper's (issue #32)
+    for argv, message in ((["--weight-decay", "0.01"], "weight_decay=0.0"),
+                          (["--schedule", "linear"], "schedule=cosine"),
+                          (["--dropout"], "dropout=False")):
+        assert ft.main(["--recipe", "paper", *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert ft.FinetuneConfig(recipe="paper", schedule="cosine").hp["schedule"] == "cosine"
+    assert ft.FinetuneConfig(weight_decay=0.05).hp["weight_decay"] == 0.05  # the toolkit recipe takes any value
     with pytest.raises(ToolkitError, match="recipe must be one of"):
         ft.FinetuneConfig(recipe="openai")
     info = resolve(cfg.strong)
     tok = load_tokenizer(info)
-    model = ft.build_classifier(info, "last", head_bias=paper.head_bias, dropout=paper.dropout)
+    model = ft.build_classifier(info, "last", head_bias=hp["head_bias"], dropout=hp["dropout"])
     assert model.head.bias is None and not model.head.weight.any()  # bias-free, zero-initialised
     trainer = ft.Trainer(model, paper, 10, pad_id=tok.pad_token_id, side="left")
     assert all(g["weight_decay"] == 0.0 for g in trainer.opt.param_groups)

@@ -135,7 +135,11 @@ def test_long_texts_are_truncated_counted_and_reported_never_dropped(tiny_causal
                     progress=True)
     assert len(feats.ids) == 12  # nothing dropped
     assert feats.manifest["n_truncated"] == 4
-    assert "4 example(s) longer than 32 tokens were truncated (left side), none dropped" in capsys.readouterr().err
+    note = "4 of 12 inputs longer than 32 tokens were truncated (left side), none dropped"
+    assert note in capsys.readouterr().err
+    extract(ExtractConfig(model=str(tiny_causal), task=str(path), max_length=32, cache_dir=str(tmp_path)),
+            progress=False)
+    assert note in capsys.readouterr().err  # a cache hit says it too (issue #32)
 
 
 def test_the_comparison_is_deterministic_and_seeds_change_the_splits(tiny_causal, tiny_task, tmp_path):
@@ -180,7 +184,8 @@ def test_duplicate_texts_never_cross_splits_whatever_the_ids(tmp_path, capsys, w
     assert len(task) == 55 and len(set(task.texts)) == 55  # 10 collapsed, the 5 conflicted texts dropped
     conflicted = {rows[i]["text"] for i in range(30, 35)}
     assert not conflicted & set(task.texts)
-    note = "75 rows: 10 duplicate rows collapsed, 5 texts with both labels dropped, 0 empty texts dropped"
+    note = ("75 rows: 10 duplicate rows collapsed (0 of them near-duplicates: equal up to case, whitespace or "
+            "Unicode form), 5 texts with both labels dropped, 0 empty texts dropped")
     assert note in task.source and note in capsys.readouterr().err
     for seed in range(3):
         splits = tasks.split(task, seed, SplitSizes(10, 10, 6, 10))
@@ -248,3 +253,103 @@ def test_a_comparison_with_nothing_to_run_is_refused(tiny_task, tmp_path, capsys
     assert "nothing to run: prompting skipped for minilm-l6: an encoder has no language-model head" in \
         capsys.readouterr().err
     assert not (tmp_path / "out" / "summary.csv").exists()
+
+
+# ---------------------------------------------------------------------- issue #32: cases and papercuts
+
+
+def test_near_duplicates_are_one_example_and_never_straddle_splits(tmp_path, capsys):
+    """160 texts plus 60 variants of them in case, inner whitespace or Unicode form: 160 examples, the variants
+    counted as near-duplicates, and no split holds a text whose twin is in another (24 of 110 did before)."""
+    rows = [{"id": f"r{i}", "text": f"Review {i}: the film was {'good' if i % 2 else 'bad'}.", "label": i % 2}
+            for i in range(160)]
+    variants = [lambda t: t.upper(), lambda t: t.replace(" ", "  "), lambda t: t.replace(":", "\uff1a")]
+    rows += [{"id": f"v{i}", "text": variants[i % 3](rows[i]["text"]), "label": rows[i]["label"]} for i in range(60)]
+    path = tmp_path / "near.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    task = tasks.load(path)
+    assert len(task) == 160 and "60 duplicate rows collapsed (60 of them near-duplicates" in capsys.readouterr().err
+    splits = tasks.split(task, 0, SplitSizes(40, 40, 30, 50))
+    seen = {}
+    for name in splits.NAMES:
+        for text in splits[name].texts:
+            assert seen.setdefault(tasks.dedupe_key(text), name) == name
+
+
+def test_loss_parameters_work_wherever_a_loss_is_named(tiny_causal, tiny_task, tmp_path, capsys):
+    """`--losses logconf:alpha=0.75` (the README's syntax) reaches the probes, not only fine-tuning; a bad
+    parameter fails before any model work."""
+    args = ["--task", str(tiny_task), "--weak", str(tiny_causal), "--strong", str(tiny_causal), "--seeds", "1",
+            "--sizes", "10,10,6,10", "--methods", "probe", "--no-control", "--n-boot", "20", "--quiet",
+            "--no-figures", "--cache-dir", str(tmp_path / "cache")]
+    assert compare.main(args + ["--losses", "xent,logconf:alpha=0.75", "--out", str(tmp_path / "a")]) == 0
+    summ = pd.read_csv(tmp_path / "a" / "summary.csv")
+    assert set(summ.loss) == {"xent", "logconf:alpha=0.75"}
+    assert probe.main(["--task", str(tiny_task), "--weak", str(tiny_causal), "--strong", str(tiny_causal),
+                       "--seeds", "1", "--sizes", "10,10,6,10", "--losses", "window:radius=0.1",
+                       "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "window:radius=0.1" in capsys.readouterr().out
+    assert compare.main(args + ["--losses", "logconf:beta=2", "--out", str(tmp_path / "b")]) == 2
+    assert "loss 'logconf' takes no parameter beta" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["compare", "extract", "probe", "prompt", "finetune"])
+def test_every_command_has_help(module, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as info:
+        importlib.import_module(f"toolkit.{module}").main(["--help"])
+    assert info.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("module", ["weak", "chain", "metrics", "records", "diagnostics", "losses"])
+def test_a_library_module_run_as_a_command_says_so(module):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", f"toolkit.{module}"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2 and f"toolkit.{module} is a library module, not a command" in done.stderr
+
+
+def test_out_must_be_new_empty_or_a_previous_run(tiny_causal, tiny_task, tmp_path, capsys):
+    """A reused --out loses the older run's figures that the new run does not draw; a folder with other files in
+    it (`--out .` in a repository) is refused before any work."""
+    args = ["--task", str(tiny_task), "--weak", str(tiny_causal), "--strong", str(tiny_causal), "--seeds", "1",
+            "--sizes", "10,10,6,10", "--methods", "probe", "--losses", "xent", "--n-boot", "20", "--quiet",
+            "--cache-dir", str(tmp_path / "cache")]
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "finetune_curves.png").write_bytes(b"an older run's figure")
+    assert compare.main(args + ["--out", str(out), "--no-figures"]) == 0
+    assert not (out / "finetune_curves.png").exists() and (out / "report.md").exists()
+    capsys.readouterr()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes")
+    assert compare.main(args + ["--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert "holds files that are not a run's outputs (README.md)" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in mine.iterdir()) == ["README.md"]
+
+
+def test_prompting_with_only_the_zero_shot_baseline_is_refused(tiny_causal, tiny_task, tmp_path, capsys):
+    args = ["--task", str(tiny_task), "--weak", str(tiny_causal), "--strong", str(tiny_causal), "--methods",
+            "prompt", "--ks", "0", "--sizes", "10,10,6,10", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "out")]
+    assert compare.main(args) == 2
+    assert "--ks 0 is the zero-shot baseline alone" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_a_semicolon_csv_with_commas_in_its_texts_loads(tmp_path):
+    path = _csv(tmp_path, "semi.csv", 'text;label\ngood, really good;1\nbad, so bad;0\n"a; quoted";1\n')
+    task = tasks.load(path)
+    assert sorted(task.texts) == ["a; quoted", "bad, so bad", "good, really good"]
+    broken = _csv(tmp_path, "broken.csv", "text;label\nx;1\ny;0;extra;cells\n")
+    with pytest.raises(ToolkitError, match=r"read as ';'-delimited, from its header line"):
+        tasks.load(broken)
+
+
+def test_a_negative_size_gets_its_own_message(capsys):
+    assert compare.main(["--sizes", "-40,40,30,60"]) == 2
+    err = capsys.readouterr().err
+    assert "weak_train=-40 must be an even number >= 0" in err and "expected one argument" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from toolkit import probe, records, tasks
@@ -44,12 +45,14 @@ def test_tidy_table_and_summary(probe_run, tmp_path):
     per_layer = [r for r in recs if r.method == "probe" and r.role != "weak" and r.setting != "select"]
     assert per_layer and all(r.setting == f"layer={r.params['layer']}" for r in per_layer)
     summ = probe.write_outputs(recs, labels, tmp_path)
-    assert {"results.csv", "summary.csv", "predictions.csv.gz"} <= {p.name for p in tmp_path.iterdir()}
+    assert {"results.csv", "summary.csv", "baselines.csv", "predictions.csv.gz"} <= {p.name for p in tmp_path.iterdir()}
     sel = summ[summ.setting == "select"]
     assert len(sel) == len(cfg.losses) and sel.ceiling_acc.between(0, 1).all()
     # Layer 0 pools the embedding of the template's last token, the same for every example:
     # the sanity baseline carries no information, and its PGR is reported undefined with the reason.
-    emb = summ[summ.setting == "layer=0"]
+    assert "layer=0" not in set(summ.setting)  # a sanity baseline has its own table, not a method's row
+    emb = pd.read_csv(tmp_path / "baselines.csv")
+    assert set(emb.setting) == {"layer=0"}
     assert np.allclose(emb.student_acc, 0.5) and emb.pgr_acc_note.str.contains("does not beat weak").all()
 
 

@@ -260,10 +260,11 @@ def test_identical_demonstrations_are_flagged_not_a_silent_pgr_of_one():
     labels = {i: k % 2 for k, i in enumerate(ids)}
     rng = np.random.default_rng(0)
 
-    def rec(role, seed, demos):
+    def rec(role, seed, demos, shown=(0, 1)):
         return Predictions(task="t", weak="w", strong="s", method="prompt", role=role, loss="none", setting="k=2",
                            seed=seed, split="test", ids=ids, p=rng.uniform(size=8),
-                           extra={"demos": demos, "k_kept_min": 2, "prompts_cut": 0} if demos else {})
+                           extra={"demos": demos, "demo_labels": list(shown), "k_kept_min": 2, "prompts_cut": 0}
+                           if demos else {})
 
     recs = [rec("weak", s, None) for s in (0, 1)]
     recs += [rec("ceiling", 0, ["a", "b"]), rec("student", 0, ["a", "b"]),  # every weak label right: the same demos
@@ -274,3 +275,9 @@ def test_identical_demonstrations_are_flagged_not_a_silent_pgr_of_one():
     both = [r for r in recs if r.seed == 0] + [rec("weak", 1, None), rec("ceiling", 1, ["x"]), rec("student", 1, ["x"])]
     assert summary(both, labels, settings=("k=2",), caveats=caveats).caveat[0] == \
         "student = ceiling (identical demonstrations)"
+    # the same texts with both labels flipped is the worst student, not a meaningless one (issue #32)
+    flipped = recs[:2] + [rec("ceiling", 0, ["a", "b"], (0, 1)), rec("student", 0, ["a", "b"], (1, 0)),
+                          rec("ceiling", 1, ["a", "c"]), rec("student", 1, ["a", "d"])]
+    (row,) = summary(flipped, labels, settings=("k=2",), caveats=caveats).to_dict("records")
+    assert "student = ceiling" not in row["caveat"]
+    assert row["caveat"] == "on seed(s) 0 the student saw the ceiling's demonstration texts with some labels flipped"

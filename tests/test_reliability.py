@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,14 +106,23 @@ def test_corruption_is_detected_reported_and_reextracted(finished, fault, capsys
     assert "CORRUPT" in capsys.readouterr().out
     extract.STATS.update(models_built=0, forward_passes=0)
     if fault == "flip":
-        # A hit checks headers and sizes only; a layer's crc is checked on its first read, which fails, removes
-        # the entry, and names it. Nothing unverified was handed out.
+        # A hit checks headers and sizes only; a layer's crc is checked on its first read, which fails mid-run:
+        # the entry is reported, removed and extracted afresh, and the run goes on with verified numbers.
         hit = extract.extract(cfg, progress=False)
         assert extract.STATS["models_built"] == 0
         hit.layer(0)
-        with pytest.raises(cache.CorruptEntry, match="removed"):
-            hit.take(hit.ids[:3])
-        assert not hit.path.exists()
+        np.testing.assert_array_equal(hit.take(hit.ids[:3]), feats.take(feats.ids[:3]))
+        assert extract.STATS["models_built"] == 1
+        assert "checksum mismatch" in capsys.readouterr().err and _npy_bytes(hit.path) == good
+        # the batch job verifies a hit it reports, so it never says "cache hit" over a damaged layer (issue #32)
+        target.write_bytes(bytes(data))
+        extract.STATS.update(models_built=0)
+        assert extract.main(["--model", cfg.model, "--task", cfg.task, "--cache-dir", cfg.cache_dir,
+                             "--shard-size", "16", "--quiet"]) == 0
+        out = capsys.readouterr()
+        assert "checksum mismatch" in out.err and "extracted" in out.out and "cache hit" not in out.out
+        extract.STATS.update(models_built=0)
+        shutil.rmtree(hit.path)
     again = extract.extract(cfg, progress=False)
     assert extract.STATS["models_built"] == 1  # re-extracted, never read as valid numbers
     assert _npy_bytes(again.path) == good
@@ -217,6 +227,21 @@ def test_rm_deletes_only_entries_of_the_store(finished, tmp_path, monkeypatch, c
     # --cache-dir after the subcommand works as before it
     assert cache.main(["rm", "--cache-dir", cfg.cache_dir, str(feats.path)]) == 0
     assert not feats.path.exists() and f"removed {feats.path}" in capsys.readouterr().out
+
+
+def test_rm_of_a_symlinked_entry_removes_the_link_and_no_lock_is_left(finished, tmp_path, capsys):
+    """An entry linked in from elsewhere loses its link only (no traceback); `rm` leaves no `.lock` behind."""
+    cfg, feats = finished
+    assert feats.path.with_name(feats.path.name + ".lock").exists()  # the extraction's lock file
+    other = tmp_path / "other" / "features"
+    other.mkdir(parents=True)
+    link = other / feats.path.name
+    link.symlink_to(feats.path)
+    assert cache.main(["--cache-dir", str(tmp_path / "other"), "rm", feats.path.name[:30]]) == 0
+    assert f"removed the link {link}" in capsys.readouterr().out
+    assert not link.exists() and not link.is_symlink() and (feats.path / cache.MANIFEST).exists()
+    assert cache.main(["--cache-dir", cfg.cache_dir, "rm", feats.path.name[:30]]) == 0
+    assert not feats.path.exists() and not list(feats.path.parent.glob("*.lock"))
 
 
 def test_the_cli_covers_the_run_stores(tmp_path, capsys):

@@ -112,3 +112,17 @@ def cli_main(fn):
             return 130
 
     return wrapper
+
+
+COMMANDS = ("compare", "extract", "probe", "prompt", "finetune", "tasks", "models", "cache")
+"""The toolkit's command-line entry points (`python -m toolkit.<name>`)."""
+
+
+def not_a_command(module: str) -> int:
+    """What `python -m` on a library module does: one line naming the commands there are, and exit code 2
+    (instead of running nothing and exiting 0)."""
+    import sys
+
+    print(f"error: {module} is a library module, not a command; the commands are "
+          f"{', '.join(f'python -m toolkit.{c}' for c in COMMANDS)} (each takes --help)", file=sys.stderr)
+    return 2

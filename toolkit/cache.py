@@ -89,8 +89,9 @@ class LayerFiles:
     is then read from, so no byte is used unverified. Opening checks each file's header and size against the
     manifest, which catches a missing or truncated file at once."""
 
-    def __init__(self, path: Path, layers: tuple[int, ...], crcs: dict, n: int, d: int, discard: bool = False):
-        self.path, self.layers, self._crcs, self._discard = path, layers, crcs, discard
+    def __init__(self, path: Path, layers: tuple[int, ...], crcs: dict, n: int, d: int, discard: bool = False,
+                 refill=None):
+        self.path, self.layers, self._crcs, self._discard, self._refill = path, layers, crcs, discard, refill
         self._checked: dict[int, np.ndarray] = {}
         self._headers = {layer: _npy_header(self.file(layer), (n, d)) for layer in layers}
 
@@ -110,9 +111,17 @@ class LayerFiles:
                 del raw
                 if not self._discard:
                     raise CorruptEntry(f"checksum mismatch in {f}")
-                # found mid-run, after the hit was handed out: remove it so the next run extracts it afresh
+                # found mid-run, after the hit was handed out: remove it, and extract it afresh (`refill`) or
+                # leave that to the next run
                 shutil.rmtree(self.path, ignore_errors=True)
-                raise CorruptEntry(f"checksum mismatch in {f}: the entry was removed; run again to extract it afresh")
+                if self._refill is None:
+                    raise CorruptEntry(f"checksum mismatch in {f}: the entry was removed; run again to extract it "
+                                       "afresh")
+                print(f"[cache] checksum mismatch in {f}: discarding the entry and extracting again",
+                      file=sys.stderr)
+                fresh, self._refill = self._refill().data, None  # at most once: a second mismatch is an error
+                self._crcs, self._headers, self._checked = fresh._crcs, fresh._headers, {}
+                return self[pos]
             dtype, shape, offset = self._headers[layer]
             self._checked[layer] = np.ndarray(shape, dtype, buffer=raw, offset=offset)
         return self._checked[layer]
@@ -214,10 +223,11 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
-def load_entry(path: str | os.PathLike, layers=None, *, lazy: bool = False) -> Features:
+def load_entry(path: str | os.PathLike, layers=None, *, lazy: bool = False, refill=None) -> Features:
     """Read a finished entry. `layers`: a subset of layer numbers. Every layer file is memory-mapped and
     verified against its crc32: all of them now, or with `lazy` each on its first read, as a cache hit does
-    (then a file failing its check removes the entry, so that the next run extracts it afresh). The small files
+    (then a file failing its check removes the entry, and `refill()`, which extracts it afresh and returns its
+    `Features`, serves the layers from then on; without `refill` the next run extracts it). The small files
     and every file's header and size are checked now either way."""
     path = Path(path)
     manifest = read_manifest(path)
@@ -232,21 +242,22 @@ def load_entry(path: str | os.PathLike, layers=None, *, lazy: bool = False) -> F
     if "label_logprobs.npy" in files:
         logp = _checked_array(path / "label_logprobs.npy", files["label_logprobs.npy"])
     n_tokens = _checked_array(path / "n_tokens.npy", files["n_tokens.npy"])
-    data = LayerFiles(path, want, files, len(manifest["ids"]), manifest["hidden_size"], discard=lazy)
+    data = LayerFiles(path, want, files, len(manifest["ids"]), manifest["hidden_size"], discard=lazy,
+                      refill=refill)
     feats = Features(path, manifest, tuple(manifest["ids"]), want, data, logp, n_tokens)
     if not lazy:
         feats.verify()
     return feats
 
 
-def try_load(spec: dict, cache_dir=None, layers=None) -> Features | None:
-    """The finished entry for `spec`, verified while read; None if absent. A corrupt entry is
-    reported with the path, removed, and None returned, so the caller extracts it again."""
+def try_load(spec: dict, cache_dir=None, layers=None, refill=None) -> Features | None:
+    """The finished entry for `spec`, verified while read (`load_entry`, lazily, with `refill`); None if absent.
+    A corrupt entry is reported with the path, removed, and None returned, so the caller extracts it again."""
     path = entry_dir(spec, cache_dir)
     if not path.exists():
         return None
     try:
-        return load_entry(path, layers=layers, lazy=True)
+        return load_entry(path, layers=layers, lazy=True, refill=refill)
     except CorruptEntry as e:
         print(f"[cache] {e}; discarding the entry and extracting again", file=sys.stderr)
         shutil.rmtree(path, ignore_errors=True)
@@ -497,7 +508,7 @@ _RUN_NAME = re.compile(r"[0-9a-f]{20}|[0-9a-f]{24}\.npz")
 
 def _ours(p: Path, cache_dir) -> bool:
     """Whether `p` is an entry the store created: a named child of `features/` or of `runs/<kind>/`."""
-    parent = p.resolve().parent
+    parent = p.absolute().parent.resolve()  # the folder it sits in: a symlinked entry is still this cache's
     if parent == features_root(cache_dir).resolve():
         return bool(_ENTRY_NAME.fullmatch(p.name)) and p.is_dir()
     return (parent.parent == runs_root(cache_dir).resolve() and parent.name in RUN_KINDS
@@ -565,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 m = read_manifest(e)
                 print(f"{e.name}  n={len(m['ids'])} layers={len(m['layers'])} d={m['hidden_size']} "
-                      f"pool={m['pool']} dtype={m['dtype']} {_size(e) / 1e6:.1f} MB")
+                      f"pool={m['pool']} dtype={m['dtype']} stored={m.get('store_dtype', 'float32')} "
+                      f"{_size(e) / 1e6:.1f} MB")
             except CorruptEntry as err:
                 print(f"{e.name}  CORRUPT: {err}")
         partial = [p.name for p in features_root(args.cache_dir).glob("*.partial")]
@@ -598,9 +610,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "info":
         print(json.dumps(_info(path), indent=2, default=str))
     else:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-        print(f"removed {path}")
+        print(remove(path))
     return 0
+
+
+def remove(path: Path) -> str:
+    """Remove one store entry and its lock file; returns what was done, in a line. A symlinked entry loses its
+    link only: what it points to may be another cache's, and is left alone."""
+    if path.is_symlink():
+        target = path.resolve()
+        path.unlink()
+        done = f"removed the link {path} (its target {target} is left alone)"
+    else:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        done = f"removed {path}"
+    base = path.name.removesuffix(".partial")
+    for lock in {path.with_name(base + ".lock"), path.with_name(path.name + ".lock")}:
+        lock.unlink(missing_ok=True)
+    return done
 
 
 if __name__ == "__main__":

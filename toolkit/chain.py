@@ -131,3 +131,9 @@ def bootstrap(sups: list[Supervision], intermediates: list[tuple[str, object]], 
             chain = f"{chain}{CHAIN_SEP}{name}" if chain else name
         out.append(sup)
     return out, recs, chain
+
+
+if __name__ == "__main__":
+    from toolkit._util import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name))

@@ -39,7 +39,7 @@ from toolkit import finetune as finetune_mod
 from toolkit import methods as methods_mod
 from toolkit._util import ToolkitError, cli_main
 from toolkit.config import JobConfig, csv, flag
-from toolkit.losses import get_loss
+from toolkit.losses import parse as parse_loss
 from toolkit.methods import Context
 from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK, n_params, resolve
 from toolkit.records import CHAIN_SEP, Predictions
@@ -106,7 +106,7 @@ class CompareConfig:
         if self.chain:
             object.__setattr__(self, "job", _chain_job(self.chain, self.job))
         for loss in self.losses:
-            get_loss(loss.split(":")[0])  # a bad loss name fails before any long work
+            parse_loss(loss)  # a bad loss name or parameter fails before any long work
         check_sizes(self.job.sizes, self.job.weak)  # before any model work, as every check here
         solver(self.job.device, self.job.probe_engine)
         for m in self.methods:
@@ -151,6 +151,10 @@ class CompareConfig:
         """The settings with a row in the summary, over every chosen method."""
         return tuple(s for m in self.methods for s in methods_mod.get(m).summary_settings(self.options[m]))
 
+    def baseline_settings(self) -> tuple[str, ...]:
+        """The sanity baselines' settings, over every chosen method (`Method.baseline_settings`)."""
+        return tuple(s for m in self.methods for s in methods_mod.get(m).baseline_settings(self.options[m]))
+
     def caveats(self) -> dict:
         """Method -> its `Method.caveat`, for the summary's caveat column."""
         return {m: methods_mod.get(m).caveat for m in self.methods}
@@ -191,6 +195,7 @@ class Comparison:
     curves: pd.DataFrame
     """Training curves (step, val agreement with weak labels, test accuracy) of every fine-tuning run."""
     summary: pd.DataFrame
+    """PGR per task, models, method, loss and setting: the methods' rows."""
     results: pd.DataFrame
     """The tidy table: one row per task, models, method, role, loss, setting, seed, split and metric."""
     timings: dict[str, float] = field(default_factory=dict)
@@ -200,6 +205,8 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     sizes: dict[str, int | None] = field(default_factory=dict)
     """Strong (and weak) models' parameter counts."""
+    baselines: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """The sanity baselines (the probe on the input embeddings), summarised as `summary` is, apart from it."""
     _diag: tuple | None = None
 
     def _diagnostics(self):
@@ -281,6 +288,7 @@ def _check_names(cfg: CompareConfig, out) -> dict:
             resolve(m, cfg.cache_dir)
     if out is not None:
         _check_writable(Path(out))
+        report.check_out(Path(out))
     infos = [resolve(s, cfg.cache_dir) for s in cfg.strong]
     if all(methods_mod.get(m).skip(i) for m in cfg.methods for i in infos):
         why = "; ".join(dict.fromkeys(methods_mod.get(m).skip(i) for m in cfg.methods for i in infos))
@@ -362,26 +370,45 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
                 pos = {s.seed: i for i, s in enumerate(run_sups)}
                 all_recs += sorted(block, key=lambda r: (rank[r.method], pos[r.seed]))
     stats["models_built_for_extraction"] = extract_mod.STATS["models_built"] - built
+    notes += _truncation_notes(cfg)
     t0 = time.perf_counter()
     settings = cfg.summary_settings()
-    summaries, results = [], []
+    summaries, baselines, results = [], [], []
     for task_name, lab in labels.items():
         recs = [r for r in all_recs if r.task == task_name]
         results.append(records.table(recs, lab))
         summaries.append(records.summary(recs, lab, settings=settings, n_boot=cfg.n_boot, caveats=cfg.caveats(),
                                          min_gap=cfg.min_gap))
+        if cfg.baseline_settings():
+            baselines.append(records.summary(recs, lab, settings=cfg.baseline_settings(), n_boot=cfg.n_boot,
+                                             min_gap=cfg.min_gap))
     summary = _order(pd.concat(summaries, ignore_index=True), cfg)
+    baseline = _order(pd.concat(baselines, ignore_index=True), cfg) if baselines else pd.DataFrame()
     timings["summary"] = time.perf_counter() - t0
     sizes = {m: n_params(resolve(m, cfg.cache_dir)) for m in dict.fromkeys((cfg.weak, *cfg.chain, *cfg.strong))
              if m != WEAK_TFIDF}
     result = Comparison(cfg, all_recs, labels, pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
-                        summary, pd.concat(results, ignore_index=True), timings, stats, notes, sizes)
+                        summary, pd.concat(results, ignore_index=True), timings, stats, notes, sizes, baseline)
     timings["total"] = time.perf_counter() - t_start  # the methods; writing the outputs is timed apart
     if out is not None:
         t0 = time.perf_counter()
         result.write(out, figures)
         timings["diagnostics, figures, files"] = time.perf_counter() - t0
     return result
+
+
+def _truncation_notes(cfg: CompareConfig) -> list[str]:
+    """A line for each feature entry of the run (weak, intermediate and strong models, every task) whose inputs
+    were truncated, for report.md (fine-tuning truncates the same texts at the same length)."""
+    out = []
+    for task_name in cfg.tasks:
+        for m in dict.fromkeys((cfg.weak, *cfg.chain, *cfg.strong)):
+            if m == WEAK_TFIDF:
+                continue
+            ex = extract_mod.ExtractConfig(model=m, task=task_name, limit=cfg.limit, cache_dir=cfg.cache_dir)
+            if (manifest := extract_mod.entry_manifest(ex)) and (note := extract_mod.truncated_note(manifest)):
+                out.append(note)
+    return out
 
 
 def _print_plan(cfg: CompareConfig, loaded: dict) -> dict:

@@ -10,6 +10,8 @@ and booleans take `--x` / `--no-x` (`flag`).
 from __future__ import annotations
 
 import argparse
+import copy
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -232,7 +234,23 @@ class Quiet:
     """No progress bars or per-seed lines."""
 
 
+class _HelpFormatter(simple_parsing.SimpleHelpFormatter):
+    """Help texts are field docstrings, written as prose: a `%` in them ("10% of the steps") is a percent sign,
+    not an argparse format code (which made `--help` raise TypeError). `%(default)s` and the like still work."""
+
+    def _expand_help(self, action):
+        action = copy.copy(action)
+        action.help = re.sub(r"%(?!\(\w+\)[sdrf])", "%%", action.help or "")
+        return super()._expand_help(action)
+
+
 class _Parser(simple_parsing.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A value such as `--sizes -40,40,30,60` is a (bad) value, not an unknown option, so that its own
+        # check says what is wrong with it (argparse's default only takes plain negative numbers).
+        self._negative_number_matcher = re.compile(r"^-\d[\d.,eE+-]*$")
+
     def error(self, message: str):
         # One line, no usage dump: `_util.cli_main` prints it as `error: ...` and exits with 2.
         raise ToolkitError(message)
@@ -242,7 +260,7 @@ def parser(prog: str, description: str) -> simple_parsing.ArgumentParser:
     """An argument parser whose options are `--field-name` (dashes), with one flat namespace: a nested
     config's fields get plain names as long as they are unique. A bad option is a one-line `ToolkitError`."""
     return _Parser(
-        prog=prog, description=description, add_config_path_arg=False,
+        prog=prog, description=description, add_config_path_arg=False, formatter_class=_HelpFormatter,
         add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
         conflict_resolution=simple_parsing.ConflictResolution.AUTO)
 
@@ -256,3 +274,9 @@ def parse(cls, argv: list[str] | None, prog: str, description: str, *, default=N
         p.add_arguments(extra, dest="extra")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     return (args.config, args.extra) if extra is not None else args.config
+
+
+if __name__ == "__main__":
+    from toolkit._util import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name))

@@ -422,3 +422,9 @@ def chain_accuracy(records: list[Predictions], labels: dict[str, int], split: st
                                            n_seeds=("seed", "nunique"), direct_accuracy=("direct_accuracy", "mean"),
                                            ceiling_accuracy=("ceiling_accuracy", "mean")).reset_index()
     return out[cols]
+
+
+if __name__ == "__main__":
+    from toolkit._util import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name))

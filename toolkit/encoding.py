@@ -127,3 +127,9 @@ def batch_budget(batch_tokens: int, model, device: str, max_length: int = 512) -
         free = torch.cuda.mem_get_info(torch.device(device))[0]
     dtype_bytes = next(model.parameters()).element_size()
     return auto_batch_tokens(model.config, free, dtype_bytes, max_length)
+
+
+if __name__ == "__main__":
+    from toolkit._util import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name))

@@ -343,11 +343,11 @@ def entry_spec(cfg: ExtractConfig, task, info: ModelInfo, n_layers: int) -> dict
     trunc = cfg.truncation_side if cfg.truncation_side != "auto" else ("left" if causal else "right")
     dtype = dtype_name(cfg.dtype, pick_device(cfg.device))
     store = store_dtype(cfg)
-    # float32, the format before store_dtype existed, adds nothing to the key: its entries keep their addresses
+    # float32, the format before store_dtype existed, adds nothing to the key
     stored = {} if store == "float32" else {"store_dtype": store}
     return {**stored,
         "model": info.name, "model_identity": info.identity, "arch": info.arch, "dtype": dtype,
-        "template": template, "task": task.name, "ids_sha": _ids_hash(task.ids), "n": len(task),
+        "template": template, "task": task.name, "examples_sha": tasks.content_hash(task), "n": len(task),
         "pool": pool, "layers": parse_layers(cfg.layers, n_layers), "max_length": cfg.max_length,
         "truncation_side": trunc, "label_words": list(task.label_words) if causal else None,
         "shard_size": shard_size(cfg),
@@ -373,12 +373,6 @@ def shard_size(cfg: ExtractConfig) -> int:
     if cfg.shard_size:
         return cfg.shard_size
     return GPU_SHARD if pick_device(cfg.device).startswith("cuda") else CPU_SHARD
-
-
-def _ids_hash(ids) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
 def load_task(cfg: ExtractConfig):
@@ -417,33 +411,65 @@ def extract(cfg: ExtractConfig = ExtractConfig(), *, progress: bool = True, laye
     spec = entry_spec(cfg, task, info, n_layers)
     path = cache.entry_dir(spec, cfg.cache_dir)
     rank, world = _dist()
+    # A layer that fails its checksum later, mid-run, is extracted afresh in this process (one process only:
+    # under torchrun the next run does it).
+    refill = (lambda: extract(cfg, progress=progress, layers=layers)) if world == 1 else None
     # Rank 0 checks (and discards a corrupt entry); the others look after it has.
-    hit = cache.try_load(spec, cfg.cache_dir, layers) if rank == 0 else None
+    hit = cache.try_load(spec, cfg.cache_dir, layers, refill) if rank == 0 else None
     _barrier(world)
     if hit is None and rank != 0 and (path / cache.MANIFEST).exists():
         hit = cache.load_entry(path, layers=layers, lazy=True)
     if hit is not None:
+        _say_truncated(hit.manifest, rank)
         return hit
     if rank == 0:  # fail on an unwritable or full cache before any long work starts
         need = 2 * 4 * len(task) * len(spec["layers"]) * int(read_config(info)["hidden_size"])
         cache.check_writable(cache.features_root(cfg.cache_dir), need)
     with cache.entry_lock(path) if rank == 0 else contextlib.nullcontext():
-        if world == 1 and (hit := cache.try_load(spec, cfg.cache_dir, layers)) is not None:
+        if world == 1 and (hit := cache.try_load(spec, cfg.cache_dir, layers, refill)) is not None:
             return hit  # another process finished it while we waited for the lock
         _run_shards(cfg, task, info, spec, path, rank, world, progress)
         _barrier(world)
         if rank == 0:
             cache.commit_entry(path, _manifest(spec, task, info, path), _n_shards(len(task), spec["shard_size"]))
         _barrier(world)
-    return cache.load_entry(path, layers=layers, lazy=True)
+    feats = cache.load_entry(path, layers=layers, lazy=True, refill=refill)
+    _say_truncated(feats.manifest, rank)
+    return feats
+
+
+def truncated_note(manifest: dict) -> str:
+    """How many of an entry's inputs were truncated, in a line ("" if none): every extraction, cache hit or not,
+    says it, and a comparison's report.md lists it (`toolkit.compare`)."""
+    n = int(manifest.get("n_truncated", 0))
+    if not n:
+        return ""
+    return (f"{manifest['task']} x {manifest['model']}: {n} of {len(manifest['ids'])} inputs longer than "
+            f"{manifest['max_length']} tokens were truncated ({manifest['truncation_side']} side), none dropped")
+
+
+def _say_truncated(manifest: dict, rank: int) -> None:
+    if rank == 0 and (note := truncated_note(manifest)):
+        print(f"[extract] warning: {note}", file=sys.stderr)
+
+
+def entry_manifest(cfg: ExtractConfig) -> dict | None:
+    """The manifest of `cfg`'s committed entry (nothing else is read or verified), or None if there is none."""
+    try:
+        return cache.read_manifest(_entry_path(cfg))
+    except cache.CorruptEntry:
+        return None
+
+
+def _entry_path(cfg: ExtractConfig) -> Path:
+    task = load_task(cfg)
+    info = resolve(cfg.model, cfg.cache_dir)
+    return cache.entry_dir(entry_spec(cfg, task, info, int(read_config(info)["num_hidden_layers"])), cfg.cache_dir)
 
 
 def is_cached(cfg: ExtractConfig) -> bool:
     """Whether `cfg`'s entry is committed in the cache (its manifest exists; nothing is read or verified)."""
-    task = load_task(cfg)
-    info = resolve(cfg.model, cfg.cache_dir)
-    spec = entry_spec(cfg, task, info, int(read_config(info)["num_hidden_layers"]))
-    return (cache.entry_dir(spec, cfg.cache_dir) / cache.MANIFEST).exists()
+    return (_entry_path(cfg) / cache.MANIFEST).exists()
 
 
 def _n_shards(n: int, shard_size: int) -> int:
@@ -496,9 +522,6 @@ def _run_shards(cfg, task, info, spec, path: Path, rank: int, world: int, progre
     bar.close()
     dt = time.perf_counter() - t0
     pad = 1 - counts["tokens"] / max(counts["padded"], 1)
-    if truncated.any() and rank == 0:
-        print(f"[extract] warning: {int(truncated.sum())} example(s) longer than {cfg.max_length} tokens were "
-              f"truncated ({spec['truncation_side']} side), none dropped", file=sys.stderr)
     print(f"[extract] rank {rank}: {n_todo} examples x {len(spec['layers'])} layers, {counts['tokens']} tokens "
           f"in {dt:.1f} s ({counts['tokens'] / dt:.0f} tok/s), padding {pad:.1%}, {budget}-token batches, "
           f"device {device}, entry {path}", file=sys.stderr)
@@ -555,7 +578,11 @@ def main(argv: list[str] | None = None) -> int:
     feats = extract(cfg, progress=not args.quiet)
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
-        hit = "cache hit, no model built" if STATS["models_built"] == 0 else "extracted"
+        # The batch job reads every layer once: a hit it reports is verified, and a damaged layer is extracted
+        # afresh now rather than found by a later run (a library hit checks each layer as it is first used).
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            feats.verify()
+        hit = "cache hit, verified, no model built" if STATS["models_built"] == 0 else "extracted"
         print(f"{feats.path}\n  {len(feats.ids)} examples x {len(feats.layers)} layers x "
               f"d={feats.manifest['hidden_size']} ({hit}, {time.perf_counter() - t0:.2f} s)")
     return 0

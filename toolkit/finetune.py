@@ -35,7 +35,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,7 @@ from toolkit.config import Quiet, RunConfig, csv, flag, ints
 from toolkit.encoding import pad_batch, plan_batches, pool_hidden, tokenize
 from toolkit.extract import ExtractConfig, entry_spec
 from toolkit.losses import get_loss
+from toolkit.losses import parse as parse_loss
 from toolkit.methods import Context, Method, MethodResult, register
 from toolkit.models import (
     ModelInfo,
@@ -69,9 +70,10 @@ from toolkit.weak import LABEL_SPLITS, Supervision, WeakConfig, check_seeds, sup
 __all__ = ["FinetuneConfig", "Classifier", "Trainer", "make_batches", "train", "train_run", "run_records",
            "run_with_curves", "run", "weak_supervision", "STATS", "main"]
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """Part of every stored run's key. 2: dropout masks drawn per seed (1 drew the same masks for every seed);
-3: the training split is part of the key (a weak supervisor trains on weak_train)."""
+3: the training split is part of the key (a weak supervisor trains on weak_train); 4: splits keyed by their
+texts (`tasks.content_hash`), not their ids alone."""
 PREDICTIONS = "predictions.npz"
 DROPOUT_SALT = 0xD209  # `derive_seed` salt of the dropout masks
 INIT_SALT = 0x1417  # `derive_seed` salt of the LoRA initialisation
@@ -98,14 +100,17 @@ class FinetuneConfig(RunConfig):
     """Examples per forward pass and process; smaller than the batch means gradient caching (same gradient)."""
     lr: float = 5e-5
     """Peak AdamW learning rate (5e-5 suits full fine-tuning of ~100M-parameter models)."""
-    weight_decay: float = 0.01
-    """AdamW decoupled weight decay, on matrices only (not biases or norm weights)."""
-    warmup_frac: float = 0.1
-    """Fraction of all steps with a linear learning-rate warm-up from 0."""
-    schedule: str = "linear"
-    """Decay after warm-up: `linear` or `cosine` (to 0), or `constant`."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping by global norm (0 = off)."""
+    weight_decay: float | None = None
+    """AdamW decoupled weight decay, on matrices only (not biases or norm weights). Unset: the recipe's
+    (toolkit 0.01, paper 0)."""
+    warmup_frac: float | None = None
+    """Fraction of all steps with a linear learning-rate warm-up from 0. Unset: the recipe's (toolkit 0.1,
+    paper 0)."""
+    schedule: str | None = None
+    """Decay after warm-up: `linear` or `cosine` (to 0), or `constant`. Unset: the recipe's (toolkit linear,
+    paper cosine)."""
+    max_grad_norm: float | None = None
+    """Gradient clipping by global norm (0 = off). Unset: the recipe's (toolkit 1.0, paper 0)."""
     max_length: int = 512
     """Longer inputs are truncated like extraction truncates them (counted, never dropped)."""
     bucket: bool = flag(True)
@@ -128,15 +133,19 @@ class FinetuneConfig(RunConfig):
     result, so runs with and without it share their store key)."""
     keep_weights: bool = flag(False)
     """Save the best and final weights (safetensors) with the run."""
-    dropout: bool = flag(True)
-    """Train with the model's own dropout (off: its dropout probabilities are zeroed, `build_classifier`)."""
-    head_bias: bool = flag(True)
-    """The classification head has a bias (it is zero-initialised either way)."""
+    dropout: bool | None = flag(None)
+    """Train with the model's own dropout (off: its dropout probabilities are zeroed, `build_classifier`).
+    Unset: the recipe's (toolkit on, paper off)."""
+    head_bias: bool | None = flag(None)
+    """The classification head has a bias (it is zero-initialised either way). Unset: the recipe's (toolkit
+    yes, paper no)."""
     recipe: str = "toolkit"
     """`toolkit` (the fields as given) or `paper`: openai/weak-to-strong's `train_simple` recipe, which sets
     Adam without weight decay, a cosine schedule from step 0 without warm-up, no gradient clipping, dropout off,
     a bias-free zero-initialised head, and logconf's weight ramped over the first 10% of steps (their PR #33).
-    A recipe field given another value than both its default and the recipe's is an error."""
+    The recipe's fields (weight_decay, warmup_frac, schedule, max_grad_norm, dropout, head_bias) are unset by
+    default and take the recipe's values; with `paper`, one set to another value than the recipe's is an error
+    (never silently replaced)."""
 
     def __post_init__(self) -> None:
         seeds = range(self.seeds) if isinstance(self.seeds, int) else _split_list(self.seeds)
@@ -147,19 +156,26 @@ class FinetuneConfig(RunConfig):
         object.__setattr__(self, "losses", tuple(_split_list(self.losses)))
         for spec in self.losses:
             parse_loss(spec)
-        if self.schedule not in ("linear", "cosine", "constant") or self.ceiling_select not in ("gold", "weak"):
-            raise ToolkitError(f"schedule must be linear/cosine/constant and ceiling_select gold/weak; "
-                               f"got {self.schedule!r}, {self.ceiling_select!r}")
-        if min(self.epochs, self.batch_size, self.micro_batch, self.evals_per_epoch) < 1 or self.lr <= 0:
-            raise ToolkitError("need epochs, batch_size, micro_batch, evals_per_epoch >= 1 and lr > 0")
         if self.recipe not in RECIPES:
             raise ToolkitError(f"recipe must be one of {', '.join(RECIPES)}, got '{self.recipe}'")
-        defaults = {f.name: f.default for f in fields(FinetuneConfig)}
         for name, value in RECIPES[self.recipe].items():
-            if getattr(self, name) not in (value, defaults[name]):
-                raise ToolkitError(f"recipe {self.recipe} sets {name}={value}, got {name}={getattr(self, name)}: "
+            given = getattr(self, name)
+            if self.recipe != "toolkit" and given is not None and given != value:
+                raise ToolkitError(f"recipe {self.recipe} sets {name}={value}, got {name}={given}: "
                                    "use recipe toolkit to choose it")
-            object.__setattr__(self, name, value)
+        schedule = self.hp["schedule"]
+        if schedule not in ("linear", "cosine", "constant") or self.ceiling_select not in ("gold", "weak"):
+            raise ToolkitError(f"schedule must be linear/cosine/constant and ceiling_select gold/weak; "
+                               f"got {schedule!r}, {self.ceiling_select!r}")
+        if min(self.epochs, self.batch_size, self.micro_batch, self.evals_per_epoch) < 1 or self.lr <= 0:
+            raise ToolkitError("need epochs, batch_size, micro_batch, evals_per_epoch >= 1 and lr > 0")
+
+    @property
+    def hp(self) -> dict:
+        """The recipe's fields as this run uses them: each as given, or the recipe's value where unset. (The
+        fields themselves stay as given, so `dataclasses.replace(cfg, recipe="paper")` means the paper's
+        recipe, not the toolkit's values written out.)"""
+        return {k: v if getattr(self, k) is None else getattr(self, k) for k, v in RECIPES[self.recipe].items()}
 
     def loss(self, spec: str) -> tuple[str, dict]:
         """The loss `spec` (`logconf:alpha=0.75`) as (name, parameters), with the recipe's defaults for the
@@ -169,7 +185,8 @@ class FinetuneConfig(RunConfig):
 
 
 RECIPES: dict[str, dict] = {
-    "toolkit": {},
+    "toolkit": {"weight_decay": 0.01, "warmup_frac": 0.1, "schedule": "linear", "max_grad_norm": 1.0,
+                "dropout": True, "head_bias": True},
     "paper": {"weight_decay": 0.0, "warmup_frac": 0.0, "schedule": "cosine", "max_grad_norm": 0.0,
               "dropout": False, "head_bias": False},
 }
@@ -186,17 +203,6 @@ RECIPE_LOSS_PARAMS: dict[str, dict] = {"toolkit": {}, "paper": {"logconf": {"war
 
 def _split_list(value) -> list[str]:
     return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
-
-
-def parse_loss(spec: str) -> tuple[str, dict]:
-    """`logconf:alpha=0.75:warmup_frac=0.1` -> ("logconf", {"alpha": 0.75, ...}), checked by `get_loss`."""
-    name, *pairs = spec.split(":")
-    try:
-        params = {k: float(v) for k, v in (p.split("=") for p in pairs)}
-    except ValueError:
-        raise ToolkitError(f"loss {spec!r}: parameters go as name:key=value:key=value") from None
-    get_loss(name, **params)
-    return name, params
 
 
 # ----------------------------------------------------------------------------- model and batches
@@ -313,14 +319,15 @@ class Trainer:
         # Trainer with another precision (a notebook trying float32 after bf16) may not change.
         self.acc = Accelerator(cpu=pick_device(cfg.device) == "cpu")
         self.precision = mixed_precision(cfg)
+        hp = cfg.hp
         decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
         rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
         # fused: one kernel per step instead of ~10 passes over every weight (the step's fixed cost on CPU)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp["weight_decay"]},
                                  {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, fused=True)
-        name = "constant_with_warmup" if cfg.schedule == "constant" else cfg.schedule
+        name = "constant_with_warmup" if hp["schedule"] == "constant" else hp["schedule"]
         # Not prepared: accelerate's scheduler wrapper would step once per process.
-        self.scheduler = get_scheduler(name, opt, num_warmup_steps=round(cfg.warmup_frac * total_steps),
+        self.scheduler = get_scheduler(name, opt, num_warmup_steps=round(hp["warmup_frac"] * total_steps),
                                        num_training_steps=total_steps)
         if cfg.batch_size < self.acc.num_processes:
             raise ToolkitError(f"batch_size {cfg.batch_size} < {self.acc.num_processes} processes: each needs rows")
@@ -372,8 +379,8 @@ class Trainer:
                 weight = g[start:start + len(c)] if j < n_real else torch.zeros_like(z)
                 self.acc.backward((z * weight).sum())
             start += len(c)
-        if self.cfg.max_grad_norm:
-            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        if self.cfg.hp["max_grad_norm"]:
+            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.hp["max_grad_norm"])
         self.opt.step()
         self.scheduler.step()
         self.opt.zero_grad(set_to_none=True)
@@ -547,10 +554,10 @@ def run_spec(sup, cfg: FinetuneConfig, info: ModelInfo, role: str, loss: str, sp
             "encoding": {k: spec_x[k] for k in ("template", "pool", "truncation_side", "max_length")},
             "task": sup.splits.test.name, "seed": sup.seed, "role": role, "loss": name, "loss_params": params,
             "train": train_split(role),
-            "ids": {s: stable_hash(list(sup.splits[s].ids)) for s in _splits(role)},
+            "examples": {s: tasks.content_hash(sup.splits[s]) for s in _splits(role)},
             "train_targets": _hash_values(targets), "select_labels": _hash_values(select),
             "curve_labels": _hash_values(sup.splits.test.labels), "mixed_precision": mixed_precision(cfg),
-            "hparams": {k: getattr(cfg, k) for k in keep}}
+            "hparams": {**{k: getattr(cfg, k) for k in keep}, **cfg.hp}}
 
 
 def train_run(sup, cfg: FinetuneConfig, *, role: str = "student", loss: str = "xent",
@@ -600,7 +607,8 @@ def _train_fresh(sup, cfg, info, spec_x, targets, select, loss, progress, role="
         texts = [spec_x["template"].replace("{text}", t) for t in sup.splits[split].texts]
         data[split], _ = tokenize(tok, texts, cfg.max_length, spec_x["truncation_side"])
     torch.manual_seed(derive_seed(sup.seed, INIT_SALT))  # LoRA init (the head is zero-initialised)
-    model = build_classifier(info, spec_x["pool"], cfg.lora, cfg.checkpointing, cfg.head_bias, cfg.dropout)
+    model = build_classifier(info, spec_x["pool"], cfg.lora, cfg.checkpointing, cfg.hp["head_bias"],
+                             cfg.hp["dropout"])
     data["train"] = data[train_split(role)]
     steps = cfg.epochs * max(1, len(data["train"]) // cfg.batch_size)
     side = "left" if info.arch == "causal" else "right"

@@ -544,3 +544,9 @@ def predict_proba_many(probes: list[LogisticProbe], X) -> np.ndarray:
         raise ToolkitError(f"X must be ({len(probes)}, m, {d}) or (m, {d}); got {X.shape}")
     p = expit(np.einsum("bmd,bd->bm", X, coef) + intercept[:, None])
     return np.stack([1 - p, p], axis=2)
+
+
+if __name__ == "__main__":
+    from toolkit._util import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name))

@@ -64,6 +64,19 @@ def get_loss(name: str, **params) -> LossFn:
     return functools.partial(fn, **params)
 
 
+def parse(spec: str) -> tuple[str, dict]:
+    """A loss spec as (name, parameters): `logconf:alpha=0.75:warmup_frac=0.1` -> ("logconf", {"alpha": 0.75,
+    "warmup_frac": 0.1}). The one parser of loss specs, for probes and fine-tuning alike; checked by `get_loss`
+    (an unknown name or parameter is a ToolkitError)."""
+    name, *pairs = str(spec).strip().split(":")
+    try:
+        params = {k.strip(): float(v) for k, v in (p.split("=") for p in pairs)}
+    except ValueError:
+        raise ToolkitError(f"loss {spec!r}: parameters go as name:key=value:key=value") from None
+    get_loss(name, **params)
+    return name, params
+
+
 def _prep(logits: Tensor, w1: Tensor) -> tuple[Tensor, Tensor]:
     """Check shapes and range; return logits [n, 2] (fp32 or wider) and weak targets w = (1 - w1, w1) [n, 2]."""
     if logits.ndim != 2 or logits.shape[1] != 2:
@@ -237,8 +250,15 @@ __all__ = [
     "get_loss",
     "harden",
     "logconf",
+    "parse",
     "product",
     "register_loss",
     "window",
     "xent",
 ]
+
+
+if __name__ == "__main__":
+    from toolkit._util import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name))

@@ -116,6 +116,11 @@ class Method:
         """The settings that get a row in the PGR summary."""
         return ("select",)
 
+    def baseline_settings(self, opts) -> tuple[str, ...]:
+        """Sanity baselines (e.g. the probe on the input embeddings, which should recover nothing): they are
+        summarised like students, but in their own table (`Comparison.baselines`), never among the methods."""
+        return ()
+
     def student_setting(self, opts) -> str:
         """The one setting that stands for this method in cross-method views (agreement, calibration)."""
         return self.summary_settings(opts)[0]
@@ -172,3 +177,9 @@ def get(name: str) -> Method:
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         raise ToolkitError(f"unknown method '{name}'{hint}: choose from {', '.join(methods)}")
     return methods[name]
+
+
+if __name__ == "__main__":
+    from toolkit._util import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name))

@@ -309,3 +309,9 @@ def summarize_seeds(values) -> dict:
 
 __all__ = ["METRICS", "PGR", "PGRBootstrap", "accuracy", "auroc", "ece", "pgr"]
 __all__ += ["pgr_bootstrap", "summarize_seeds"]
+
+
+if __name__ == "__main__":
+    from toolkit._util import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name))

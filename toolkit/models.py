@@ -294,7 +294,11 @@ def _local_identity(folder: Path, cache_dir=None) -> dict:
     if not weights:
         raise ToolkitError(f"model folder {folder} has no weight files (*.safetensors, *.bin); save the model "
                            "there with save_pretrained, or give a catalog name")
-    return {"path": str(folder.resolve()), "weights": {p.name: _cached_sha256(p, cache_dir) for p in weights}}
+    # The tokenizer and config change what a model computes as much as its weights do: every file of the folder
+    # is part of its identity (a changed tokenizer.json misses every cache; the big files hash once, memoised).
+    others = sorted(p for p in folder.iterdir() if p.is_file() and p not in weights and not p.name.startswith("."))
+    return {"path": str(folder.resolve()), "weights": {p.name: _cached_sha256(p, cache_dir) for p in weights},
+            "files": {p.name: _cached_sha256(p, cache_dir) for p in others}}
 
 
 def _cached_sha256(path: Path, cache_dir=None) -> str:

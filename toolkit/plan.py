@@ -115,3 +115,9 @@ def estimate(task, info: ModelInfo, *, seeds: int, sizes: tasks.SplitSizes, meth
         speed = _BF16_SPEEDUP if pick_device(device) == "cpu" and cpu_native_bf16() else 1.0
         seconds["fine-tuning"] = runs * fwd(steps + evals) / speed
     return Plan(rate, seconds)
+
+
+if __name__ == "__main__":
+    from toolkit._util import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name))

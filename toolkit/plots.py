@@ -524,3 +524,9 @@ def save_all(figs: dict[str, Figure], folder: str | Path, dpi: int = 120) -> lis
             sys.modules["matplotlib.pyplot"].close(fig)
         fig.clear()
     return paths
+
+
+if __name__ == "__main__":
+    from toolkit._util import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name))

@@ -26,7 +26,7 @@ from toolkit._util import ToolkitError, cli_main, stable_hash
 from toolkit.config import RunConfig, as_numbers, csv, flag, floats
 from toolkit.extract import ExtractConfig, extract, load_task
 from toolkit.linear import DEFAULT_CS, LogisticProbe, fit_many, predict_proba_many
-from toolkit.losses import get_loss
+from toolkit.losses import parse as parse_loss
 from toolkit.methods import Context, Method, MethodResult, register
 from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK
 from toolkit.records import Predictions
@@ -89,8 +89,9 @@ def _fit_select(X: dict, base: dict, layers, role: str, loss: str, train: np.nda
     """Probes on every layer x C trained on `train` targets; (C, layer) chosen by accuracy against the hard
     `val` labels the same supervision gives (never gold, unless the supervision is gold)."""
     n_layers, n = X["strong_train"].shape[:2]
-    preds = [_predict(fit_many(X["strong_train"], np.broadcast_to(train, (n_layers, n)), C=C, loss=loss, **fit), X)
-             for C in Cs]
+    name, params = parse_loss(loss)  # records keep the whole spec (`logconf:alpha=0.75`) as their loss
+    preds = [_predict(fit_many(X["strong_train"], np.broadcast_to(train, (n_layers, n)), C=C, loss=name,
+                               loss_params=params or None, **fit), X) for C in Cs]
     ci, li = _best([((p["val"] > 0.5) == val).mean(1) for p in preds])
     ids = {s: base["ids"][s] for s in STUDENT_SPLITS}
     return _layer_records(base["key"], layers, preds[ci], ids, role, loss, li, Cs[ci])
@@ -131,7 +132,7 @@ def run_records(cfg: ProbeRunConfig = ProbeRunConfig(), progress: bool = True, *
     weak supervisor, the students and the ceiling. `sups` (from `weak.supervise`) supplies the splits and
     weak labels instead, so that several methods share them (`toolkit.compare`)."""
     for loss in cfg.losses:
-        get_loss(loss)  # fail on a bad loss name before any long work
+        parse_loss(loss)  # fail on a bad loss name or parameter before any long work
     solver(cfg.device, cfg.engine)  # a bad device or engine fails before any work
     if cfg.sizes.strong_train < MIN_CEILING_TRAIN:
         raise ToolkitError(f"strong_train={cfg.sizes.strong_train} is too small: the probe ceiling chooses its C by "
@@ -197,7 +198,8 @@ def stored_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> tuple[list[
     return recs, loaded
 
 
-SUMMARY_SETTINGS = ("select", "layer=0")  # the chosen layer, and the input-embedding sanity baseline
+SUMMARY_SETTINGS = ("select",)  # the chosen layer
+BASELINE_SETTINGS = ("layer=0",)  # the input-embedding sanity baseline: its own table, not a method's row
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,8 @@ class ProbeMethod(Method):
     plan_stage = "probes"
 
     def check(self, job, opts, losses) -> None:
+        for spec in losses:
+            parse_loss(spec)
         if job.sizes.strong_train < MIN_CEILING_TRAIN:
             raise ToolkitError(f"strong_train={job.sizes.strong_train} is too small: the probe ceiling chooses its C "
                                f"by 3-fold cross-validation on it and needs strong_train >= {MIN_CEILING_TRAIN}")
@@ -246,15 +250,19 @@ class ProbeMethod(Method):
     def summary_settings(self, opts) -> tuple[str, ...]:
         return SUMMARY_SETTINGS
 
+    def baseline_settings(self, opts) -> tuple[str, ...]:
+        return BASELINE_SETTINGS
+
 
 def write_outputs(recs: list[Predictions], labels: dict[str, int], out: str | Path) -> pd.DataFrame:
-    """Write `results.csv` (tidy), `summary.csv` (PGR) and `predictions.csv.gz` (per example) to `out`;
-    return the summary."""
+    """Write `results.csv` (tidy), `summary.csv` (PGR), `baselines.csv` (the input-embedding probe, summarised
+    alike) and `predictions.csv.gz` (per example) to `out`; return the summary."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records.table(recs, labels).to_csv(out / "results.csv", index=False)
     summ = records.summary(recs, labels, settings=SUMMARY_SETTINGS)
     summ.to_csv(out / "summary.csv", index=False)
+    records.summary(recs, labels, settings=BASELINE_SETTINGS).to_csv(out / "baselines.csv", index=False)
     records.predictions_frame(recs).to_csv(out / "predictions.csv.gz", index=False, float_format="%.9g")
     return summ
 

@@ -458,6 +458,7 @@ def prompt_records(cfg: PromptConfig, task, info, sups, progress: bool) -> tuple
                 # what was run, in the results: prompts longer than the context keep fewer demonstrations
                 kept = demos_kept(strong.tok, task.template, task.label_words, queries, demos, strong.limit())
                 recs += _records(cfg, sup, role, k, logp, {"demos": [st.ids[i] for i in pos],
+                                                           "demo_labels": [int(shown[i]) for i in pos],
                                                            "k_kept_min": int(kept.min()),
                                                            "prompts_cut": int((kept < k).sum())})
                 if progress:
@@ -477,18 +478,29 @@ def run(cfg: PromptConfig = PromptConfig(), *, progress: bool = True):
 
 def caveat(students: list[Predictions], ceilings: list[Predictions]) -> str:
     """What a prompt summary row's numbers do not show by themselves ("" if nothing): prompts that kept fewer
-    demonstrations than the row's k (too long for the context), and seeds whose student saw exactly the
-    ceiling's demonstrations (every weak label right), where student = ceiling by construction."""
+    demonstrations than the row's k (too long for the context); seeds whose student was shown exactly the
+    ceiling's demonstrations, texts and labels (every weak label right), where student = ceiling by
+    construction; and seeds whose student saw the ceiling's texts with some labels flipped (a direct test of
+    the demonstrations' labels, not a different sample)."""
     out = []
     cut = [r for r in students + ceilings if r.extra.get("prompts_cut")]
     if cut:
         out.append(f"k cut to {min(r.extra['k_kept_min'] for r in cut)} in up to "
                    f"{max(r.extra['prompts_cut'] for r in cut)} prompts longer than the context")
-    same = [s.seed for s, c in zip(students, ceilings)
-            if "demos" in s.extra and s.extra["demos"] == c.extra.get("demos")]
+    same, flipped = [], []
+    for s, c in zip(students, ceilings):
+        if "demos" not in s.extra or s.extra["demos"] != c.extra.get("demos"):
+            continue
+        labels = s.extra.get("demo_labels"), c.extra.get("demo_labels")
+        if labels[0] is None or labels[1] is None:
+            continue  # without the labels shown, equal ids say nothing about what the student saw
+        (same if labels[0] == labels[1] else flipped).append(s.seed)
     if same:
         out.append("student = ceiling (identical demonstrations)" if len(same) == len(students) else
                    f"student = ceiling on seed(s) {', '.join(map(str, same))} (identical demonstrations)")
+    if flipped:
+        out.append(f"on seed(s) {', '.join(map(str, flipped))} the student saw the ceiling's demonstration texts "
+                   "with some labels flipped")
     return "; ".join(out)
 
 
@@ -515,6 +527,10 @@ class PromptMethod(Method):
     def check(self, job, opts: PromptOptions, losses) -> None:
         if not opts.ks or any(k < 0 or k % 2 for k in opts.ks):
             raise ToolkitError(f"ks must be even numbers >= 0 (half the demonstrations per class), got {opts.ks}")
+        if max(opts.ks) == 0:  # the summary's rows are the largest k's student and ceiling
+            raise ToolkitError("--ks 0 is the zero-shot baseline alone, with no student or ceiling to compare; add an "
+                               "even k > 0 (e.g. --ks 0,8), or run python -m toolkit.prompt --ks 0 for zero-shot "
+                               "accuracy")
 
     def skip(self, info) -> str | None:
         if info.arch != "causal":

@@ -246,3 +246,9 @@ def _pgr_columns(short: str, b: metrics.PGRBootstrap) -> dict:
             f"pgr_{short}_ex_hi": b.pgr_mean_examples_ci[1] if d else nan,
             f"pgr_{short}_draws_undefined": b.pgr_draws_undefined,
             f"pgr_{short}_note": "" if d else b.pgr.reason}
+
+
+if __name__ == "__main__":
+    from toolkit._util import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name))

@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 
 from toolkit import diagnostics, plots, records
-from toolkit._util import atomic_write_bytes
+from toolkit._util import ToolkitError, atomic_write_bytes
 from toolkit.finetune import FinetuneConfig, mixed_precision
 from toolkit.models import dtype_name, pick_device
 
-__all__ = ["PRINT_COLUMNS", "figures", "format_summary", "markdown_table", "report", "write"]
+__all__ = ["OUTPUTS", "PRINT_COLUMNS", "check_out", "figures", "format_summary", "markdown_table", "report", "write"]
 
 PRINT_COLUMNS = ["task", "strong", "method", "loss", "setting", "n_seeds", "weak_acc", "student_acc", "ceiling_acc",
                  "pgr_acc", "pgr_acc_lo", "pgr_acc_hi", "pgr_auroc", "pgr_auroc_lo", "pgr_auroc_hi"]
@@ -158,9 +158,34 @@ def _versions() -> dict[str, str]:
     return out
 
 
+OUTPUTS = ("results.csv", "summary.csv", "baselines.csv", "diagnostics.csv", "diagnostics_summary.csv",
+           "predictions.csv.gz", "curves.csv", "report.md")
+"""The files a run writes besides its figures (`*.png`)."""
+
+
+def _is_output(path: Path) -> bool:
+    return path.is_file() and (path.name in OUTPUTS or path.suffix == ".png")
+
+
+def check_out(out: Path) -> None:
+    """`out` must be a new or empty folder, or a previous run's (only files a run writes), whose outputs the new
+    run replaces: a run never mixes its files with other files, and never leaves an older run's figures beside
+    its report. A `ToolkitError` naming a file that is in the way otherwise."""
+    if out.exists() and not out.is_dir():
+        raise ToolkitError(f"--out {out} is a file; give a folder")
+    other = sorted(p.name for p in out.iterdir() if not _is_output(p)) if out.is_dir() else []
+    if other:
+        raise ToolkitError(f"--out {out} holds files that are not a run's outputs ({', '.join(other[:3])}"
+                           f"{', ...' if len(other) > 3 else ''}); give a new or empty folder, or a previous "
+                           "run's folder (its outputs are replaced)")
+
+
 def write(result, out: Path, figures: bool = True) -> list[Path]:
-    """Write a `Comparison`'s tables, figures and report.md to `out` (see `Comparison.write`)."""
+    """Write a `Comparison`'s tables, figures and report.md to `out` (see `Comparison.write`): a new or empty
+    folder, or a previous run's, whose outputs this run's replace (`check_out`)."""
+    check_out(out)
     out.mkdir(parents=True, exist_ok=True)
+    stale = {p for p in out.iterdir() if _is_output(p)}
     written = []
 
     def put(name: str, data: bytes) -> None:
@@ -169,6 +194,8 @@ def write(result, out: Path, figures: bool = True) -> list[Path]:
 
     put("results.csv", result.results.to_csv(index=False).encode())
     put("summary.csv", result.summary.to_csv(index=False).encode())
+    if not result.baselines.empty:
+        put("baselines.csv", result.baselines.to_csv(index=False).encode())
     put("diagnostics.csv", result.diagnostics.to_csv(index=False).encode())
     put("diagnostics_summary.csv", result.diagnostics_summary.to_csv(index=False).encode())
     put("predictions.csv.gz", _gz(records.predictions_frame(result.records).to_csv(index=False, float_format="%.9g")))
@@ -178,6 +205,8 @@ def write(result, out: Path, figures: bool = True) -> list[Path]:
     if figs:
         written += plots.save_all(figs, out)
     put("report.md", report(result, sorted(figs)).encode())
+    for path in stale - set(written):  # an older run's figure or table that this run does not have
+        path.unlink(missing_ok=True)
     return written
 
 
@@ -203,6 +232,12 @@ def report(result, figures: list[str]) -> str:
              "are trained on the weak supervisor's soft labels of `strong_train`; ceilings on the gold labels of "
              "the same inputs; model selection uses weak labels of `val` only.", "",
              "## Summary", "", markdown_table(format_summary(result.summary)), ""]
+    if not result.baselines.empty:
+        lines += ["## Sanity baselines", "",
+                  "The probe on the input embeddings (`layer=0`), trained and summarised like the students: it sees "
+                  "no context, so on a task that needs understanding it should recover nothing (ceiling near chance, "
+                  "PGR undefined). It is a check on the pipeline, not a method.", "",
+                  markdown_table(format_summary(result.baselines)), ""]
     ds = result.diagnostics_summary
     if not ds.empty:
         lines += ["## Imitation and agreement (test, mean over seeds)", "",
@@ -238,3 +273,9 @@ def _diag_wide(ds: pd.DataFrame, settings: tuple[str, ...]) -> pd.DataFrame:
     idx = [c for c in ("task", "weak", "chain", "strong", "method", "role", "loss", "setting") if c in sub]
     wide = sub.pivot_table(index=idx, columns="diagnostic", values="mean", aggfunc="mean").reset_index()
     return wide[idx + [k for k in keep if k in wide]]
+
+
+if __name__ == "__main__":
+    from toolkit._util import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name))

