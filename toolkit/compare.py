@@ -37,6 +37,7 @@ from toolkit import config, diagnostics, metrics, plan, records, report
 from toolkit import extract as extract_mod
 from toolkit import finetune as finetune_mod
 from toolkit import methods as methods_mod
+from toolkit import tasks as tasks_mod
 from toolkit._util import ToolkitError, cli_main
 from toolkit.config import JobConfig, csv, flag
 from toolkit.losses import parse as parse_loss
@@ -107,7 +108,8 @@ class CompareConfig:
             object.__setattr__(self, "job", _chain_job(self.chain, self.job))
         for loss in self.losses:
             parse_loss(loss)  # a bad loss name or parameter fails before any long work
-        check_sizes(self.job.sizes, self.job.weak)  # before any model work, as every check here
+        if self.job.sizes is not None:  # auto sizes are checked per task, before any model work too
+            check_sizes(self.job.sizes, self.job.weak)  # before any model work, as every check here
         solver(self.job.device, self.job.probe_engine)
         for m in self.methods:
             known[m].check(self.job, self.options[m], self.losses)
@@ -207,6 +209,8 @@ class Comparison:
     """Strong (and weak) models' parameter counts."""
     baselines: pd.DataFrame = field(default_factory=pd.DataFrame)
     """The sanity baselines (the probe on the input embeddings), summarised as `summary` is, apart from it."""
+    split_sizes: dict = field(default_factory=dict)
+    """Task -> the `SplitSizes` it ran with (`--sizes`, or the task's default)."""
     _diag: tuple | None = None
 
     def _diagnostics(self):
@@ -296,13 +300,14 @@ def _check_names(cfg: CompareConfig, out) -> dict:
     return loaded
 
 
-def _supervise(cfg: CompareConfig, task, task_name: str, progress: bool) -> list:
-    """Each seed's splits and weak labels, from the weak supervisor `cfg.weak_method` builds."""
+def _supervise(cfg: CompareConfig, job: JobConfig, task, task_name: str, progress: bool) -> list:
+    """Each seed's splits (of `job`'s sizes, resolved for this task) and weak labels, from the weak supervisor
+    `cfg.weak_method` builds."""
     if cfg.weak_method == "finetune":
-        wcfg = finetune_mod.options_config(cfg.job.run_fields(task_name, cfg.weak), cfg.opts("finetune"), cfg.dtype)
-        return finetune_mod.weak_supervision(task, cfg.seeds, cfg.sizes, wcfg, progress=progress)
+        wcfg = finetune_mod.options_config(job.run_fields(task_name, cfg.weak), cfg.opts("finetune"), cfg.dtype)
+        return finetune_mod.weak_supervision(task, cfg.seeds, job.sizes, wcfg, progress=progress)
     weak_cfg = WeakConfig(cfg.weak, device=cfg.device, engine=cfg.probe_engine)
-    return supervise(task, cfg.seeds, cfg.sizes, weak_cfg, limit=cfg.limit, cache_dir=cfg.cache_dir,
+    return supervise(task, cfg.seeds, job.sizes, weak_cfg, limit=cfg.limit, cache_dir=cfg.cache_dir,
                      progress=progress)
 
 
@@ -317,6 +322,7 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
     curves: list[pd.DataFrame] = []
     timings: dict[str, float] = {}
     notes: list[str] = []
+    split_sizes: dict[str, tasks_mod.SplitSizes] = {}
     loaded = _check_names(cfg, out)
     plans = _print_plan(cfg, loaded) if progress else {}
     for task_name in cfg.tasks:
@@ -324,7 +330,9 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
         task = loaded[task_name]
         if task.name in labels:
             raise ToolkitError(f"task '{task.name}' is listed twice")
-        sups = _supervise(cfg, task, task_name, progress)
+        job = cfg.job.for_task(task)
+        split_sizes[task.name] = job.sizes
+        sups = _supervise(cfg, job, task, task_name, progress)
         timings[f"weak {task.name}"] = time.perf_counter() - t0
         labels[task.name] = dict(zip(task.ids, (int(v) for v in task.labels)))
         all_recs += [r for s in sups for r in s.weak if r.split != "weak_train"]
@@ -342,7 +350,7 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
             timings[f"chain {task.name} {cfg.weak}>{via}"] = time.perf_counter() - t0
         for strong in cfg.strong:
             base = Context(task=task, task_spec=task_name, sups=tuple(sups), weak=cfg.weak, strong=strong,
-                           info=resolve(strong, cfg.cache_dir), job=cfg.job, losses=cfg.losses, progress=progress)
+                           info=resolve(strong, cfg.cache_dir), job=job, losses=cfg.losses, progress=progress)
             for name in cfg.methods:
                 method = methods_mod.get(name)
                 t0 = time.perf_counter()
@@ -388,7 +396,8 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
     sizes = {m: n_params(resolve(m, cfg.cache_dir)) for m in dict.fromkeys((cfg.weak, *cfg.chain, *cfg.strong))
              if m != WEAK_TFIDF}
     result = Comparison(cfg, all_recs, labels, pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
-                        summary, pd.concat(results, ignore_index=True), timings, stats, notes, sizes, baseline)
+                        summary, pd.concat(results, ignore_index=True), timings, stats, notes, sizes, baseline,
+                        split_sizes)
     timings["total"] = time.perf_counter() - t_start  # the methods; writing the outputs is timed apart
     if out is not None:
         t0 = time.perf_counter()
@@ -421,7 +430,8 @@ def _print_plan(cfg: CompareConfig, loaded: dict) -> dict:
             ex = extract_mod.ExtractConfig(model=strong, task=task_name, limit=cfg.limit, cache_dir=cfg.cache_dir)
             if extract_mod.is_cached(ex):
                 continue
-            p = plan.estimate(task, resolve(strong, cfg.cache_dir), seeds=len(cfg.seeds), sizes=cfg.sizes,
+            p = plan.estimate(task, resolve(strong, cfg.cache_dir), seeds=len(cfg.seeds),
+                              sizes=cfg.job.for_task(task).sizes,
                               methods=cfg.methods, ks=cfg.ks, finetune_seeds=cfg.finetune_seeds,
                               losses=len(cfg.losses), epochs=cfg.epochs, device=cfg.device)
             total += p.total

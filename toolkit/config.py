@@ -14,7 +14,7 @@ import copy
 import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, NewType
 
 import simple_parsing
@@ -23,7 +23,7 @@ from simple_parsing.helpers import flag as sp_flag
 
 from toolkit._util import ToolkitError
 from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK
-from toolkit.tasks import SplitSizes
+from toolkit.tasks import SplitSizes, default_sizes
 
 __all__ = ["JobConfig", "Quiet", "RunConfig", "Sizes", "csv", "flag", "floats", "ints", "parse", "parse_seeds",
            "parse_sizes", "seeds_field", "sizes_field"]
@@ -46,10 +46,11 @@ def as_numbers(value, kind: type = int, what: str = "value") -> tuple:
         raise ToolkitError(f"{what} must be comma-separated numbers, got '{value}'") from None
 
 
-def parse_sizes(text) -> SplitSizes:
-    """`500,500,200,500` (weak_train, strong_train, val, test), a sequence of four, or a `SplitSizes`."""
-    if isinstance(text, SplitSizes):
-        return text
+def parse_sizes(text) -> SplitSizes | None:
+    """`500,500,200,500` (weak_train, strong_train, val, test), a sequence of four, or a `SplitSizes`; `auto` (or
+    None) is None: each task's `tasks.default_sizes`."""
+    if text is None or text == "auto" or isinstance(text, SplitSizes):
+        return text if isinstance(text, SplitSizes) else None
     try:
         numbers = [int(x) for x in (_items(text) if isinstance(text, str) else text)]
     except (TypeError, ValueError):
@@ -104,10 +105,11 @@ def floats(default: Sequence[float] = (), *, what: str = "value") -> Any:
                     metavar="X,Y")
 
 
-def sizes_field(default: SplitSizes | None = None) -> Any:
-    """A `SplitSizes`, `--sizes 500,500,200,500` on the CLI."""
-    return sp_field(default=default or SplitSizes(), type=_cli(parse_sizes), nargs=None,
-                    metavar="WEAK_TRAIN,STRONG_TRAIN,VAL,TEST")
+def sizes_field(default: SplitSizes | None = None, *, auto: bool = False) -> Any:
+    """A `SplitSizes`, `--sizes 500,500,200,500` on the CLI; with `auto`, the default is None (`--sizes auto`):
+    each task's own default splits (`tasks.default_sizes`)."""
+    return sp_field(default=None if auto else default or SplitSizes(), type=_cli(parse_sizes), nargs=None,
+                    metavar="auto|WEAK_TRAIN,STRONG_TRAIN,VAL,TEST" if auto else "WEAK_TRAIN,STRONG_TRAIN,VAL,TEST")
 
 
 def seeds_field(default: int | Sequence[int] = 3) -> Any:
@@ -146,8 +148,9 @@ class JobConfig:
     seeds: tuple[int, ...] = seeds_field(3)
     """Seeds: a number n means 0..n-1, or a list `5,6,7`. Each draws new weak_train/strong_train/val splits and
     weak labels; test is one fixed pool for every seed."""
-    sizes: Sizes = sizes_field()
-    """Split sizes weak_train,strong_train,val,test (test is one fixed pool for every seed)."""
+    sizes: Sizes | None = sizes_field(auto=True)
+    """Split sizes weak_train,strong_train,val,test (test is one fixed pool for every seed). Unset (`auto`): each
+    task's default, 500,500,200,500, scaled down to fit a task too small for it (`tasks.default_sizes`)."""
     limit: int = 2000
     """Class-balanced subsample of each task before splitting (0 = all). The default, 2000, holds the default
     splits (1700 examples) and halves the strong model's extraction on `sentiment`."""
@@ -177,6 +180,10 @@ class JobConfig:
                 raise ToolkitError("tfidf is not a model to fine-tune: pass a model as --weak")
             object.__setattr__(self, "weak", "tfidf")
             object.__setattr__(self, "weak_method", "tfidf")
+
+    def for_task(self, task) -> JobConfig:
+        """This job with the split sizes of a loaded task resolved (`sizes` unset: `tasks.default_sizes`)."""
+        return self if self.sizes is not None else replace(self, sizes=default_sizes(task))
 
     def run_fields(self, task: str, strong: str) -> dict:
         """The `RunConfig` fields of this job for one task and one strong model (how a method builds its own

