@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from toolkit import records, tasks, weak
+from toolkit import metrics, records, tasks, weak
 from toolkit._util import ToolkitError
 from toolkit.cache import Features
 from toolkit.records import Predictions
@@ -46,8 +46,10 @@ def test_summary_pgr_from_constructed_students():
     assert row["weak_acc"] == pytest.approx(0.6) and row["ceiling_acc"] == pytest.approx(0.9)
     assert row["pgr_acc"] == pytest.approx(0.5)  # (0.75 - 0.6) / (0.9 - 0.6)
     assert row["pgr_acc_lo"] <= 0.5 <= row["pgr_acc_hi"] and row["n_seeds"] == 3
-    # the default interval (seeds and examples) holds the examples-only one; the seeds' spread is reported
-    assert row["pgr_acc_lo"] <= row["pgr_acc_ex_lo"] < row["pgr_acc_ex_hi"] <= row["pgr_acc_hi"]
+    # the seeds barely differ here: the default interval (seeds and examples) is about as wide as the examples-only
+    # one, not a 3-seed t's 2.2x wider; the seeds' spread is reported
+    width, ex_width = row["pgr_acc_hi"] - row["pgr_acc_lo"], row["pgr_acc_ex_hi"] - row["pgr_acc_ex_lo"]
+    assert 0.8 * ex_width < width < 1.6 * ex_width and row["interval"] == metrics.SEEDS_AND_POOL
     assert row["pgr_acc_std"] >= 0 and row["pgr_acc_draws_undefined"] == 0 and row["n_boot"] == 200
     # --min-gap: a gap of 0.3 is too small when 0.31 is asked for
     (strict,) = records.summary(recs, LABELS, n_boot=200, min_gap=0.31).to_dict("records")

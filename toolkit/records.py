@@ -197,10 +197,11 @@ def summary(records: list[Predictions], labels: dict[str, int], *, split: str = 
             min_gap: float = metrics.MIN_GAP) -> pd.DataFrame:
     """One row per (task, weak, strong, method, loss, setting) student: weak, student and ceiling
     accuracy and AUROC on `split` (means over seeds), and PGR for both: the mean over seeds (`pgr_acc`), the
-    median and standard deviation over seeds, the paired-bootstrap 95% interval over seeds and examples
-    (`pgr_acc_lo`/`_hi`, the default) and over examples only (`pgr_acc_ex_lo`/`_hi`), the bootstrap draws
-    without a PGR (`pgr_acc_draws_undefined`, out of `n_boot`: some drawn seed's ceiling did not beat weak), and
-    the reason where PGR is undefined (`pgr_acc_note`; a gap of `min_gap` or less is one). The ceiling is the same
+    median and standard deviation over seeds, the default 95% interval (`pgr_acc_lo`/`_hi`: over seeds and the
+    shared test pool, a t interval, with two or more seeds; over test examples only with one, `interval` says
+    which), the interval over examples only (`pgr_acc_ex_lo`/`_hi`), the test-pool draws without a PGR
+    (`pgr_acc_draws_undefined`, out of `n_boot`: some seed's ceiling did not beat weak there), and the reason
+    where PGR is undefined (`pgr_acc_note`; a gap of `min_gap` or less is one). The ceiling is the same
     method's `ceiling` record with the same setting; the weak model is the seed's supervisor. `caveats` maps a
     method to a function (students, ceilings) -> what the row's numbers do not show by themselves
     (`Method.caveat`), the `caveat` column."""
@@ -224,6 +225,7 @@ def summary(records: list[Predictions], labels: dict[str, int], *, split: str = 
         y = np.array([labels[i] for i in ids])
         ceilings = [ceil[(r.task, r.strong, r.method, r.setting, r.seed)] for r in group]
         row = dict(zip(SUMMARY_KEYS, key), n_seeds=len(group), n_test=len(ids), n_boot=n_boot,
+                   interval=metrics.ONE_SEED if len(group) == 1 else metrics.SEEDS_AND_POOL,
                    caveat=(caveats or {}).get(group[0].method, lambda s, c: "")(group, ceilings))
         for metric in ("accuracy", "auroc"):
             b = metrics.pgr_bootstrap(y, w, s, c, metric=metric, n_boot=n_boot, seed=0, min_gap=min_gap)
