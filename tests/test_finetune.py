@@ -346,8 +346,9 @@ def test_the_paper_recipe_is_openais_train_simple(cfg, capsys):
     assert (hp["weight_decay"], hp["warmup_frac"], hp["schedule"], hp["max_grad_norm"]) == (0.0, 0.0, "cosine", 0.0)
     assert not hp["dropout"] and not hp["head_bias"] and cfg.hp["dropout"] and cfg.hp["head_bias"]
     # logconf's weight ramps over 10% of the steps in openai's code; a spec's own value wins
-    assert paper.loss("logconf") == ("logconf", {"warmup_frac": 0.1}) and cfg.loss("logconf") == ("logconf", {})
-    assert paper.loss("logconf:warmup_frac=0.3") == ("logconf", {"warmup_frac": 0.3})
+    assert paper.loss("logconf") == ("logconf", {"warmup_frac": 0.1, "threshold": "quantile"})
+    assert cfg.loss("logconf") == ("logconf", {})
+    assert paper.loss("logconf:warmup_frac=0.3") == ("logconf", {"warmup_frac": 0.3, "threshold": "quantile"})
     with pytest.raises(ToolkitError, match="recipe paper sets weight_decay=0.0"):
         ft.FinetuneConfig(recipe="paper", weight_decay=0.05)
     # an explicit value equal to the toolkit recipe's is not silently replaced by the paper's (issue #32)

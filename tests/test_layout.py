@@ -5,8 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ORDER = ["_util", "_archives", "_paper_datasets", "tasks", "models", "config", "cache", "encoding", "extract", "losses",
-         "_linear_cpu",
+ORDER = ["_util", "_archives", "_paper_datasets", "_suite", "tasks", "models", "config", "cache", "encoding", "extract",
+         "losses", "_linear_cpu",
          "linear", "metrics", "records", "weak", "methods", "probe", "prompt", "finetune", "chain", "diagnostics",
          "plots", "plan", "report", "compare"]
 ROOT = Path(__file__).resolve().parents[1] / "toolkit"

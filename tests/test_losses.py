@@ -90,6 +90,40 @@ def test_harden_keeps_class_prior():
     assert harden(z, torch.zeros(8)).sum().item() == 0
 
 
+def _openai_hardened(logits: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
+    """openai/weak-to-strong's `logconf_loss_fn` hardening, step by step as their code does it (float32 logits
+    and labels, `torch.quantile` of the class-0 probabilities at the weak labels' mean class-1 share)."""
+    preds = torch.softmax(logits.float(), dim=-1)
+    labels = torch.stack([1 - w1, w1], dim=-1).float()
+    threshold = torch.quantile(preds[:, 0], torch.mean(labels, dim=0)[1])
+    return (preds[:, 0] < threshold).float()
+
+
+@pytest.mark.parametrize("n", [5, 7, 8, 31, 32, 33])
+def test_the_quantile_rule_hardens_exactly_openais_examples(n):
+    """`threshold=quantile` (`--recipe paper`) hardens the very examples openai's code does, on batches of odd
+    and even sizes with ties (logits rounded to a coarse grid, saturated ones); the toolkit's rank rule differs by
+    at most one example where the logits do not tie, and keeps the prior exactly where they do."""
+    gen = torch.Generator().manual_seed(n)
+    differ = 0
+    for trial in range(200):
+        z = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+        if trial % 2:
+            z = (z * 2).round() / 2  # ties
+        if trial % 5 == 0:
+            z[: n // 3] = torch.tensor([0.0, 50.0], dtype=torch.float64)  # saturated: p0 ties at ~0
+        w1 = torch.rand(n, generator=gen, dtype=torch.float64)
+        ours = harden(z, w1, "quantile")
+        assert torch.equal(ours, _openai_hardened(z, w1)), (n, trial)
+        rank = harden(z, w1)
+        differ += int(not torch.equal(rank, ours))
+        if trial % 2 == 0 and trial % 5:  # no ties: at most one example apart
+            assert abs(rank.sum() - ours.sum()).item() <= 1
+    assert differ > 0  # the two rules do differ in some batches
+    loss = get_loss("logconf", threshold="quantile")
+    assert torch.isfinite(loss(torch.randn(n, 2), torch.rand(n), step=1, total_steps=2))
+
+
 def test_logconf_warns_below_min_batch():
     z, w1 = torch.randn(8, 2), torch.rand(8)
     with pytest.warns(UserWarning, match="unreliable"):

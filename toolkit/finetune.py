@@ -196,9 +196,11 @@ RECIPES: dict[str, dict] = {
 training; here the probabilities are zeroed, `build_classifier`), and a
 `Linear(d, 2, bias=False)` head initialised to zeros. Batch 32 and 2 epochs are both recipes' defaults; the
 learning rate stays `lr` (theirs is 5e-5 for GPT-2 sizes, 1e-5 from gpt2-large up)."""
-RECIPE_LOSS_PARAMS: dict[str, dict] = {"toolkit": {}, "paper": {"logconf": {"warmup_frac": 0.1}}}
+RECIPE_LOSS_PARAMS: dict[str, dict] = {"toolkit": {}, "paper": {"logconf": {"warmup_frac": 0.1,
+                                                                           "threshold": "quantile"}}}
 """Loss parameters a recipe sets unless the loss spec gives them: openai's logconf ramps over 10% of the steps
-(`warmup_frac` 0.1 in their code, linear with their PR #33), the toolkit's over the paper's 20%."""
+(`warmup_frac` 0.1 in their code, linear with their PR #33), the toolkit's over the paper's 20%; and hardens
+exactly openai's examples (`threshold` quantile: `losses.harden`)."""
 
 
 def _split_list(value) -> list[str]:

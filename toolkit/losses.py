@@ -64,16 +64,30 @@ def get_loss(name: str, **params) -> LossFn:
     return functools.partial(fn, **params)
 
 
+def _value(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def parse(spec: str) -> tuple[str, dict]:
-    """A loss spec as (name, parameters): `logconf:alpha=0.75:warmup_frac=0.1` -> ("logconf", {"alpha": 0.75,
-    "warmup_frac": 0.1}). The one parser of loss specs, for probes and fine-tuning alike; checked by `get_loss`
-    (an unknown name or parameter is a ToolkitError)."""
+    """A loss spec as (name, parameters): `logconf:alpha=0.75:threshold=quantile` -> ("logconf", {"alpha": 0.75,
+    "threshold": "quantile"}) (numbers as floats, other values as words). The one parser of loss specs, for
+    probes and fine-tuning alike. An unknown name or parameter, and a value the loss refuses (tried on a batch of
+    four), is a one-line ToolkitError here, before any model work."""
     name, *pairs = str(spec).strip().split(":")
     try:
-        params = {k.strip(): float(v) for k, v in (p.split("=") for p in pairs)}
+        params = {k.strip(): _value(v.strip()) for k, v in (p.split("=") for p in pairs)}
     except ValueError:
         raise ToolkitError(f"loss {spec!r}: parameters go as name:key=value:key=value") from None
-    get_loss(name, **params)
+    fn = get_loss(name, **params)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # logconf's small-batch warning
+            fn(torch.zeros(4, 2), torch.tensor([0.0, 1.0, 0.0, 1.0]), step=0, total_steps=1)
+    except (ToolkitError, TypeError, ValueError, RuntimeError) as e:
+        raise ToolkitError(f"loss {spec!r}: {e}") from None
     return name, params
 
 
@@ -110,16 +124,24 @@ def _ramp(step: int, total_steps: int, warmup_frac: float) -> float:
     return 1.0 if warmup == 0 else min(1.0, step / warmup)
 
 
-def harden(logits: Tensor, w1: Tensor) -> Tensor:
+def harden(logits: Tensor, w1: Tensor, rule: str = "rank") -> Tensor:
     """Hardened predictions that keep the weak labels' class prior: Float[Tensor, "n"] in {0, 1}, detached.
 
-    With p0 = softmax(logits)[:, 0] and k = round(mean(w1) * n), the k examples with the smallest p0 get
-    class 1. This is `p0 < t` for t the mean(w1)-quantile of p0 (the (k+1)-th smallest p0), so the fraction
-    hardened to class 1 is mean(w1) up to rounding; ranks rather than a comparison keep it exact when p0 ties
-    (saturated softmax). Ties are broken by batch position."""
+    With p0 = softmax(logits)[:, 0] and q = mean(w1):
+    - `rank` (the toolkit's): the k = round(q · n) examples with the smallest p0 get class 1, so the fraction
+      hardened to class 1 is q up to rounding even when p0 ties (saturated softmax); ties by batch position.
+    - `quantile` (openai/weak-to-strong's `logconf_loss_fn`, exactly): class 1 where p0 < t, t =
+      `torch.quantile(p0, q)` in float32 (linear interpolation at position q · (n − 1)). That hardens
+      ceil(q · (n − 1)) examples when p0 has no ties (q · (n − 1) itself when it is a whole number), one fewer
+      than `rank` in some batches, and fewer still on ties (none of the tied examples at t is hardened)."""
+    if rule not in ("rank", "quantile"):
+        raise ToolkitError(f"harden rule must be rank or quantile, got {rule!r}")
     with torch.no_grad():
         z = logits.detach()
         p0 = torch.softmax(z.to(torch.promote_types(z.dtype, torch.float32)), dim=-1)[:, 0]
+        if rule == "quantile":
+            p0 = p0.float()
+            return (p0 < torch.quantile(p0, w1.detach().float().mean().to(p0.device))).to(p0.dtype)
         n = p0.shape[0]
         k = int(math.floor(float(w1.float().mean()) * n + 0.5))
         hard = torch.zeros_like(p0)
@@ -144,14 +166,16 @@ def logconf(
     alpha: float = 0.5,
     warmup_frac: float = 0.2,
     min_batch: int = LOGCONF_MIN_BATCH,
+    threshold: str = "rank",
 ) -> Tensor:
     """Auxiliary confidence loss (Burns et al. 2023, eq. 1): CE(z, (1 - c) w + c yhat).
 
     c = alpha * min(1, step / (warmup_frac * total_steps)) ramps linearly to exactly alpha at
     step = warmup_frac * total_steps and stays there (warmup_frac = 0: no warm-up).
-    yhat = onehot(harden(z, w1)): the student's own predictions, thresholded so a mean(w1) fraction is
-    class 1. Warns when the batch is smaller than `min_batch`, where that quantile is unreliable.
-    alpha in [0, 1] (paper: 0.5; 0.75 for the largest students).
+    yhat = onehot(harden(z, w1, threshold)): the student's own predictions, thresholded so a mean(w1) fraction
+    is class 1 (`threshold` `rank`, the default, or `quantile`, openai/weak-to-strong's exact rule, which
+    `--recipe paper` uses; see `harden`). Warns when the batch is smaller than `min_batch`, where that quantile
+    is unreliable. alpha in [0, 1] (paper: 0.5; 0.75 for the largest students).
 
     The warm-up is the paper's linear ramp over the first 20% of steps. openai/weak-to-strong's released
     `logconf_loss_fn` differs: its weight is alpha · step_frac up to step_frac = warmup_frac = 0.1 (so it reaches
@@ -168,7 +192,7 @@ def logconf(
             "use larger batches (gradient accumulation does not help: the threshold is per batch)",
             stacklevel=2,
         )
-    hard = harden(z, w[:, 1])
+    hard = harden(z, w[:, 1], threshold)
     yhat = torch.stack([1 - hard, hard], dim=-1)
     return _soft_ce(z, (1 - c) * w + c * yhat)
 
