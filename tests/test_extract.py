@@ -256,6 +256,48 @@ def test_float16_storage_is_its_own_entry_within_float16_rounding(tiny_causal, t
         extract.extract(replace(base, store_dtype="int8"), progress=False)
 
 
+def test_torchrun_puts_each_rank_on_its_own_gpu(monkeypatch):
+    """Under torchrun with CUDA, rank LOCAL_RANK=1 sets GPU 1 as its device and binds its NCCL group to it (the
+    GPU path, checked on the CPU with the CUDA calls recorded instead of made)."""
+    import torch.distributed as dist
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: calls.append((backend, kw)))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    assert extract._dist() == (1, 2)
+    assert calls == [("set_device", 1), ("nccl", {"device_id": torch.device("cuda", 1)})]
+
+
+def test_a_float16_entry_never_stores_inf(tiny_causal, tiny_task, tmp_path, monkeypatch, capsys):
+    """A layer whose values leave float16's range (|h| > 65,504, as large models' residual streams do) is stored in
+    float32, losslessly, and named in the manifest; the other layers stay float16. Before, it became inf and every
+    probe on it was refused."""
+    real = extract._shard_batches
+
+    def huge_layer_1(*a, **k):
+        hidden, logp, budget = real(*a, **k)
+        hidden = hidden.copy()
+        hidden[1] *= 1e8  # layer 1 only, in every shard: far beyond 65,504
+        return hidden, logp, budget
+
+    monkeypatch.setattr(extract, "_shard_batches", huge_layer_1)
+    cfg = ExtractConfig(model=str(tiny_causal), task=str(tiny_task), cache_dir=str(tmp_path), store_dtype="float16",
+                        shard_size=16)
+    feats = extract.extract(cfg, progress=False)
+    assert feats.manifest["float32_layers"] == [1] and "stored in float32" in capsys.readouterr().err
+    assert feats.layer(1).dtype == np.float32 and np.abs(feats.layer(1)).max() > 65504
+    assert all(feats.layer(layer).dtype == np.float16 for layer in feats.layers if layer != 1)
+    assert np.isfinite(feats.hidden).all() and np.isfinite(feats.take(feats.ids[:5])).all()
+    monkeypatch.setattr(extract, "_shard_batches", real)
+    f32 = extract.extract(replace(cfg, store_dtype="float32"), progress=False)
+    np.testing.assert_array_equal(feats.layer(1), f32.layer(1) * np.float32(1e8))  # float32 exactly, not rounded
+
+
 def test_auto_batch_budget_follows_free_memory_and_model_shape():
     from types import SimpleNamespace
 

@@ -315,6 +315,16 @@ def finished_shards(path: Path) -> set[int]:
     return {int(p.stem.split("-")[1]) for p in pd.glob("shard-*.npz")}
 
 
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65,504
+
+
+def as_float16(hidden: np.ndarray) -> np.ndarray:
+    """A shard's float32 features rounded to float16 for storage, or left float32 when any value would not fit
+    (|h| > 65,504 becomes inf in float16; large models' residual streams reach that). `commit_entry` then keeps
+    the layers that need it in float32, so no inf is ever stored."""
+    return hidden.astype(np.float16) if float(np.abs(hidden).max(initial=0.0)) <= FLOAT16_MAX else hidden
+
+
 def commit_entry(path: Path, manifest: dict, n_shards: int) -> Path:
     """Concatenate the shards into the final layout in a temp folder, then rename it into place."""
     shards = [read_shard(path, s) for s in range(n_shards)]
@@ -335,8 +345,20 @@ def commit_entry(path: Path, manifest: dict, n_shards: int) -> Path:
         np.save(tmp / name, np.ascontiguousarray(array[inverse]), allow_pickle=False)
         files[name] = crc32_file(tmp / name)
 
+    wide = []  # layers of a float16 entry stored in float32: their values do not fit float16 (losslessly kept)
     for li, layer in enumerate(manifest["layers"]):
-        save(f"layer_{layer:03d}.npy", np.concatenate([s["hidden"][li] for s in shards]))
+        rows = np.concatenate([s["hidden"][li] for s in shards])  # float32 if any shard had to stay float32
+        if manifest.get("store_dtype") == "float16":
+            if float(np.abs(rows).max(initial=0.0)) > FLOAT16_MAX:
+                wide.append(layer)
+                rows = rows.astype(np.float32)
+            else:
+                rows = rows.astype(np.float16)
+        save(f"layer_{layer:03d}.npy", rows)
+    if wide:
+        manifest = {**manifest, "float32_layers": wide}
+        print(f"[cache] {path.name}: layer(s) {wide} exceed float16's range (|h| > 65,504) and are stored in "
+              "float32", file=sys.stderr)
     for key in ("label_logprobs", "n_tokens", "truncated"):
         if key in shards[0]:
             save(f"{key}.npy", np.concatenate([s[key] for s in shards]))

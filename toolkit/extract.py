@@ -389,7 +389,13 @@ def _dist():
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            # each rank on its own GPU before any CUDA work, or every rank makes a context on GPU 0
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            dist.init_process_group("nccl", device_id=torch.device("cuda", local))
+        else:
+            dist.init_process_group("gloo")
     return dist.get_rank(), world
 
 
@@ -513,7 +519,7 @@ def _run_shards(cfg, task, info, spec, path: Path, rank: int, world: int, progre
         hidden, logp, budget = _shard_batches(model, tok, [seqs[i] for i in idx], spec, task, info, device,
                                               budget, auto=not cfg.batch_tokens, progress=tick)
         if spec.get("store_dtype") == "float16":
-            hidden = hidden.astype(np.float16)  # pooled in float32, rounded once for storage
+            hidden = cache.as_float16(hidden)  # pooled in float32, rounded once for storage (if it fits)
         arrays = {"index": idx, "hidden": hidden, "n_tokens": np.array([len(seqs[i]) for i in idx]),
                   "truncated": truncated[idx]}
         if logp is not None:
