@@ -30,19 +30,26 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from toolkit import finetune, probe, prompt, tasks
-from toolkit._util import cache_root
-from toolkit.cache import _size as entry_size
-from toolkit.encoding import batch_budget
-from toolkit.extract import ExtractConfig, extract, extract_arrays
-from toolkit.losses import get_loss
-from toolkit.models import load_model, load_tokenizer, resolve
-from toolkit.weak import WeakConfig, supervise
+# Runnable from a bare copy of the tree (the GPU machine has no installed toolkit): the tree itself, and the
+# pure-Python packages the machine lacks in the carried folder (`benchmarks/gpu_carry.py` writes .gpu/site).
+ROOT = Path(__file__).resolve().parents[1]
+CARRY = ROOT / ".gpu"
+sys.path[:0] = [str(ROOT), str(CARRY / "site")]
+
+from toolkit import finetune, probe, prompt, tasks  # noqa: E402
+from toolkit._util import cache_root  # noqa: E402
+from toolkit.cache import _size as entry_size  # noqa: E402
+from toolkit.encoding import batch_budget  # noqa: E402
+from toolkit.extract import ExtractConfig, extract, extract_arrays  # noqa: E402
+from toolkit.losses import get_loss  # noqa: E402
+from toolkit.models import load_model, load_tokenizer, resolve  # noqa: E402
+from toolkit.weak import WeakConfig, supervise  # noqa: E402
 
 SHAPES = {  # Llama shapes: hidden, MLP, layers, heads, KV heads, tied embeddings
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -246,13 +253,65 @@ def default_task(n: int, smoke: bool, root: Path) -> Path:
     return path
 
 
+def measure_shape(name: str, res: dict, save, *, args, device, dtype, peak, tokdir, root, task, task_path, texts,
+                  sizes, batch) -> None:
+    """Every stage on one shape, into `res`, saved after each. A failing stage is recorded as `<stage>_error` and
+    costs only itself (and what needs its output: no model, no stage; no features, no probes)."""
+    full = args.full_max != "none" and SIZE_RANK.index(name) <= SIZE_RANK.index(args.full_max)
+    state: dict = {}
+
+    def built():
+        t0 = time.perf_counter()
+        state["dir"] = build(name, tokdir, root / "models", device)
+        state["info"] = resolve(str(state["dir"]))
+        state["tok"] = load_tokenizer(state["info"])
+        return {"build_s": time.perf_counter() - t0}
+
+    def cached():
+        out, state["feats"] = stage_cache(state["dir"], task_path, root / "cache" / name, device)
+        return out
+
+    def probes():
+        out = stage_probes(state["feats"], task, sizes, device, args.sklearn_layers)
+        if "extract_s" in res:
+            out["probe_share_of_extraction"] = out["probe_seed_s"] / res["extract_s"]
+            out["sklearn_share_of_extraction"] = out["sklearn_seed_s_est"] / res["extract_s"]
+        return out
+
+    stages = [("build", built),
+              ("extraction", lambda: stage_extraction(state["info"], state["tok"], texts, device, dtype, args.naive,
+                                                      peak)),
+              ("cache", cached), ("probes", probes),
+              ("prompt", lambda: stage_prompt(state["info"], state["tok"], texts, device, dtype, args.queries)),
+              ("finetune", lambda: stage_finetune(state["info"], state["tok"], texts, device,
+                                                  0 if full else args.lora_rank, args.steps, batch, peak,
+                                                  args.checkpointing))]
+    for stage, run in stages:
+        if (stage != "build" and "build_error" in res) or (stage == "probes" and "cache_error" in res):
+            continue
+        try:
+            res |= run()
+        except Exception as e:  # the others still run and report
+            res[f"{stage}_error"] = f"{type(e).__name__}: {e}"
+            traceback.print_exc()
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+        print(json.dumps({"shape": name, "stage": stage, **{k: round(v, 4) if isinstance(v, float) else v
+                                                           for k, v in res.items()}}), flush=True)
+        save()
+    if "dir" in state:
+        shutil.rmtree(state["dir"])
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a tiny shape on the CPU, seconds")
     parser.add_argument("--shapes", default="8b,1.7b,135m", help=f"comma-separated: {', '.join(SHAPES)}")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--task", type=Path, help="jsonl with text and label (default: 2,000 sentiment examples)")
-    parser.add_argument("--tokenizer", type=Path, help="folder with SmolLM2's tokenizer and config.json")
+    parser.add_argument("--task", type=Path, help="jsonl with text and label (default: .gpu/task.jsonl if carried, "
+                                                     "else 2,000 sentiment examples)")
+    parser.add_argument("--tokenizer", type=Path, help="folder with SmolLM2's tokenizer and config.json (default: "
+                                                       ".gpu/tok if carried, else the installed smollm2-135m)")
     parser.add_argument("--n", type=int, default=2000, help="examples of the task to extract")
     parser.add_argument("--naive", type=int, default=64, help="examples for the naive per-example loop")
     parser.add_argument("--queries", type=int, default=700, help="prompts scored at k = 8")
@@ -262,13 +321,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--checkpointing", action="store_true", help="fine-tune with activation checkpointing")
     parser.add_argument("--sklearn-layers", type=int, default=4, help="layers the scikit-learn arm is timed on")
-    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--json", type=Path, help="write the results here, after every stage")
     args = parser.parse_args(argv)
     if args.smoke:
         args.shapes, args.device, args.n, args.naive, args.queries, args.steps = "tiny", "cpu", 60, 4, 8, 1
     device = args.device
     dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    tokdir = args.tokenizer or cache_root() / "models" / "smollm2-135m"
+    carried = CARRY / "tok"
+    tokdir = args.tokenizer or (carried if carried.is_dir() else cache_root() / "models" / "smollm2-135m")
+    if args.task is None and (CARRY / "task.jsonl").is_file() and not args.smoke:
+        args.task = CARRY / "task.jsonl"
     sizes = tasks.SplitSizes(10, 10, 6, 10) if args.smoke else tasks.SplitSizes()
     batch = 4 if args.smoke else 32
     peak = matmul_peak(device, getattr(torch, dtype), 1024 if device == "cpu" else 8192)
@@ -276,34 +338,25 @@ def main(argv=None) -> dict:
     if device.startswith("cuda"):
         results["gpu"] = torch.cuda.get_device_name()
     print(json.dumps({k: v for k, v in results.items() if k != "shapes"}), flush=True)
+
+    def save() -> None:  # after every stage: a run cut off by its time limit keeps what it measured
+        if args.json:
+            tmp = args.json.with_name(args.json.name + ".tmp")
+            tmp.write_text(json.dumps(results, indent=1))
+            tmp.replace(args.json)
+
     with tempfile.TemporaryDirectory(prefix="toolkit-gpu-") as tmp:
         root = Path(tmp)
         task_path = args.task or default_task(args.n, args.smoke, root)
         task = tasks.load(task_path)
         texts = [task.template.replace("{text}", t) for t in task.texts][: args.n]
         for name in args.shapes.split(","):
-            t0 = time.perf_counter()
-            model_dir = build(name, tokdir, root / "models", device)
-            info, tok = resolve(str(model_dir)), load_tokenizer(resolve(str(model_dir)))
-            res = {"build_s": time.perf_counter() - t0}
-            res |= stage_extraction(info, tok, texts, device, dtype, args.naive, peak)
-            cache_res, feats = stage_cache(model_dir, task_path, root / "cache" / name, device)
-            res |= cache_res
-            res |= stage_probes(feats, task, sizes, device, args.sklearn_layers)
-            res["probe_share_of_extraction"] = res["probe_seed_s"] / res["extract_s"]
-            res["sklearn_share_of_extraction"] = res["sklearn_seed_s_est"] / res["extract_s"]
-            res |= stage_prompt(info, tok, texts, device, dtype, args.queries)
-            full = args.full_max != "none" and SIZE_RANK.index(name) <= SIZE_RANK.index(args.full_max)
-            lora = 0 if full else args.lora_rank
-            res |= stage_finetune(info, tok, texts, device, lora, args.steps, batch, peak, args.checkpointing)
-            results["shapes"][name] = res
-            print(json.dumps({"shape": name, **{k: round(v, 4) if isinstance(v, float) else v
-                                                for k, v in res.items()}}), flush=True)
-            shutil.rmtree(model_dir)
+            res = results["shapes"][name] = {}
+            measure_shape(name, res, save, args=args, device=device, dtype=dtype, peak=peak, tokdir=tokdir,
+                          root=root, task=task, task_path=task_path, texts=texts, sizes=sizes, batch=batch)
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+    save()
     return results
 
 

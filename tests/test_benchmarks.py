@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +36,67 @@ def test_gpu_benchmark_smoke_runs_every_stage(tmp_path):
     assert tiny["finetune"] == "full" and tiny["probe_fits"] == 3 * (4 * 2 * 2 + 3 * 4 + 1)  # 3 layers of tiny
     assert tiny["extract_batch_tokens"] == 8192 and tiny["cache_store_dtype"] == "float32"  # the CPU defaults
     assert tiny["cache_entry_mb"] > 0 and tiny["finetune_checkpointing"] is False
+
+
+_BLOCKER = """
+import importlib.machinery, os, sys
+ALLOWED = os.environ["MIMIC_ALLOWED"].split(os.pathsep)
+BLOCKED = {"toolkit", "simple_parsing", "docstring_parser"}
+
+
+class NotOnTheGpuMachine:
+    # the GPU machine has torch, transformers, accelerate, peft and scikit-learn, but not these: they may come
+    # only from the copied tree and its carried folder
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] not in BLOCKED or path is not None:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, ALLOWED)
+        if spec is None:
+            raise ModuleNotFoundError(f"No module named {name!r} on the GPU machine", name=name)
+        return spec
+
+
+sys.meta_path.insert(0, NotOnTheGpuMachine())
+"""
+
+
+@pytest.mark.slow
+def test_the_gpu_run_works_from_a_bare_copy_of_the_tree(tmp_path):
+    """The one documented GPU command, at its smoke size on the CPU, where the GPU machine's conditions are
+    mimicked: a copy of the tree with `.gpu/` (benchmarks/gpu_carry.py) and nothing else of the toolkit's, no
+    installed toolkit, simple_parsing or docstring_parser (imports of them from anywhere else fail), no cache."""
+    if not (cache_root() / "models" / "smollm2-135m").exists():
+        pytest.skip("smollm2-135m (the carried tokenizer) is not installed (run `make setup`)")
+    tree = tmp_path / "tree"
+    for part in ("toolkit", "benchmarks"):
+        shutil.copytree(ROOT / part, tree / part, ignore=shutil.ignore_patterns("__pycache__"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gpu_carry
+    finally:
+        sys.path.pop(0)
+    carried = gpu_carry.carry(tree / ".gpu", n=200)
+    assert sum(f.stat().st_size for f in carried.rglob("*") if f.is_file()) < 8e6
+    (tmp_path / "mimic").mkdir()
+    (tmp_path / "mimic" / "sitecustomize.py").write_text(_BLOCKER)
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path), "SMOKE": "1",
+           "OUT": str(tmp_path / "out"), "PYTHONPATH": str(tmp_path / "mimic"),
+           "MIMIC_ALLOWED": os.pathsep.join([str(tree), str(tree / ".gpu" / "site")])}
+    where = subprocess.run([sys.executable, "-c", "import simple_parsing, toolkit; print(simple_parsing.__file__, "
+                            "toolkit.__file__)"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert where.stdout.split() == [str(tree / ".gpu" / "site" / "simple_parsing" / "__init__.py"),
+                                    str(tree / "toolkit" / "__init__.py")], where.stderr
+    blocked = subprocess.run([sys.executable, "-c", "import toolkit"], env={**env, "MIMIC_ALLOWED": str(tmp_path)},
+                             capture_output=True, text=True, cwd=tmp_path)
+    assert "No module named 'toolkit' on the GPU machine" in blocked.stderr  # the installed copy is out of reach
+    proc = subprocess.run(["bash", str(tree / "benchmarks" / "gpu_run.sh")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    res = json.loads((tmp_path / "out" / "tiny.json").read_text())
+    tiny = res["shapes"]["tiny"]
+    assert not [k for k in tiny if k.endswith("_error")], tiny
+    assert tiny["extract_tok_s"] > 0 and tiny["finetune"] == "full" and tiny["probe_fits"] > 0
+    assert "=== tiny" in (tmp_path / "out" / "log.txt").read_text()
 
 
 def test_cache_hit_benchmark_runs(capsys):
