@@ -211,7 +211,7 @@ def stage_finetune(info, tok, texts, device, lora: int, steps: int, batch: int, 
                                   checkpointing=checkpointing)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    model = finetune.build_classifier(info, "last", lora=lora)
+    model = finetune.build_classifier(info, "last", lora=lora, bf16_base=device.startswith("cuda"))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     backbone = nonembedding(model.backbone.get_base_model() if lora else model.backbone)
     trainer = finetune.Trainer(model, cfg, total_steps=steps + 1, pad_id=tok.pad_token_id or 0, side="left")
@@ -257,8 +257,13 @@ def measure_shape(name: str, res: dict, save, *, args, device, dtype, peak, tokd
                   sizes, batch) -> None:
     """Every stage on one shape, into `res`, saved after each. A failing stage is recorded as `<stage>_error` and
     costs only itself (and what needs its output: no model, no stage; no features, no probes)."""
-    full = args.full_max != "none" and SIZE_RANK.index(name) <= SIZE_RANK.index(args.full_max)
     state: dict = {}
+
+    def full() -> bool:
+        if args.full_max == "auto":
+            cfg = finetune.FinetuneConfig(device=device, micro_batch=batch)
+            return finetune.fit_memory(cfg, state["info"]).lora == 0
+        return args.full_max != "none" and SIZE_RANK.index(name) <= SIZE_RANK.index(args.full_max)
 
     def built():
         t0 = time.perf_counter()
@@ -284,7 +289,7 @@ def measure_shape(name: str, res: dict, save, *, args, device, dtype, peak, tokd
               ("cache", cached), ("probes", probes),
               ("prompt", lambda: stage_prompt(state["info"], state["tok"], texts, device, dtype, args.queries)),
               ("finetune", lambda: stage_finetune(state["info"], state["tok"], texts, device,
-                                                  0 if full else args.lora_rank, args.steps, batch, peak,
+                                                  0 if full() else args.lora_rank, args.steps, batch, peak,
                                                   args.checkpointing))]
     for stage, run in stages:
         if (stage != "build" and "build_error" in res) or (stage == "probes" and "cache_error" in res):
@@ -316,8 +321,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--naive", type=int, default=64, help="examples for the naive per-example loop")
     parser.add_argument("--queries", type=int, default=700, help="prompts scored at k = 8")
     parser.add_argument("--steps", type=int, default=10, help="fine-tuning steps timed (after one warm-up step)")
-    parser.add_argument("--full-max", default="1.7b",
-                        help="the largest shape fine-tuned in full; LoRA above it (`none`: LoRA for every shape)")
+    parser.add_argument("--full-max", default="auto",
+                        help="the largest shape fine-tuned in full, LoRA above it (`none`: LoRA for every shape); "
+                             "`auto`: the toolkit's own choice from the device's memory (`finetune.fit_memory`)")
     parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--checkpointing", action="store_true", help="fine-tune with activation checkpointing")
     parser.add_argument("--sklearn-layers", type=int, default=4, help="layers the scikit-learn arm is timed on")

@@ -185,6 +185,34 @@ def test_the_default_schedule_evaluates_four_times_an_epoch(cfg, sup):
     assert res.curve["step"].tolist() == [2, 4, 6, 8, 10, 12, 14, 16] and res.curve["best"].sum() == 1
     with pytest.raises(ToolkitError, match="evals_per_epoch"):
         ft.FinetuneConfig(evals_per_epoch=0)
+    # test is predicted only where a result needs it: at each new best and at the final eval (issue #35)
+    agree = res.curve["val_agreement"].to_numpy()
+    needed = [a > max(agree[:i], default=-1) or i == len(agree) - 1 for i, a in enumerate(agree)]
+    assert res.curve["test_acc"].notna().tolist() == needed and not all(needed)
+    full = ft.train(_trainer(replace(run_cfg, test_curve=True), info, tok, total_steps=16), data,
+                    sup.soft("strong_train"), sup.soft("val") > 0.5, sup.splits.test.labels, get_loss("xent"), seed=0)
+    assert full.curve["test_acc"].notna().all()  # test_curve: every eval
+    for key in res.p:  # the same training: every stored prediction is the same
+        np.testing.assert_array_equal(res.p[key], full.p[key])
+
+
+def test_the_best_evals_other_splits_are_the_best_models_and_no_full_copy_is_kept(cfg, sup):
+    """With train_preds, the best eval's strong_train predictions are taken at that eval (no host copy of the
+    model to predict them later); they equal a prediction by the best weights reloaded. Kept weights are the
+    trainable ones only."""
+    info = resolve(cfg.strong)
+    tok = load_tokenizer(info)
+    data = {s: tokenize(tok, [sup.splits[s].template.replace("{text}", t) for t in sup.splits[s].texts], 512,
+                        "left")[0] for s in ("strong_train", "val", "test")}
+    run_cfg = replace(cfg, batch_size=4, micro_batch=4, lr=3e-3, train_preds=True)
+    trainer = _trainer(run_cfg, info, tok, total_steps=8)
+    res = ft.train(trainer, data, sup.soft("strong_train"), np.zeros(8, dtype=int), sup.splits.test.labels,
+                   get_loss("xent"), seed=0, keep_states=True)
+    assert res.curve["best"].tolist().index(True) < len(res.curve) - 1  # an earlier eval was the best
+    trainer.load(res.states["best"])
+    np.testing.assert_allclose(trainer.predict(data["strong_train"]), res.p["best", "strong_train"], atol=1e-6)
+    trainable = {k for k, p in trainer.model.named_parameters() if p.requires_grad}
+    assert set(res.states["best"]) == trainable
 
 
 def _flipped(task):
@@ -297,6 +325,42 @@ def test_config_parsing_and_errors(cfg):
     if importlib.util.find_spec("peft") is None:
         with pytest.raises(ToolkitError, match="peft"):
             ft.build_classifier(resolve(cfg.strong), "last", lora=4)
+
+
+def test_the_memory_estimate_picks_lora_for_8b_and_full_for_1_7b_on_80_gb(cfg):
+    """On one 80 GB GPU at the default micro-batch (32 x 512 tokens): full fine-tuning of the 8B shape needs 128 GB
+    of fp32 state alone, so LoRA with checkpointing is chosen (about 23 GB); 1.7B fits in full (about 55 GB). An
+    explicit rank is never overridden, and a CPU fine-tunes in full."""
+    shape = dict(micro_batch=32, max_length=512)
+    pick = lambda n, hidden, layers, **kw: ft.choose_mode(n, 80e9, checkpointing=False, hidden=hidden,  # noqa: E731
+                                                          layers=layers, **shape, **{"lora": None, **kw})
+    assert pick(8.0e9, 4096, 32) == (ft.AUTO_LORA_RANK, True)
+    assert pick(1.7e9, 2048, 24) == (0, False)
+    assert pick(8.0e9, 4096, 32, lora=0) == (0, False)  # asked for: kept (and it will run out of memory)
+    gb = ft.memory_bytes(8.0e9, lora=True, checkpointing=True, hidden=4096, layers=32, **shape) / 1e9
+    assert 16 < gb < 30 and ft.memory_bytes(8.0e9, lora=False, checkpointing=True, hidden=4096, layers=32,
+                                            **shape) > 128e9
+    assert ft.fit_memory(replace(cfg, lora=None, device="cpu"), resolve(cfg.strong)).lora == 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="LoRA needs the optional extra lora (peft)")
+def test_a_lora_base_is_held_in_bf16_and_trains(cfg):
+    """With bf16 autocast, LoRA's frozen base is bf16 (half the memory), its adapters and the head fp32; a step
+    trains them and only them."""
+    info = resolve(cfg.strong)
+    tok = load_tokenizer(info)
+    model = ft.build_classifier(info, "last", lora=4, bf16_base=True)
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+    assert trained and all(p.dtype == torch.float32 for p in trained)
+    trainer = ft.Trainer(model, replace(cfg, lora=4, dtype="bfloat16"), 2, pad_id=tok.pad_token_id, side="left")
+    before = [p.detach().clone() for p in trained]
+    _, _, seqs = _encoded(cfg, tasks.load(cfg.task).texts[:8])
+    trainer.step(seqs, np.linspace(0, 1, 8), get_loss("xent"), 0)
+    trainer.step(seqs, np.linspace(0, 1, 8), get_loss("xent"), 1)
+    assert any(not torch.equal(a, b) for a, b in zip(before, trained))
+    assert set(trainer.state()) == {k for k, p in trainer.model.named_parameters() if p.requires_grad}
 
 
 @pytest.mark.slow

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -62,7 +64,9 @@ from toolkit.models import (
     ModelInfo,
     cpu_native_bf16,
     load_tokenizer,
+    n_params,
     pick_device,
+    read_config,
     resolve,
 )
 from toolkit.weak import LABEL_SPLITS, Supervision, WeakConfig, check_seeds, supervise
@@ -122,11 +126,16 @@ class FinetuneConfig(RunConfig):
     """Which `val` labels choose the ceiling's best eval: `gold` (it is the gold reference) or `weak`."""
     train_preds: bool = flag(True)
     """Also predict `strong_train` with the best and final models (for the agreement diagnostics)."""
+    test_curve: bool = flag(False)
+    """Predict `test` at every eval, for the curve's test accuracy (off: only at a new best and the final eval,
+    which are all a result needs; the curve's other points are left empty)."""
     dtype: str = "auto"
     """`auto` (bf16 autocast on a GPU or a CPU with native bf16, else fp32; see `mixed_precision`),
     `float32`, or `bfloat16` (autocast); weights stay fp32."""
-    lora: int = 0
-    """LoRA rank (0 = full fine-tuning); needs the optional extra `pip install -e ".[lora]"` (peft)."""
+    lora: int | None = None
+    """LoRA rank (0 = full fine-tuning); needs the optional extra `pip install -e ".[lora]"` (peft). Unset: full
+    fine-tuning where it fits the GPU's memory (always on a CPU), else LoRA rank 16 with gradient checkpointing
+    (`fit_memory`, which says so in one line); a LoRA base is held in bf16 where training runs bf16 autocast."""
     checkpointing: bool = flag(False)
     """Gradient checkpointing: keep only each block's input in the forward pass and recompute the rest in the
     backward, for models or inputs whose activations do not fit (about a third more compute; the same
@@ -247,15 +256,18 @@ def _without_dropout(config):
 
 
 def build_classifier(info: ModelInfo, pool: str, lora: int = 0, checkpointing: bool = False,
-                     head_bias: bool = True, dropout: bool = True) -> Classifier:
+                     head_bias: bool = True, dropout: bool = True, bf16_base: bool = False) -> Classifier:
     """The classifier to fine-tune. `dropout=False` zeroes the model's dropout probabilities: the same forward as
-    openai's `model.eval()` while training, but the model stays in training mode, so checkpointing stays on."""
+    openai's `model.eval()` while training, but the model stays in training mode, so checkpointing stays on.
+    Trained weights are fp32 (master weights for bf16 autocast); with `bf16_base` a LoRA run's frozen base is
+    held in bf16 (half the memory; autocast computes in bf16 anyway), its adapters and head stay fp32."""
     from transformers import AutoConfig, AutoModel
 
     config = AutoConfig.from_pretrained(info.path)
     if not dropout:
         config = _without_dropout(config)
-    backbone = AutoModel.from_pretrained(info.path, config=config, dtype=torch.float32)  # fp32 master weights
+    dtype = torch.bfloat16 if lora and bf16_base else torch.float32
+    backbone = AutoModel.from_pretrained(info.path, config=config, dtype=dtype)
     if checkpointing:
         # non-reentrant: works with frozen (LoRA) inputs and restores the RNG state, so dropout masks match
         backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -268,6 +280,63 @@ def build_classifier(info: ModelInfo, pool: str, lora: int = 0, checkpointing: b
                                "or use lora=0 for full fine-tuning") from None
         backbone = get_peft_model(backbone, LoraConfig(r=lora, lora_alpha=2 * lora, target_modules="all-linear"))
     return Classifier(backbone, pool, info.arch == "causal", head_bias)
+
+
+AUTO_LORA_RANK = 16
+"""The LoRA rank `fit_memory` picks when full fine-tuning does not fit."""
+
+
+def memory_bytes(n_params: int, *, lora: bool, checkpointing: bool, micro_batch: int, max_length: int, hidden: int,
+                 layers: int) -> float:
+    """Device memory a fine-tune needs, roughly (an upper estimate: every sequence at `max_length`).
+
+    Model state: full fine-tuning holds fp32 weights, gradients and AdamW's two moments, 16 bytes a parameter; LoRA a
+    bf16 frozen base, 2 bytes a parameter (its adapters, with their gradients and moments, about 2% on top at rank
+    16). Activations under bf16 autocast: about 34 bytes per token, hidden unit and layer without checkpointing
+    (Korthikanti et al. 2022's sbh·34, attention's s² term left out: flash/SDPA kernels do not store it); with it,
+    each layer's input (2 bytes) plus one layer's activations recomputed at a time."""
+    state = 2.04 * n_params if lora else 16.0 * n_params
+    tokens = micro_batch * max_length
+    acts = tokens * hidden * (2 * layers + 34) if checkpointing else tokens * hidden * layers * 34
+    return state + acts
+
+
+def choose_mode(n_params: int, total_bytes: float, *, lora: int | None, checkpointing: bool, micro_batch: int,
+                max_length: int, hidden: int, layers: int, headroom: float = 0.9) -> tuple[int, bool]:
+    """(LoRA rank, checkpointing) for a device of `total_bytes`: `lora` when it is set; else the first of full,
+    full with checkpointing, LoRA, LoRA with checkpointing whose `memory_bytes` fits in `headroom` of the device
+    (LoRA with checkpointing when none does)."""
+    if lora is not None:
+        return lora, checkpointing
+    shape = dict(micro_batch=micro_batch, max_length=max_length, hidden=hidden, layers=layers)
+    for rank, ckpt in ((0, checkpointing), (0, True), (AUTO_LORA_RANK, checkpointing), (AUTO_LORA_RANK, True)):
+        if memory_bytes(n_params, lora=bool(rank), checkpointing=ckpt, **shape) <= headroom * total_bytes:
+            return rank, ckpt
+    return AUTO_LORA_RANK, True
+
+
+def fit_memory(cfg: FinetuneConfig, info: ModelInfo) -> FinetuneConfig:
+    """`cfg` with `lora` resolved (`choose_mode`): on a GPU from the model's size and shape and the device's memory,
+    saying in one line when it is not full fine-tuning as asked; on a CPU full fine-tuning (host memory)."""
+    if cfg.lora is not None:
+        return cfg
+    device = pick_device(cfg.device)
+    if not device.startswith("cuda") or not (n := n_params(info)):
+        return replace(cfg, lora=0)
+    conf = read_config(info)
+    total = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    rank, ckpt = choose_mode(n, total, lora=None, checkpointing=cfg.checkpointing, micro_batch=cfg.micro_batch,
+                             max_length=cfg.max_length, hidden=int(conf["hidden_size"]),
+                             layers=int(conf["num_hidden_layers"]))
+    if (rank, ckpt) != (0, cfg.checkpointing):
+        need = memory_bytes(n, lora=False, checkpointing=cfg.checkpointing, micro_batch=cfg.micro_batch,
+                            max_length=cfg.max_length, hidden=int(conf["hidden_size"]),
+                            layers=int(conf["num_hidden_layers"]))
+        what = f"LoRA rank {rank}" if rank else "full fine-tuning"
+        print(f"[finetune] {info.name}: full fine-tuning needs about {need / 1e9:.0f} GB of this GPU's "
+              f"{total / 1e9:.0f} GB: {what}{' with gradient checkpointing' if ckpt else ''} instead (set --lora to "
+              "choose)", file=sys.stderr)
+    return replace(cfg, lora=rank, checkpointing=ckpt)
 
 
 def eval_points(n_batches: int, per_epoch: int) -> set[int]:
@@ -419,10 +488,12 @@ class Trainer:
         return p
 
     def state(self) -> dict:
-        """A CPU copy of the model's full weights (under FSDP gathered from the shards: every process calls it;
-        the main process gets the weights)."""
+        """A CPU copy of the trainable weights: LoRA's adapters and the head, or every weight of a full fine-tune
+        (under FSDP gathered from the shards: every process calls it; the main process gets the weights). A
+        frozen base is never copied: it is the model's own file."""
+        trainable = {k for k, p in self.acc.unwrap_model(self.model).named_parameters() if p.requires_grad}
         full = self.acc.get_state_dict(self.model)
-        return {k: v.detach().to("cpu", copy=True) for k, v in full.items()}
+        return {k: v.detach().to("cpu", copy=True) for k, v in full.items() if k in trainable}
 
     def load(self, state: dict) -> None:
         """Put full weights from `state` back into the model (under FSDP2 sharded again from the main process)."""
@@ -432,7 +503,7 @@ class Trainer:
             set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True,
                                                                              broadcast_from_rank0=True))
         else:
-            self.acc.unwrap_model(self.model).load_state_dict(state)
+            self.acc.unwrap_model(self.model).load_state_dict(state, strict=False)
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -446,11 +517,13 @@ class TrainResult:
     """(setting, split) -> (n,) P(y=1) in the split's order."""
     curve: pd.DataFrame | None = None
     """One row per eval: step, epoch, lr, train_loss (mean since the last eval), val_agreement (with the
-    selection labels: weak for students), test_acc (gold; never used to choose), best."""
+    selection labels: weak for students), test_acc (gold; never used to choose; at a new best and the final eval,
+    nan elsewhere unless `test_curve`), best."""
     val_history: list = field(default_factory=list)
     """Val P(y=1) at each eval (in memory only)."""
     states: dict = field(default_factory=dict)
-    """`best` / `final` CPU weights when kept."""
+    """`best` / `final` CPU copies of the trainable weights (LoRA's adapters and the head; every weight for full
+    fine-tuning) when kept."""
 
 
 def _agreement(p: np.ndarray, hard: np.ndarray) -> float:
@@ -465,6 +538,7 @@ def train(trainer: Trainer, data: dict, targets: np.ndarray, select: np.ndarray,
     `cfg.train_preds`, on every other split in `data` (strong_train; weak_train for a weak supervisor)."""
     cfg, rng = trainer.cfg, derive_rng(seed)
     data = {"train": data["strong_train"], **data}
+    more = [s for s in data if s not in ("train", "val", "test")] if cfg.train_preds else []
     lengths = np.array([len(s) for s in data["train"]])
     res, rows, best, losses, step = TrainResult(), [], (-1.0, None), [], 0
     bar = tqdm(total=trainer.total_steps, unit="step", desc="finetune", dynamic_ncols=True,
@@ -479,29 +553,32 @@ def train(trainer: Trainer, data: dict, targets: np.ndarray, select: np.ndarray,
             bar.update()
             bar.set_postfix(loss=f"{losses[-1]:.3f}", val_agree=f"{best[0]:.3f}" if best[1] else "-")
             if b + 1 in evals:
-                p_val, p_test = trainer.predict(data["val"]), trainer.predict(data["test"])
+                # An eval predicts val (the choice); test only where a result needs it: a new best, the final
+                # model, or a test curve asked for. The best's other splits are predicted now, so no copy of
+                # the model is kept to predict them later (30 GB on the host at 8B).
+                last = epoch == cfg.epochs - 1 and b + 1 == len(batches)
+                p_val = trainer.predict(data["val"])
                 agree = _agreement(p_val, select)
+                new_best = agree > best[0]  # strict: ties keep the earlier eval
+                p_test = trainer.predict(data["test"]) if new_best or last or cfg.test_curve else None
                 rows.append({"step": step, "epoch": epoch + (b + 1) / len(batches), "lr": lr,
                              "train_loss": float(np.mean(losses)), "val_agreement": agree,
-                             "test_acc": _agreement(p_test, test_labels)})
+                             "test_acc": math.nan if p_test is None else _agreement(p_test, test_labels)})
                 res.val_history.append(p_val)
                 losses = []
-                if agree > best[0]:  # strict: ties keep the earlier eval
+                if new_best:
                     best = (agree, step)
                     res.p.update({("best", "val"): p_val, ("best", "test"): p_test})
-                    if keep_states or cfg.train_preds:
+                    res.p.update({("best", s): trainer.predict(data[s]) for s in more})
+                    if keep_states:
                         res.states["best"] = trainer.state()
-                res.p.update({("final", "val"): p_val, ("final", "test"): p_test})
+                if last:
+                    res.p.update({("final", "val"): p_val, ("final", "test"): p_test})
     bar.close()
     res.curve = pd.DataFrame(rows).assign(best=lambda d: d["step"] == best[1])
-    final_state = trainer.state() if keep_states else None
-    if cfg.train_preds:
-        more = [s for s in data if s not in ("train", "val", "test")]
-        res.p.update({("final", s): trainer.predict(data[s]) for s in more})
-        if best[1] != step:
-            trainer.load(res.states["best"])
-        res.p.update({("best", s): trainer.predict(data[s]) if best[1] != step else res.p["final", s] for s in more})
-    res.states = {"best": res.states["best"], "final": final_state} if keep_states else {}
+    res.p.update({("final", s): res.p["best", s] if best[1] == step else trainer.predict(data[s]) for s in more})
+    if keep_states:
+        res.states["final"] = trainer.state()
     return res
 
 
@@ -551,7 +628,7 @@ def run_spec(sup, cfg: FinetuneConfig, info: ModelInfo, role: str, loss: str, sp
     """Everything that changes a run's result, and nothing that does not (device, micro-batch, processes)."""
     name, params = cfg.loss(loss)
     keep = ("epochs", "batch_size", "lr", "weight_decay", "warmup_frac", "schedule", "max_grad_norm", "dropout",
-            "head_bias", "max_length", "bucket", "evals_per_epoch", "train_preds", "lora")
+            "head_bias", "max_length", "bucket", "evals_per_epoch", "train_preds", "lora", "test_curve")
     return {"version": FORMAT_VERSION, "model": info.identity, "arch": info.arch,
             "encoding": {k: spec_x[k] for k in ("template", "pool", "truncation_side", "max_length")},
             "task": sup.splits.test.name, "seed": sup.seed, "role": role, "loss": name, "loss_params": params,
@@ -568,6 +645,7 @@ def train_run(sup, cfg: FinetuneConfig, *, role: str = "student", loss: str = "x
     run with the same key. The ceiling always uses loss xent on gold."""
     loss = "xent" if role in ("ceiling", "weak") else loss
     info = resolve(cfg.strong, cfg.cache_dir)
+    cfg = fit_memory(cfg, info)
     targets, select = _inputs(sup, role, cfg)
     xcfg = ExtractConfig(model=cfg.strong, max_length=cfg.max_length, cache_dir=cfg.cache_dir)
     spec_x = entry_spec(xcfg, sup.splits.test, info, 0)  # extraction's template, pooling and truncation
@@ -610,7 +688,7 @@ def _train_fresh(sup, cfg, info, spec_x, targets, select, loss, progress, role="
         data[split], _ = tokenize(tok, texts, cfg.max_length, spec_x["truncation_side"])
     torch.manual_seed(derive_seed(sup.seed, INIT_SALT))  # LoRA init (the head is zero-initialised)
     model = build_classifier(info, spec_x["pool"], cfg.lora, cfg.checkpointing, cfg.hp["head_bias"],
-                             cfg.hp["dropout"])
+                             cfg.hp["dropout"], bf16_base=bool(cfg.lora) and mixed_precision(cfg) == "bf16")
     data["train"] = data[train_split(role)]
     steps = cfg.epochs * max(1, len(data["train"]) // cfg.batch_size)
     side = "left" if info.arch == "causal" else "right"
@@ -655,8 +733,9 @@ class FinetuneOptions:
     """Fine-tuning epochs over strong_train."""
     finetune_seeds: int = 1
     """Fine-tuning runs on the first this-many seeds (it is the expensive arm; 0 = all seeds)."""
-    lora: int = 0
-    """LoRA rank (0 = full fine-tuning); needs the optional extra `pip install -e ".[lora]"` (peft)."""
+    lora: int | None = None
+    """LoRA rank (0 = full fine-tuning); unset: full where it fits the GPU's memory, else LoRA 16 with
+    checkpointing (`finetune.fit_memory`). LoRA needs the optional extra `pip install -e ".[lora]"` (peft)."""
     checkpointing: bool = flag(False)
     """Gradient checkpointing, for models or inputs whose activations do not fit (same result, more compute)."""
     recipe: str = "toolkit"
@@ -684,7 +763,7 @@ class FinetuneMethod(Method):
     def check(self, job, opts: FinetuneOptions, losses) -> None:
         if opts.recipe not in RECIPES:
             raise ToolkitError(f"recipe must be one of {', '.join(RECIPES)}, got '{opts.recipe}'")
-        if opts.finetune_seeds < 0 or opts.epochs < 1 or opts.lora < 0:
+        if opts.finetune_seeds < 0 or opts.epochs < 1 or (opts.lora or 0) < 0:
             raise ToolkitError(f"finetune_seeds >= 0, epochs >= 1 and lora >= 0 are needed; got "
                                f"{opts.finetune_seeds}, {opts.epochs}, {opts.lora}")
         for spec in losses:

@@ -311,9 +311,10 @@ def layer_curves(curves_df: pd.DataFrame, roles=("student", "ceiling")) -> Figur
 
 
 def finetune_curves(curve_df: pd.DataFrame) -> Figure:
-    """Fine-tuning curves: test accuracy against gold (solid) and val agreement with the selection labels
-    (dashed; weak labels for students) against step, mean over seeds (thin lines: single seeds), a dot per
-    evaluation, the eval chosen by val agreement starred per seed. One panel per (task, strong, role, loss) present."""
+    """Fine-tuning curves: test accuracy against gold (solid; at the evals that predicted test: each new best and
+    the final one, or every eval with `test_curve`) and val agreement with the selection labels (dashed; weak
+    labels for students) against step, mean over seeds (thin lines: single seeds), a dot per evaluation, the eval
+    chosen by val agreement starred per seed. One panel per (task, strong, role, loss) present."""
     df = _need(curve_df, "finetune_curves", ("step", "val_agreement", "test_acc"))
     panels = _panels(df, ["task", "weak", "strong", "role", "loss"])
     fig, axes = _grid(len(panels), ncols=2, panel_h=3.2)
@@ -322,10 +323,12 @@ def finetune_curves(curve_df: pd.DataFrame) -> Figure:
         for _, s in seeds:
             s = s.sort_values("step")
             if len(seeds) > 1:
-                ax.plot(s["step"], s["test_acc"], "-", color="C0", lw=0.7, alpha=0.35)
+                t = s.dropna(subset=["test_acc"])
+                ax.plot(t["step"], t["test_acc"], "-", color="C0", lw=0.7, alpha=0.35)
                 ax.plot(s["step"], s["val_agreement"], "--", color="C1", lw=0.7, alpha=0.35)
         mean = g.groupby("step", as_index=False)[["test_acc", "val_agreement"]].mean()
-        ax.plot(mean["step"], mean["test_acc"], "-o", color="C0", lw=2, ms=3, label="test accuracy (gold)")
+        t = mean.dropna(subset=["test_acc"])
+        ax.plot(t["step"], t["test_acc"], "-o", color="C0", lw=2, ms=3, label="test accuracy (gold)")
         ax.plot(mean["step"], mean["val_agreement"], "--o", color="C1", lw=2, ms=3,
                 label="val agreement (selection labels)")
         if "best" in g:
