@@ -339,9 +339,8 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
         runs = [(sups, "")]
         if len(cfg.chain) > 2:
             t0 = time.perf_counter()
-            inter = [(m, extract_mod.extract(extract_mod.ExtractConfig(model=m, task=task_name, limit=cfg.limit,
-                                                                       cache_dir=cfg.cache_dir), progress=progress))
-                     for m in cfg.chain[1:-1]]
+            inter = [(m, extract_mod.extract(extract_mod.for_job(cfg.job, m, task_name, strong=False),
+                                             progress=progress)) for m in cfg.chain[1:-1]]
             chain_sups, inter_recs, via = chain_mod.bootstrap(sups, inter, first=cfg.weak,
                                                                      fit=solver(cfg.device, cfg.probe_engine),
                                                                      cache_dir=cfg.cache_dir)
@@ -414,7 +413,7 @@ def _truncation_notes(cfg: CompareConfig) -> list[str]:
         for m in dict.fromkeys((cfg.weak, *cfg.chain, *cfg.strong)):
             if m == WEAK_TFIDF:
                 continue
-            ex = extract_mod.ExtractConfig(model=m, task=task_name, limit=cfg.limit, cache_dir=cfg.cache_dir)
+            ex = extract_mod.for_job(cfg.job, m, task_name, strong=m in cfg.strong)
             if (manifest := extract_mod.entry_manifest(ex)) and (note := extract_mod.truncated_note(manifest)):
                 out.append(note)
     return out
@@ -427,7 +426,7 @@ def _print_plan(cfg: CompareConfig, loaded: dict) -> dict:
     total, lines, plans = 0.0, [], {}
     for task_name, task in loaded.items():
         for strong in cfg.strong:
-            ex = extract_mod.ExtractConfig(model=strong, task=task_name, limit=cfg.limit, cache_dir=cfg.cache_dir)
+            ex = extract_mod.for_job(cfg.job, strong, task_name)
             if extract_mod.is_cached(ex):
                 continue
             p = plan.estimate(task, resolve(strong, cfg.cache_dir), seeds=len(cfg.seeds),

@@ -24,7 +24,7 @@ import pandas as pd
 from toolkit import cache, config, linear, records
 from toolkit._util import ToolkitError, cli_main, stable_hash
 from toolkit.config import RunConfig, as_numbers, csv, flag, floats
-from toolkit.extract import ExtractConfig, extract, load_task
+from toolkit.extract import ExtractConfig, extract, for_job, load_task
 from toolkit.linear import DEFAULT_CS, LogisticProbe, fit_many, predict_proba_many
 from toolkit.losses import parse as parse_loss
 from toolkit.methods import Context, Method, MethodResult, register
@@ -137,7 +137,7 @@ def run_records(cfg: ProbeRunConfig = ProbeRunConfig(), progress: bool = True, *
     if cfg.sizes.strong_train < MIN_CEILING_TRAIN:
         raise ToolkitError(f"strong_train={cfg.sizes.strong_train} is too small: the probe ceiling chooses its C by "
                            f"3-fold cross-validation on it and needs strong_train >= {MIN_CEILING_TRAIN}")
-    ex = ExtractConfig(task=cfg.task, limit=cfg.limit, cache_dir=cfg.cache_dir)
+    ex = ExtractConfig(task=cfg.task, limit=cfg.limit, device=cfg.device, cache_dir=cfg.cache_dir)
     task = load_task(ex)
     weak_cfg = WeakConfig(cfg.weak, cfg.weak_layer, device=cfg.device, engine=cfg.engine)
     sup = sups if sups is not None else supervise(task, cfg.seeds, cfg.sizes, weak_cfg,
@@ -234,8 +234,7 @@ class ProbeMethod(Method):
                                f"by 3-fold cross-validation on it and needs strong_train >= {MIN_CEILING_TRAIN}")
 
     def _features(self, ctx: Context):
-        return extract(ExtractConfig(model=ctx.strong, task=ctx.task_spec, limit=ctx.job.limit,
-                                     cache_dir=ctx.job.cache_dir), progress=ctx.progress)
+        return extract(for_job(ctx.job, ctx.strong, ctx.task_spec), progress=ctx.progress)
 
     def prepare(self, ctx: Context, opts) -> str:
         self._features(ctx)  # timed apart from the fits, so that seed 0's probe time (and the ETA) is fitting only

@@ -198,7 +198,8 @@ def supervise(task, seeds, sizes, cfg: WeakConfig = WeakConfig(), *, limit: int 
     if cfg.model == TFIDF:
         train = lambda splits, seed: train_tfidf(splits, cfg, seed=seed)
     else:
-        feats = extract(ExtractConfig(model=cfg.model, task=task.name, limit=limit, cache_dir=cache_dir),
+        feats = extract(ExtractConfig(model=cfg.model, task=task.name, limit=limit, device=cfg.device,
+                                      cache_dir=cache_dir),
                         progress=progress)
         train = lambda splits, seed: train_weak(feats, splits, cfg, seed=seed)
     return [Supervision(seed, splits, train(splits, seed)) for seed, splits in zip(seeds, all_splits)]
