@@ -225,6 +225,16 @@ def test_draws_without_a_pgr_are_counted_and_widen_the_interval(monkeypatch):
     assert five.pgr_mean_ci == (-math.inf, math.inf)  # past a tail's share, the pool's variance is unknown
 
 
+def test_openais_aggregate_is_the_median_against_seed_mean_weak_and_ceiling():
+    """Their notebook: weak and ceiling averaged over seeds, each run's PGR against those, the median over runs."""
+    weak, ceiling = [0.60, 0.70], [0.90, 0.80]  # means 0.65 and 0.85: a gap of 0.20
+    assert metrics.pgr_openai(weak, [0.70, 0.80], ceiling) == pytest.approx(np.median([0.25, 0.75]))
+    assert metrics.pgr_openai(weak, [0.70, 0.80, 0.85], ceiling + [0.85]) == pytest.approx(0.75)  # median of 3
+    # the toolkit's own mean of per-seed ratios differs: (0.1/0.3 + 0.1/0.1) / 2 = 0.667 against 0.5
+    assert metrics.pgr_openai(weak, [0.70, 0.80], ceiling) != pytest.approx(np.mean([0.1 / 0.3, 0.1 / 0.1]))
+    assert math.isnan(metrics.pgr_openai([0.8], [0.9], [0.7]))  # the mean ceiling does not beat the mean weak
+
+
 def test_the_default_interval_covers_the_true_mean_pgr_in_a_simulation():
     """benchmarks/interval_coverage.py, small: 3 seeds whose true PGRs spread with SD 0.25 (as docs/results.md
     reports), one shared test pool of 500. The default interval holds the true mean PGR in ~95% of studies (the

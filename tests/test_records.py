@@ -50,6 +50,7 @@ def test_summary_pgr_from_constructed_students():
     # one, not a 3-seed t's 2.2x wider; the seeds' spread is reported
     width, ex_width = row["pgr_acc_hi"] - row["pgr_acc_lo"], row["pgr_acc_ex_hi"] - row["pgr_acc_ex_lo"]
     assert 0.8 * ex_width < width < 1.6 * ex_width and row["interval"] == metrics.SEEDS_AND_POOL
+    assert row["pgr_acc_openai"] == pytest.approx(0.5)  # every seed's weak, student and ceiling alike here
     assert row["pgr_acc_std"] >= 0 and row["pgr_acc_draws_undefined"] == 0 and row["n_boot"] == 200
     # --min-gap: a gap of 0.3 is too small when 0.31 is asked for
     (strict,) = records.summary(recs, LABELS, n_boot=200, min_gap=0.31).to_dict("records")

@@ -339,6 +339,19 @@ def pgr_bootstrap(
     return PGRBootstrap(pgr=PGR(out["pgr_mean"], not reason, reason), **out)
 
 
+def pgr_openai(weak, student, ceiling) -> float:
+    """openai/weak-to-strong's aggregate (their `Plotting.ipynb`): each run's PGR against the seed-mean weak and
+    seed-mean ceiling (the weak-size and strong-size models trained on ground truth, averaged over seeds), then
+    the median over runs; nan unless the mean ceiling beats the mean weak. weak, student, ceiling: one metric
+    value per seed. (Their table pools every weak-strong pair of a dataset into one median per loss; this is the
+    median for one pair.) The toolkit's own `pgr_mean` pairs each seed's student with that seed's weak model and
+    ceiling and averages."""
+    w, c = float(np.mean(weak)), float(np.mean(ceiling))
+    if not c > w:
+        return math.nan
+    return float(np.median((np.asarray(student, dtype=np.float64) - w) / (c - w)))
+
+
 def summarize_seeds(values) -> dict:
     """{"mean", "median", "std", "n"} of per-seed values; std is the sample std (ddof=1), nan for one seed.
     nan values propagate (an undefined PGR is not silently dropped)."""
@@ -350,7 +363,7 @@ def summarize_seeds(values) -> dict:
 
 
 __all__ = ["METRICS", "PGR", "PGRBootstrap", "accuracy", "auroc", "ece", "pgr"]
-__all__ += ["pgr_bootstrap", "summarize_seeds"]
+__all__ += ["pgr_bootstrap", "pgr_openai", "seed_t_interval", "summarize_seeds"]
 
 
 if __name__ == "__main__":

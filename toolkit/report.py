@@ -237,6 +237,16 @@ def report(result, figures: list[str]) -> str:
              "are trained on the weak supervisor's soft labels of `strong_train`; ceilings on the gold labels of "
              "the same inputs; model selection uses weak labels of `val` only.", "",
              "## Summary", "", markdown_table(format_summary(result.summary)), ""]
+    if "pgr_acc_openai" in result.summary:
+        cols = [c for c in ("task", "strong", "method", "loss", "setting", "n_seeds", "pgr_acc", "pgr_acc_openai")
+                if c in result.summary]
+        lines += ["## PGR as openai/weak-to-strong aggregates it", "",
+                  "`pgr_acc` is the mean over seeds of each seed's PGR against its own weak model and ceiling. "
+                  "openai's plotting notebook instead takes each run's PGR against the seed-mean weak and ceiling "
+                  "accuracies and reports the median over runs (`pgr_acc_openai`, undefined unless the mean "
+                  "ceiling beats the mean weak; their table pools every weak-strong pair of a dataset, this is one "
+                  "pair's). Set beside the paper's numbers, use this column.", "",
+                  markdown_table(result.summary[cols]), ""]
     if not result.baselines.empty:
         lines += ["## Sanity baselines", "",
                   "The probe on the input embeddings (`layer=0`), trained and summarised like the students: it sees "
