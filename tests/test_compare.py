@@ -204,6 +204,22 @@ def test_probes_with_the_torch_engine_match_the_numpy_engine(first, models, tiny
         compare.CompareConfig.make(probe_engine="jax")
 
 
+def test_every_fine_tuning_field_is_a_compare_option():
+    """Every `FinetuneConfig` field can be set from `compare` (issue #34): its training fields through the
+    fine-tuning options, the rest through the job. Only `ceiling` is not: a comparison always has one."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(compare.CompareConfig) if f.name not in ("job", "options")}
+    names |= {f.name for f in dataclasses.fields(compare.JobConfig)}
+    names |= {f.name for f in dataclasses.fields(finetune.FinetuneOptions)}
+    missing = {f.name for f in dataclasses.fields(finetune.FinetuneConfig)} - names - {"ceiling", "task"}
+    assert not missing and "tasks" in names
+    cfg = compare.CompareConfig.make(lr=2e-5, batch_size=16, weak_options="lr=1e-4")
+    run = finetune.options_config(cfg.job.run_fields("t", "s"), cfg.opts("finetune"), cfg.dtype)
+    weak = finetune.options_config(cfg.job.run_fields("t", "w"), cfg.opts("finetune"), cfg.dtype, weak=True)
+    assert (run.lr, run.batch_size, weak.lr, weak.batch_size) == (2e-5, 16, 1e-4, 16)
+
+
 def test_config_errors_are_clear():
     with pytest.raises(ToolkitError, match="unknown method"):
         compare.CompareConfig.make(methods=("probe", "sft"))

@@ -327,6 +327,28 @@ def test_config_parsing_and_errors(cfg):
             ft.build_classifier(resolve(cfg.strong), "last", lora=4)
 
 
+def test_the_paper_recipe_takes_openais_learning_rate_by_model_size(cfg):
+    """openai's table: 5e-5 for gpt2 (124M), gpt2-medium (355M) and pythia-410m; 1e-5 from gpt2-large (774M) up.
+    An explicit rate is kept; the toolkit recipe's is 5e-5 for every size."""
+    assert [ft.default_lr("paper", n) for n in (124e6, 355e6, 410e6, 774e6, 1.8e9, 14e9)] == \
+        [5e-5, 5e-5, 5e-5, 1e-5, 1e-5, 1e-5]
+    assert ft.default_lr("toolkit", 14e9) == 5e-5
+    info = resolve(cfg.strong)  # a tiny model: the small models' rate
+    assert ft.for_model(replace(cfg, recipe="paper", lr=None), info).lr == 5e-5
+    assert ft.for_model(replace(cfg, recipe="paper", lr=3e-6), info).lr == 3e-6
+
+
+def test_weak_options_override_the_strong_models_for_a_fine_tuned_supervisor():
+    opts = ft.FinetuneOptions(lr=2e-5, epochs=3, weak_options="lr=1e-4, epochs=1, bucket=false")
+    weak, strong = opts.weak_training(), opts.training()
+    assert (weak["lr"], weak["epochs"], weak["bucket"]) == (1e-4, 1, False)
+    assert (strong["lr"], strong["epochs"], strong["bucket"]) == (2e-5, 3, True)
+    for bad, message in (("lr=fast", "not a float"), ("speed=3", "field=value pairs"),
+                         ("recipe=paper,weight_decay=0.1", "recipe paper sets weight_decay")):
+        with pytest.raises(ToolkitError, match=message):
+            ft.FinetuneOptions(weak_options=bad)
+
+
 def test_the_memory_estimate_picks_lora_for_8b_and_full_for_1_7b_on_80_gb(cfg):
     """On one 80 GB GPU at the default micro-batch (32 x 512 tokens): full fine-tuning of the 8B shape needs 128 GB
     of fp32 state alone, so LoRA with checkpointing is chosen (about 23 GB); 1.7B fits in full (about 55 GB). An

@@ -304,7 +304,8 @@ def _supervise(cfg: CompareConfig, job: JobConfig, task, task_name: str, progres
     """Each seed's splits (of `job`'s sizes, resolved for this task) and weak labels, from the weak supervisor
     `cfg.weak_method` builds."""
     if cfg.weak_method == "finetune":
-        wcfg = finetune_mod.options_config(job.run_fields(task_name, cfg.weak), cfg.opts("finetune"), cfg.dtype)
+        wcfg = finetune_mod.options_config(job.run_fields(task_name, cfg.weak), cfg.opts("finetune"), cfg.dtype,
+                                           weak=True)
         return finetune_mod.weak_supervision(task, cfg.seeds, job.sizes, wcfg, progress=progress)
     weak_cfg = WeakConfig(cfg.weak, device=cfg.device, engine=cfg.probe_engine)
     return supervise(task, cfg.seeds, job.sizes, weak_cfg, limit=cfg.limit, cache_dir=cfg.cache_dir,

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,14 @@ from toolkit._util import (
     stable_hash,
 )
 from toolkit._util import rng as derive_rng
-from toolkit.config import Quiet, RunConfig, csv, flag, ints
+from toolkit.config import (
+    Quiet,
+    RunConfig,
+    Sizes,  # noqa: F401  (simple_parsing resolves inherited annotations in this module)
+    csv,
+    flag,
+    ints,
+)
 from toolkit.encoding import pad_batch, plan_batches, pool_hidden, tokenize
 from toolkit.extract import ExtractConfig, entry_spec
 from toolkit.losses import get_loss
@@ -87,23 +94,20 @@ _EVAL_TOKENS = 8192  # padded tokens per inference batch; only speed depends on 
 
 
 @dataclass(frozen=True)
-class FinetuneConfig(RunConfig):
-    """Fine-tune the strong model: students (one per loss) and the gold ceiling, per seed."""
+class TrainOptions:
+    """How a model is fine-tuned: every training field, shared by a run's `FinetuneConfig` and a comparison's
+    fine-tuning options (`FinetuneOptions`), so each is reachable from `compare` too."""
 
-    seeds: tuple[int, ...] = ints((0,), what="seeds")
-    """Seeds (split + training), as a tuple or `0,1,2`; an int n means 0..n-1."""
-    losses: tuple[str, ...] = csv(("xent", "logconf"))
-    """Student losses from `toolkit.losses`, as a tuple or `xent,logconf`; parameters as `logconf:alpha=0.75`."""
-    ceiling: bool = flag(True)
-    """Also train the ceiling: the same model on gold `strong_train` labels with loss xent."""
     epochs: int = 2
-    """Passes over `strong_train`."""
+    """Passes over the training split."""
     batch_size: int = 32
     """Examples per optimiser step (the global batch; logconf's threshold is a quantile of it)."""
     micro_batch: int = 32
     """Examples per forward pass and process; smaller than the batch means gradient caching (same gradient)."""
-    lr: float = 5e-5
-    """Peak AdamW learning rate (5e-5 suits full fine-tuning of ~100M-parameter models)."""
+    lr: float | None = None
+    """Peak learning rate. Unset: the toolkit recipe's 5e-5 (it suits full fine-tuning of ~100M-parameter
+    models); the paper recipe's rate by model size, as openai/weak-to-strong's model table gives it: 5e-5 below
+    600M parameters (their gpt2, gpt2-medium, pythia-410m), 1e-5 from there (gpt2-large 774M up to Qwen-72B)."""
     weight_decay: float | None = None
     """AdamW decoupled weight decay, on matrices only (not biases or norm weights). Unset: the recipe's
     (toolkit 0.01, paper 0)."""
@@ -129,9 +133,6 @@ class FinetuneConfig(RunConfig):
     test_curve: bool = flag(False)
     """Predict `test` at every eval, for the curve's test accuracy (off: only at a new best and the final eval,
     which are all a result needs; the curve's other points are left empty)."""
-    dtype: str = "auto"
-    """`auto` (bf16 autocast on a GPU or a CPU with native bf16, else fp32; see `mixed_precision`),
-    `float32`, or `bfloat16` (autocast); weights stay fp32."""
     lora: int | None = None
     """LoRA rank (0 = full fine-tuning); needs the optional extra `pip install -e ".[lora]"` (peft). Unset: full
     fine-tuning where it fits the GPU's memory (always on a CPU), else LoRA rank 16 with gradient checkpointing
@@ -141,7 +142,7 @@ class FinetuneConfig(RunConfig):
     backward, for models or inputs whose activations do not fit (about a third more compute; the same
     result, so runs with and without it share their store key)."""
     keep_weights: bool = flag(False)
-    """Save the best and final weights (safetensors) with the run."""
+    """Save the best and final trainable weights (safetensors) with the run."""
     dropout: bool | None = flag(None)
     """Train with the model's own dropout (off: its dropout probabilities are zeroed, `build_classifier`).
     Unset: the recipe's (toolkit on, paper off)."""
@@ -151,20 +152,12 @@ class FinetuneConfig(RunConfig):
     recipe: str = "toolkit"
     """`toolkit` (the fields as given) or `paper`: openai/weak-to-strong's `train_simple` recipe, which sets
     Adam without weight decay, a cosine schedule from step 0 without warm-up, no gradient clipping, dropout off,
-    a bias-free zero-initialised head, and logconf's weight ramped over the first 10% of steps (their PR #33).
-    The recipe's fields (weight_decay, warmup_frac, schedule, max_grad_norm, dropout, head_bias) are unset by
-    default and take the recipe's values; with `paper`, one set to another value than the recipe's is an error
-    (never silently replaced)."""
+    a bias-free zero-initialised head, logconf's weight ramped over the first 10% of steps (their PR #33) and
+    their learning rate by model size. The recipe's fields (weight_decay, warmup_frac, schedule, max_grad_norm,
+    dropout, head_bias) are unset by default and take the recipe's values; with `paper`, one set to another value
+    than the recipe's is an error (never silently replaced)."""
 
     def __post_init__(self) -> None:
-        seeds = range(self.seeds) if isinstance(self.seeds, int) else _split_list(self.seeds)
-        try:
-            object.__setattr__(self, "seeds", tuple(int(s) for s in seeds))
-        except ValueError:
-            raise ToolkitError(f"seeds must be integers, e.g. 0,1,2; got {self.seeds!r}") from None
-        object.__setattr__(self, "losses", tuple(_split_list(self.losses)))
-        for spec in self.losses:
-            parse_loss(spec)
         if self.recipe not in RECIPES:
             raise ToolkitError(f"recipe must be one of {', '.join(RECIPES)}, got '{self.recipe}'")
         for name, value in RECIPES[self.recipe].items():
@@ -176,8 +169,9 @@ class FinetuneConfig(RunConfig):
         if schedule not in ("linear", "cosine", "constant") or self.ceiling_select not in ("gold", "weak"):
             raise ToolkitError(f"schedule must be linear/cosine/constant and ceiling_select gold/weak; "
                                f"got {schedule!r}, {self.ceiling_select!r}")
-        if min(self.epochs, self.batch_size, self.micro_batch, self.evals_per_epoch) < 1 or self.lr <= 0:
-            raise ToolkitError("need epochs, batch_size, micro_batch, evals_per_epoch >= 1 and lr > 0")
+        if min(self.epochs, self.batch_size, self.micro_batch, self.evals_per_epoch) < 1 or \
+                (self.lr is not None and self.lr <= 0) or (self.lora or 0) < 0:
+            raise ToolkitError("need epochs, batch_size, micro_batch, evals_per_epoch >= 1, lr > 0 and lora >= 0")
 
     @property
     def hp(self) -> dict:
@@ -185,6 +179,45 @@ class FinetuneConfig(RunConfig):
         fields themselves stay as given, so `dataclasses.replace(cfg, recipe="paper")` means the paper's
         recipe, not the toolkit's values written out.)"""
         return {k: v if getattr(self, k) is None else getattr(self, k) for k, v in RECIPES[self.recipe].items()}
+
+    def training(self) -> dict:
+        """This object's training fields by name (to build a `FinetuneConfig` from `FinetuneOptions`)."""
+        return {f.name: getattr(self, f.name) for f in fields(TrainOptions)}
+
+
+PAPER_LR_SIZE = 600e6
+"""openai/weak-to-strong's model table gives 5e-5 to models below this many parameters, 1e-5 to those above."""
+
+
+def default_lr(recipe: str, n: int | None) -> float:
+    """The learning rate a recipe gives a model of `n` parameters (None: unknown, the smaller models' rate)."""
+    return 1e-5 if recipe == "paper" and n is not None and n >= PAPER_LR_SIZE else 5e-5
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(RunConfig, TrainOptions):
+    """Fine-tune the strong model: students (one per loss) and the gold ceiling, per seed."""
+
+    seeds: tuple[int, ...] = ints((0,), what="seeds")
+    """Seeds (split + training), as a tuple or `0,1,2`; an int n means 0..n-1."""
+    losses: tuple[str, ...] = csv(("xent", "logconf"))
+    """Student losses from `toolkit.losses`, as a tuple or `xent,logconf`; parameters as `logconf:alpha=0.75`."""
+    ceiling: bool = flag(True)
+    """Also train the ceiling: the same model on gold `strong_train` labels with loss xent."""
+    dtype: str = "auto"
+    """`auto` (bf16 autocast on a GPU or a CPU with native bf16, else fp32; see `mixed_precision`),
+    `float32`, or `bfloat16` (autocast); weights stay fp32."""
+
+    def __post_init__(self) -> None:
+        seeds = range(self.seeds) if isinstance(self.seeds, int) else _split_list(self.seeds)
+        try:
+            object.__setattr__(self, "seeds", tuple(int(s) for s in seeds))
+        except ValueError:
+            raise ToolkitError(f"seeds must be integers, e.g. 0,1,2; got {self.seeds!r}") from None
+        object.__setattr__(self, "losses", tuple(_split_list(self.losses)))
+        for spec in self.losses:
+            parse_loss(spec)
+        TrainOptions.__post_init__(self)
 
     def loss(self, spec: str) -> tuple[str, dict]:
         """The loss `spec` (`logconf:alpha=0.75`) as (name, parameters), with the recipe's defaults for the
@@ -339,6 +372,13 @@ def fit_memory(cfg: FinetuneConfig, info: ModelInfo) -> FinetuneConfig:
     return replace(cfg, lora=rank, checkpointing=ckpt)
 
 
+def for_model(cfg: FinetuneConfig, info: ModelInfo) -> FinetuneConfig:
+    """`cfg` with what depends on the model resolved: LoRA or full (`fit_memory`) and the learning rate
+    (`default_lr` by the model's size where `lr` is unset). The resolved values go into the run's key."""
+    cfg = fit_memory(cfg, info)
+    return cfg if cfg.lr is not None else replace(cfg, lr=default_lr(cfg.recipe, n_params(info)))
+
+
 def eval_points(n_batches: int, per_epoch: int) -> set[int]:
     """The batch counts within an epoch after which to evaluate: `per_epoch` evenly spaced ones (fewer when
     the epoch has fewer batches), the last at the epoch's end. 16 batches, 4 per epoch: {4, 8, 12, 16}."""
@@ -395,7 +435,8 @@ class Trainer:
         rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
         # fused: one kernel per step instead of ~10 passes over every weight (the step's fixed cost on CPU)
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp["weight_decay"]},
-                                 {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, fused=True)
+                                 {"params": rest, "weight_decay": 0.0}],
+                                lr=cfg.lr if cfg.lr is not None else default_lr(cfg.recipe, None), fused=True)
         name = "constant_with_warmup" if hp["schedule"] == "constant" else hp["schedule"]
         # Not prepared: accelerate's scheduler wrapper would step once per process.
         self.scheduler = get_scheduler(name, opt, num_warmup_steps=round(hp["warmup_frac"] * total_steps),
@@ -645,7 +686,7 @@ def train_run(sup, cfg: FinetuneConfig, *, role: str = "student", loss: str = "x
     run with the same key. The ceiling always uses loss xent on gold."""
     loss = "xent" if role in ("ceiling", "weak") else loss
     info = resolve(cfg.strong, cfg.cache_dir)
-    cfg = fit_memory(cfg, info)
+    cfg = for_model(cfg, info)
     targets, select = _inputs(sup, role, cfg)
     xcfg = ExtractConfig(model=cfg.strong, max_length=cfg.max_length, cache_dir=cfg.cache_dir)
     spec_x = entry_spec(xcfg, sup.splits.test, info, 0)  # extraction's template, pooling and truncation
@@ -726,29 +767,55 @@ def _store(path: Path, spec: dict, recs: list, result: TrainResult, info: dict) 
 
 
 @dataclass(frozen=True)
-class FinetuneOptions:
-    """Fine-tuning the strong model with a classification head, in a comparison."""
+class FinetuneOptions(TrainOptions):
+    """Fine-tuning the strong model with a classification head, in a comparison: every training field (for the
+    strong model, and for a fine-tuned weak supervisor unless `weak_options` says otherwise)."""
 
-    epochs: int = 2
-    """Fine-tuning epochs over strong_train."""
     finetune_seeds: int = 1
     """Fine-tuning runs on the first this-many seeds (it is the expensive arm; 0 = all seeds)."""
-    lora: int | None = None
-    """LoRA rank (0 = full fine-tuning); unset: full where it fits the GPU's memory, else LoRA 16 with
-    checkpointing (`finetune.fit_memory`). LoRA needs the optional extra `pip install -e ".[lora]"` (peft)."""
-    checkpointing: bool = flag(False)
-    """Gradient checkpointing, for models or inputs whose activations do not fit (same result, more compute)."""
-    recipe: str = "toolkit"
-    """Fine-tuning recipe: `toolkit` (AdamW with weight decay, linear warm-up and decay, clipping, dropout on) or
-    `paper` (openai/weak-to-strong's `train_simple`; `FinetuneConfig.recipe`), for the strong model and a
-    fine-tuned weak supervisor alike."""
+    weak_options: str = ""
+    """Training fields that differ for a fine-tuned weak supervisor (`--weak-method finetune`), as
+    `lr=5e-5,epochs=3`; the others are the strong model's."""
+
+    def __post_init__(self) -> None:
+        TrainOptions.__post_init__(self)
+        if self.finetune_seeds < 0:
+            raise ToolkitError(f"finetune_seeds must be >= 0, got {self.finetune_seeds}")
+        self.weak_training()  # a bad override fails here, before any work
+
+    def weak_training(self) -> dict:
+        """The training fields of a fine-tuned weak supervisor: these options with `weak_options` applied."""
+        import typing
+
+        kinds = {name: next(t for t in (*typing.get_args(h), h) if t is not type(None))
+                 for name, h in typing.get_type_hints(TrainOptions).items()}
+        out = self.training()
+        for pair in filter(None, (p.strip() for p in self.weak_options.split(","))):
+            key, _, text = pair.partition("=")
+            key = key.strip().replace("-", "_")
+            if key not in kinds or not text:
+                raise ToolkitError(f"--weak-options takes field=value pairs of {', '.join(kinds)}; got {pair!r}")
+            out[key] = _typed(text.strip(), kinds[key], key)
+        TrainOptions(**out)  # checked as a whole (recipe conflicts, ranges)
+        return out
 
 
-def options_config(run_fields: dict, opts: FinetuneOptions, dtype: str, **more) -> FinetuneConfig:
-    """The `FinetuneConfig` of a comparison's fine-tuning options, for the strong model or a fine-tuned weak
-    supervisor: `run_fields` from `JobConfig.run_fields`, `more` any other field."""
-    return FinetuneConfig(**run_fields, epochs=opts.epochs, lora=opts.lora, checkpointing=opts.checkpointing,
-                          recipe=opts.recipe, dtype=dtype, **more)
+def _typed(text: str, kind: type, name: str):
+    """`text` as a value of the field's type `kind` (bool, int, float or str)."""
+    try:
+        if kind is bool:
+            return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}[text.lower()]
+        return kind(text)
+    except (KeyError, ValueError):
+        raise ToolkitError(f"--weak-options: {name}={text!r} is not a {kind.__name__}") from None
+
+
+def options_config(run_fields: dict, opts: FinetuneOptions, dtype: str, *, weak: bool = False,
+                   **more) -> FinetuneConfig:
+    """The `FinetuneConfig` of a comparison's fine-tuning options, for the strong model or (`weak`) a fine-tuned
+    weak supervisor, whose `weak_options` apply: `run_fields` from `JobConfig.run_fields`, `more` any other
+    field."""
+    return FinetuneConfig(**run_fields, **(opts.weak_training() if weak else opts.training()), dtype=dtype, **more)
 
 
 @register
@@ -761,12 +828,7 @@ class FinetuneMethod(Method):
     plan_stage = "fine-tuning"
 
     def check(self, job, opts: FinetuneOptions, losses) -> None:
-        if opts.recipe not in RECIPES:
-            raise ToolkitError(f"recipe must be one of {', '.join(RECIPES)}, got '{opts.recipe}'")
-        if opts.finetune_seeds < 0 or opts.epochs < 1 or (opts.lora or 0) < 0:
-            raise ToolkitError(f"finetune_seeds >= 0, epochs >= 1 and lora >= 0 are needed; got "
-                               f"{opts.finetune_seeds}, {opts.epochs}, {opts.lora}")
-        for spec in losses:
+        for spec in losses:  # the options checked themselves when they were made
             parse_loss(spec)
 
     def seeds(self, opts: FinetuneOptions, sups: tuple) -> tuple:
