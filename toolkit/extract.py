@@ -185,7 +185,9 @@ def forward_pooled(model, seqs: list[list[int]], *, pad_id: int, pooler: LayerPo
     if causal:
         # Positions count real tokens only, so a left-padded row sees the same positions as alone.
         kwargs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
-        if label_ids is not None and last_is_real and _accepts(model, "logits_to_keep"):
+        # The LM head at the last position only: the label words' log-probs need no more, and without them the
+        # logits are not wanted at all (a full (B, T, vocab) tensor is the largest activation of a small model).
+        if (label_ids is None or last_is_real) and _accepts(model, "logits_to_keep"):
             kwargs["logits_to_keep"] = 1
     STATS["forward_passes"] += 1
     pooler.mask = mask

@@ -169,6 +169,7 @@ def score_tokens(model, queries: list[list[int]], words: list[list[int]], *, pre
         for batch in plan_batches(lengths, batch_tokens):
             logp, last = _forward_tail(model, [seqs[r] for r in batch], cache, len(prefix) if shared else 0,
                                        padding_side, tail, device)
+            last = last.tolist() if hasattr(last, "tolist") else list(last)  # one host sync a batch, not one a row
             b_idx, cols, toks, q_idx, w_idx = [], [], [], [], []
             for b, r in enumerate(batch):
                 ext, ws = rows[r % len(rows)]
