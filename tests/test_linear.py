@@ -358,3 +358,17 @@ def test_torch_engine_creates_every_tensor_on_the_inputs_device(n, d, loss):
     with mode:
         fit_many(X[None], w1[None], C=0.5, loss=loss, n_rounds=3, engine="torch")
     assert not mode.offenders, [f"{f.filename}:{f.lineno} {f.line}" for f in mode.offenders]
+
+
+def test_a_gpu_solves_every_layer_of_a_seed_in_one_chunk(monkeypatch):
+    """On a GPU the chunk of probes solved together is sized from free device memory, not the CPU's 32 MiB cache
+    budget: at an 8B model's d = 4,096 and n = 500 that is all 33 layers in one batched solve instead of 33 (the
+    CUDA call is recorded, not made)."""
+    import torch
+
+    from toolkit import linear
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (60 << 30, 80 << 30))
+    per_probe = 8 * 2 * 500 * (4096 + 1) + 4 * 3 * 501 * 501  # float64 X twice, the dual's K and factors
+    assert max(1, linear._chunk_bytes("cpu") // per_probe) == 1  # one probe per chunk, as before
+    assert linear._chunk_bytes("cuda") // per_probe >= 33

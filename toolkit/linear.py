@@ -46,7 +46,17 @@ from toolkit import _linear_cpu
 from toolkit._util import ToolkitError
 from toolkit.losses import get_loss
 
-_CHUNK_BYTES = 32 << 20  # per chunk of probes: passes over X and K are memory-bound, so keep them in cache
+_CHUNK_BYTES = 32 << 20  # per chunk of probes on a CPU: passes over X and K are memory-bound, so keep them in cache
+
+
+def _chunk_bytes(device: str) -> int:
+    """Bytes of X, K and factors per chunk of probes solved together: on a CPU what its caches hold; on a GPU a
+    quarter of the free device memory, so that every layer of a seed is one batched solve (32 MiB there meant one
+    probe per chunk at d >= ~1,700: thousands of small kernels and a host sync per Newton step of each probe).
+    Not yet measured on a GPU (`benchmarks/gpu.py` times it)."""
+    if torch.device(device).type == "cuda":
+        return max(_CHUNK_BYTES, int(torch.cuda.mem_get_info(torch.device(device))[0]) // 4)
+    return _CHUNK_BYTES
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 _ENGINES = ("auto", "numpy", "torch")
 DEFAULT_CS = (0.001, 0.01, 0.1, 1.0)
@@ -371,7 +381,7 @@ def _fit_batch(X, t, s, est) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     dual = _linear_cpu.use_dual(n, d)
     m = n if dual else d + 1
     kw = dict(dtype=_DTYPES[est.dtype], device=est.device)
-    chunk = max(1, _CHUNK_BYTES // (kw["dtype"].itemsize * 2 * n * (d + 1) + 4 * 3 * m * m))
+    chunk = max(1, _chunk_bytes(est.device) // (kw["dtype"].itemsize * 2 * n * (d + 1) + 4 * 3 * m * m))
     coef, intercept, n_iter = np.empty((B, d)), np.empty(B), np.empty(B, dtype=np.int64)
     for lo in range(0, B, chunk):
         sl = slice(lo, lo + chunk)
