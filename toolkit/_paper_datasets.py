@@ -106,7 +106,8 @@ def _missing(name: str, root: Path) -> ToolkitError:
         f"openai:{name}`, then copy that folder here if this machine has none")
 
 
-def _read_rows(path: Path) -> Iterator[dict]:
+def read_rows(path: Path) -> Iterator[dict]:
+    """The JSON objects of a JSONL file, one per non-empty line; a bad line is a ToolkitError naming it."""
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if line.strip():
@@ -125,7 +126,7 @@ def pairs(name: str, root: Path) -> Iterator[tuple[str, int]]:
         raise _missing(name, root)
     for path, split in zip(files, spec.splits):
         rng = random.Random(0)
-        for k, row in enumerate(_read_rows(path)):
+        for k, row in enumerate(read_rows(path)):
             if k == spec.n_rows[split]:
                 break
             try:

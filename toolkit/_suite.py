@@ -23,7 +23,6 @@ How a row becomes a binary example:
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -72,14 +71,7 @@ def _arrow_rows(path: Path) -> list[dict]:
                            "again after deleting it") from None
 
 
-def _jsonl(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ToolkitError(f"{path} line {number} is not valid JSON ({e.msg})") from None
+_jsonl = paper.read_rows  # one JSON object per line, a bad line named by file and number
 
 
 def _chat(row: dict) -> str:
