@@ -287,6 +287,11 @@ def _check_names(cfg: CompareConfig, out) -> dict:
     """Every task and model name, the output folder and the method/model pairs, checked before any long work
     (a bad name fails in a second, not after extraction). Returns the loaded tasks."""
     loaded = {t: load_task(t, cfg.cache_dir, limit=cfg.limit) for t in cfg.tasks}
+    for task in loaded.values():  # each task's own sizes (`--sizes auto` scales them) meet every method's needs
+        job = cfg.job.for_task(task)
+        check_sizes(job.sizes, cfg.weak)
+        for m in cfg.methods:
+            methods_mod.get(m).check(job, cfg.opts(m), cfg.losses)
     for m in dict.fromkeys((cfg.weak, *cfg.chain, *cfg.strong)):
         if m != WEAK_TFIDF:
             resolve(m, cfg.cache_dir)
