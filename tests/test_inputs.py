@@ -126,6 +126,9 @@ def test_cli_user_errors_are_one_line_and_write_nothing(tmp_path, capsys):
 
 
 def test_long_texts_are_truncated_counted_and_reported_never_dropped(tiny_causal, tmp_path, capsys):
+    from dataclasses import replace
+
+    from toolkit import extract as extract_mod
     from toolkit.extract import ExtractConfig, extract
 
     path = tmp_path / "long.csv"
@@ -137,9 +140,14 @@ def test_long_texts_are_truncated_counted_and_reported_never_dropped(tiny_causal
     assert feats.manifest["n_truncated"] == 4
     note = "4 of 12 inputs longer than 32 tokens were truncated (left side), none dropped"
     assert note in capsys.readouterr().err
-    extract(ExtractConfig(model=str(tiny_causal), task=str(path), max_length=32, cache_dir=str(tmp_path)),
-            progress=False)
+    cfg = ExtractConfig(model=str(tiny_causal), task=str(path), max_length=32, cache_dir=str(tmp_path))
+    extract(cfg, progress=False)
+    assert note not in capsys.readouterr().err  # said once per entry in a process, however often it is read
+    extract_mod._TOLD.clear()  # a new run
+    extract(cfg, progress=False)
     assert note in capsys.readouterr().err  # a cache hit says it too (issue #32)
+    extract(replace(cfg, max_length=16), progress=False)  # another extraction that truncates says its own
+    assert "longer than 16 tokens were truncated" in capsys.readouterr().err
 
 
 def test_the_comparison_is_deterministic_and_seeds_change_the_splits(tiny_causal, tiny_task, tmp_path):

@@ -464,8 +464,13 @@ def truncated_note(manifest: dict) -> str:
             f"{manifest['max_length']} tokens were truncated ({manifest['truncation_side']} side), none dropped")
 
 
+_TOLD: set[str] = set()
+"""Entries whose truncation this process has reported (once each: a comparison reads an entry many times)."""
+
+
 def _say_truncated(manifest: dict, rank: int) -> None:
-    if rank == 0 and (note := truncated_note(manifest)):
+    if rank == 0 and manifest["key"] not in _TOLD and (note := truncated_note(manifest)):
+        _TOLD.add(manifest["key"])
         print(f"[extract] warning: {note}", file=sys.stderr)
 
 
