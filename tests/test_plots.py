@@ -179,3 +179,18 @@ def test_one_seed_no_finetune_all_pgr_undefined(tmp_path):
             "calib": plots.calibration_hist(dg.calibration(recs, labels))}
     assert len(_bars(figs["pgr"].axes[0])) == 0 and len(figs["pgr"].axes[0].texts) == len(s)
     assert len(plots.save_all(figs, tmp_path)) == len(figs)
+
+
+def test_a_figure_whose_layout_collapses_is_still_saved(tmp_path, capsys):
+    """Thirteen tasks' misfit panels once collapsed the constrained layout and the whole run failed while writing
+    its figures, after the work was done. Now the figure grows taller and, failing that, is saved without the
+    layout engine, with a line that says so."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 0.6), layout="constrained")
+    ax = fig.subplots()
+    for k in range(40):
+        ax.plot([0, 1], [k, k], label=f"a long legend entry number {k}")
+    fig.legend(loc="outside lower center", ncols=1)
+    (path,) = plots.save_all({"crowded": fig}, tmp_path)
+    assert path.exists() and path.stat().st_size > 0

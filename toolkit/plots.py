@@ -505,6 +505,27 @@ def calibration_hist(calib_df: pd.DataFrame, settings: dict[str, str] | None = N
     return fig
 
 
+def _save(fig: Figure, path: Path, dpi: int, name: str) -> None:
+    """Save one figure. Where its constrained layout collapses (many panels or a long legend in too little
+    height: 13 tasks' misfit panels did), the figure grows taller and tries again, and in the end is saved
+    without the layout engine, saying so in one line: a run's last step never fails on a figure's layout."""
+    import warnings
+
+    for _ in range(3):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", "constrained_layout not applied")
+            try:
+                fig.savefig(path, dpi=dpi)
+                return
+            except UserWarning:
+                w, h = fig.get_size_inches()
+                fig.set_size_inches(w, h * 1.6)
+    fig.set_layout_engine("none")
+    fig.savefig(path, dpi=dpi)
+    print(f"[plots] {name}: its layout did not fit even at {fig.get_size_inches()[1]:.0f} inches tall; saved "
+          "without it (panels may overlap)", file=sys.stderr)
+
+
 def save_all(figs: dict[str, Figure], folder: str | Path, dpi: int = 120) -> list[Path]:
     """Write each figure as `<folder>/<name>.png` at `dpi` (the folder is created) and close it.
     Returns the paths in the order of `figs`."""
@@ -515,13 +536,7 @@ def save_all(figs: dict[str, Figure], folder: str | Path, dpi: int = 120) -> lis
     paths = []
     for name, fig in figs.items():
         path = folder / f"{name}.png"
-        import warnings
-        with warnings.catch_warnings():
-            warnings.filterwarnings("error", "constrained_layout not applied")
-            try:
-                fig.savefig(path, dpi=dpi)
-            except UserWarning as e:
-                raise RuntimeError(f"figure {name}: {e}") from None
+        _save(fig, path, dpi, name)
         paths.append(path)
         if "matplotlib.pyplot" in sys.modules:  # a pyplot-managed figure must be released by pyplot
             sys.modules["matplotlib.pyplot"].close(fig)
