@@ -203,7 +203,7 @@ def summary(records: list[Predictions], labels: dict[str, int], *, split: str = 
     (`pgr_acc_draws_undefined`, out of `n_boot`: some seed's ceiling did not beat weak there), and the reason
     where PGR is undefined (`pgr_acc_note`; a gap of `min_gap` or less is one); and openai/weak-to-strong's
     aggregate of the same runs (`pgr_acc_openai`: the median over seeds of PGR against the seed-mean weak and
-    ceiling accuracies, `metrics.pgr_openai`). The ceiling is the same
+    ceiling accuracies, `metrics.pgr_openai`; undefined where `pgr_acc` is). The ceiling is the same
     method's `ceiling` record with the same setting; the weak model is the seed's supervisor. `caveats` maps a
     method to a function (students, ceilings) -> what the row's numbers do not show by themselves
     (`Method.caveat`), the `caveat` column."""
@@ -232,8 +232,10 @@ def summary(records: list[Predictions], labels: dict[str, int], *, split: str = 
         for metric in ("accuracy", "auroc"):
             b = metrics.pgr_bootstrap(y, w, s, c, metric=metric, n_boot=n_boot, seed=0, min_gap=min_gap)
             row.update(_pgr_columns("acc" if metric == "accuracy" else "auroc", b))
+        # openai's aggregate only where the toolkit's PGR is defined: their rule (mean ceiling > mean weak) prints
+        # -11.75 for a gap of 0.003, which next to "undefined" would read as a result
         per_seed = [[metrics.accuracy(y, p) for p in ps] for ps in (w, s, c)]
-        row["pgr_acc_openai"] = metrics.pgr_openai(*per_seed)
+        row["pgr_acc_openai"] = metrics.pgr_openai(*per_seed) if np.isfinite(row["pgr_acc"]) else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
