@@ -243,9 +243,10 @@ def report(result, figures: list[str]) -> str:
         lines += ["## PGR as openai/weak-to-strong aggregates it", "",
                   "`pgr_acc` is the mean over seeds of each seed's PGR against its own weak model and ceiling. "
                   "openai's plotting notebook instead takes each run's PGR against the seed-mean weak and ceiling "
-                  "accuracies and reports the median over runs (`pgr_acc_openai`, undefined unless the mean "
-                  "ceiling beats the mean weak; their table pools every weak-strong pair of a dataset, this is one "
-                  "pair's). Set beside the paper's numbers, use this column.", "",
+                  "accuracies and reports the median over runs (`pgr_acc_openai`; undefined where `pgr_acc` is, "
+                  "though their rule, any positive gap, would print a number there; their table pools every "
+                  "weak-strong pair of a dataset, this is one pair's). Set beside the paper's numbers, use this "
+                  "column.", "",
                   markdown_table(result.summary[cols]), ""]
     if not result.baselines.empty:
         lines += ["## Sanity baselines", "",
