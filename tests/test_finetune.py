@@ -463,3 +463,13 @@ def test_the_paper_recipe_is_openais_train_simple(cfg, capsys):
         zeroed = ft._without_dropout(config)
         assert all(v == 0.0 for k, v in vars(zeroed).items() if ("dropout" in k or k.endswith("pdrop"))
                    and isinstance(v, float))
+
+
+def test_a_gpu_fine_tunes_every_seed_by_default_and_a_cpu_the_first(monkeypatch):
+    from toolkit.config import JobConfig
+
+    method, sups = ft.FinetuneMethod(), ("s0", "s1", "s2")
+    assert method.seeds(ft.FinetuneOptions(), sups, JobConfig(device="cpu")) == ("s0",)
+    monkeypatch.setattr(ft, "pick_device", lambda device="auto": "cuda")
+    assert method.seeds(ft.FinetuneOptions(), sups, JobConfig()) == sups
+    assert method.seeds(ft.FinetuneOptions(finetune_seeds=2), sups, JobConfig()) == ("s0", "s1")

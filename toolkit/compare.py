@@ -437,7 +437,9 @@ def _print_plan(cfg: CompareConfig, loaded: dict) -> dict:
                 continue
             p = plan.estimate(task, resolve(strong, cfg.cache_dir), seeds=len(cfg.seeds),
                               sizes=cfg.job.for_task(task).sizes,
-                              methods=cfg.methods, ks=cfg.ks, finetune_seeds=cfg.finetune_seeds,
+                              methods=cfg.methods, ks=cfg.ks,
+                              finetune_seeds=len(finetune_mod.FinetuneMethod().seeds(cfg.opts("finetune"),
+                                                                                    tuple(cfg.seeds), cfg.job)),
                               losses=len(cfg.losses), epochs=cfg.epochs, device=cfg.device)
             total += p.total
             plans[task.name, strong] = p
@@ -471,7 +473,7 @@ def _phases(cfg: CompareConfig, sups: tuple) -> list[tuple[tuple, tuple[str, ...
     on its own seeds (`Method.seeds`). Each stage is stored per seed, so the order changes no result."""
     early = tuple(m for m in cfg.methods if not methods_mod.get(m).expensive)
     phases = [(sups[:1], early), (sups[1:], early)] if early else []
-    phases += [(methods_mod.get(m).seeds(cfg.opts(m), sups), (m,)) for m in cfg.methods
+    phases += [(methods_mod.get(m).seeds(cfg.opts(m), sups, cfg.job), (m,)) for m in cfg.methods
                if methods_mod.get(m).expensive]
     return [(s, m) for s, m in phases if s and m]
 
@@ -487,7 +489,7 @@ def _print_eta(cfg: CompareConfig, methods, phase_sups, timings: dict, plan, tas
         if done is not None:
             timed.append(f"{m} ~{_duration(done * len(phase_sups))}")
         elif plan is not None and (stage := methods_mod.get(m).plan_stage) in plan.seconds:
-            n = len(methods_mod.get(m).seeds(cfg.opts(m), tuple(cfg.seeds)))
+            n = len(methods_mod.get(m).seeds(cfg.opts(m), tuple(cfg.seeds), cfg.job))
             planned.append(f"{m} ~{_duration(plan.seconds[stage] * len(phase_sups) / n)}")
     eta = (f"; ETA at seed 0's pace: {', '.join(timed)}" if timed else "") + \
         (f"; ETA (estimate): {', '.join(planned)}" if planned else "")

@@ -771,15 +771,16 @@ class FinetuneOptions(TrainOptions):
     """Fine-tuning the strong model with a classification head, in a comparison: every training field (for the
     strong model, and for a fine-tuned weak supervisor unless `weak_options` says otherwise)."""
 
-    finetune_seeds: int = 1
-    """Fine-tuning runs on the first this-many seeds (it is the expensive arm; 0 = all seeds)."""
+    finetune_seeds: int | None = None
+    """Fine-tuning runs on the first this-many seeds (0 = all). Unset: every seed on a GPU, the first alone on a
+    CPU (there it is the expensive arm; the summary then says its interval covers test examples only)."""
     weak_options: str = ""
     """Training fields that differ for a fine-tuned weak supervisor (`--weak-method finetune`), as
     `lr=5e-5,epochs=3`; the others are the strong model's."""
 
     def __post_init__(self) -> None:
         TrainOptions.__post_init__(self)
-        if self.finetune_seeds < 0:
+        if (self.finetune_seeds or 0) < 0:
             raise ToolkitError(f"finetune_seeds must be >= 0, got {self.finetune_seeds}")
         self.weak_training()  # a bad override fails here, before any work
 
@@ -831,8 +832,11 @@ class FinetuneMethod(Method):
         for spec in losses:  # the options checked themselves when they were made
             parse_loss(spec)
 
-    def seeds(self, opts: FinetuneOptions, sups: tuple) -> tuple:
-        return sups[: opts.finetune_seeds or len(sups)]
+    def seeds(self, opts: FinetuneOptions, sups: tuple, job=None) -> tuple:
+        n = opts.finetune_seeds
+        if n is None:  # every seed on a GPU; the first alone on a CPU, where it is the slow arm
+            n = 0 if pick_device(job.device if job is not None else "auto").startswith("cuda") else 1
+        return sups[: n or len(sups)]
 
     def config(self, ctx: Context, opts: FinetuneOptions) -> FinetuneConfig:
         return options_config(ctx.run_fields(), opts, ctx.job.dtype, seeds=tuple(s.seed for s in ctx.sups),

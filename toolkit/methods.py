@@ -100,8 +100,8 @@ class Method:
         """Why this method cannot run on the strong model `info` (the comparison notes it and goes on)."""
         return None
 
-    def seeds(self, opts, sups: tuple) -> tuple:
-        """The seeds (`Supervision`s) it runs on; all of them by default."""
+    def seeds(self, opts, sups: tuple, job: JobConfig | None = None) -> tuple:
+        """The seeds (`Supervision`s) it runs on under `job`; all of them by default."""
         return sups
 
     def prepare(self, ctx: Context, opts) -> str | None:
