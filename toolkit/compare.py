@@ -153,6 +153,11 @@ class CompareConfig:
         """The settings with a row in the summary, over every chosen method."""
         return tuple(s for m in self.methods for s in methods_mod.get(m).summary_settings(self.options[m]))
 
+    def models(self) -> tuple[str, ...]:
+        """The job's neural models, each once, in order: the weak one, the chain's, the strong ones (tfidf is
+        not a model)."""
+        return tuple(m for m in dict.fromkeys((self.weak, *self.chain, *self.strong)) if m != WEAK_TFIDF)
+
     def baseline_settings(self) -> tuple[str, ...]:
         """The sanity baselines' settings, over every chosen method (`Method.baseline_settings`)."""
         return tuple(s for m in self.methods for s in methods_mod.get(m).baseline_settings(self.options[m]))
@@ -292,9 +297,8 @@ def _check_names(cfg: CompareConfig, out) -> dict:
         check_sizes(job.sizes, cfg.weak)
         for m in cfg.methods:
             methods_mod.get(m).check(job, cfg.opts(m), cfg.losses)
-    for m in dict.fromkeys((cfg.weak, *cfg.chain, *cfg.strong)):
-        if m != WEAK_TFIDF:
-            resolve(m, cfg.cache_dir)
+    for m in cfg.models():
+        resolve(m, cfg.cache_dir)
     if out is not None:
         _check_writable(Path(out))
         report.check_out(Path(out))
@@ -398,8 +402,7 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
     summary = _order(pd.concat(summaries, ignore_index=True), cfg)
     baseline = _order(pd.concat(baselines, ignore_index=True), cfg) if baselines else pd.DataFrame()
     timings["summary"] = time.perf_counter() - t0
-    sizes = {m: n_params(resolve(m, cfg.cache_dir)) for m in dict.fromkeys((cfg.weak, *cfg.chain, *cfg.strong))
-             if m != WEAK_TFIDF}
+    sizes = {m: n_params(resolve(m, cfg.cache_dir)) for m in cfg.models()}
     result = Comparison(cfg, all_recs, labels, pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
                         summary, pd.concat(results, ignore_index=True), timings, stats, notes, sizes, baseline,
                         split_sizes)
@@ -416,9 +419,7 @@ def _truncation_notes(cfg: CompareConfig) -> list[str]:
     were truncated, for report.md (fine-tuning truncates the same texts at the same length)."""
     out = []
     for task_name in cfg.tasks:
-        for m in dict.fromkeys((cfg.weak, *cfg.chain, *cfg.strong)):
-            if m == WEAK_TFIDF:
-                continue
+        for m in cfg.models():
             ex = extract_mod.for_job(cfg.job, m, task_name, strong=m in cfg.strong)
             if (manifest := extract_mod.entry_manifest(ex)) and (note := extract_mod.truncated_note(manifest)):
                 out.append(note)
