@@ -3,12 +3,14 @@ splits and weak labels, every output file, a rerun that trains nothing, and the 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import save_tiny_causal
 
-from toolkit import compare, extract, finetune, probe, prompt, report
+from toolkit import compare, extract, finetune, probe, prompt, report, tasks
 from toolkit._util import ToolkitError
 from toolkit.tasks import SplitSizes
 
@@ -343,3 +345,37 @@ def test_a_fine_tuned_weak_supervisor_runs_end_to_end(first, models, tiny_task, 
     key = ["role", "method", "loss", "setting", "seed", "split", "id"]
     both = paper.merge(preds, on=key, suffixes=("_paper", ""))
     assert len(both) == len(preds) and not np.allclose(both.p_paper, both.p)  # another recipe, other labels
+
+
+def test_the_paper_protocol_end_to_end(first, models, tmp_path, capsys):
+    """--protocol paper --recipe paper --weak-method finetune: openai's splits (the file's own train rows halved,
+    its test rows, the natural prior), the final checkpoint as the headline with best beside it, and report.md
+    naming protocol, recipe, each model's learning rate and the headline."""
+    _, _, cache = first
+    path = tmp_path / "origin.jsonl"
+    words = "good bad fine awful great poor lovely dull".split()
+    rows = [{"text": f"{words[i % 8]} {words[(i * 3) % 8]} train {i}", "label": int(i % 5 < 3), "split": "train"}
+            for i in range(60)]
+    rows += [{"text": f"{words[i % 8]} {words[(i * 5) % 8]} test {i}", "label": int(i % 5 < 2), "split": "test"}
+             for i in range(24)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["--task", str(path), "--weak", models[0], "--strong", models[1], "--weak-method", "finetune",
+            "--protocol", "paper", "--recipe", "paper", "--seeds", "2", "--finetune-seeds", "1", "--sizes",
+            "10,10,4,12", "--methods", "probe,finetune", "--epochs", "1", "--n-boot", "20", "--cache-dir", str(cache),
+            "--quiet", "--no-figures", "--out", str(tmp_path / "out")]
+    assert compare.main(args) == 0
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    heads = summary[summary.headline]
+    assert set(zip(heads.method, heads.setting)) == {("probe", "select"), ("finetune", "final")}
+    assert "pgr_acc_openai" in summary
+    preds = pd.read_csv(tmp_path / "out" / "predictions.csv.gz", dtype={"id": str})
+    test_ids = set(preds[preds.split == "test"].id)
+    task = tasks.load(str(path))
+    by_id = task.data.set_index("id")
+    assert len(test_ids) == 12 and set(by_id.loc[list(test_ids)].split) == {"test"}
+    assert set(by_id.loc[list(set(preds[preds.split == "strong_train"].id))].split) == {"train"}
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Protocol **paper**" in md and "finetune `final`" in md and "its own train rows (60" in md
+    assert f"learning rate `{models[0]}` 5e-05, `{models[1]}` 5e-05" in md  # tiny models: openai's < 600M rate
+    assert compare.main(args[:-2] + ["--limit", "100"]) == 2
+    assert "--protocol paper keeps the natural class prior" in capsys.readouterr().err

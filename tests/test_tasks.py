@@ -521,3 +521,91 @@ def test_the_suite_lists_size_source_license_and_default_splits(capsys):
     assert tasks.default_sizes(load("boolq")) == SplitSizes()  # 2,474 balanced examples hold the defaults
     with pytest.raises(ToolkitError, match=r"the default splits scaled to fit are --sizes 138,138,54,138"):
         split(small, 0, SplitSizes())
+
+
+# --- the paper protocol: openai/weak-to-strong's splits ---------------------------------------------------------
+
+def _origin_task(tmp_path, n_train=201, n_test=23, name="origin.jsonl"):
+    """A user file with a split column: n_train train rows (70% label 1) then n_test test rows (30% label 1)."""
+    path = tmp_path / name
+    rows = [{"text": f"train example {i}", "label": int(i % 10 < 7), "split": "train"} for i in range(n_train)]
+    rows += [{"text": f"test example {i}", "label": int(i % 10 < 3), "split": "TEST"} for i in range(n_test)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return load(str(path))
+
+
+def _hf_halves(texts: list[str], seed: int) -> tuple[list[str], list[str]]:
+    """openai's two halves, re-derived step by step as their code and Hugging Face datasets do it: shuffle(seed)
+    selects rows by default_rng(seed).permutation; train_test_split(test_size=0.5, seed) takes n_test = ceil(n/2)
+    and its "test" part (train2, the strong model's) is permutation[:n_test], its "train" part (train1, the weak
+    model's) the rest."""
+    import math
+
+    shuffled = [texts[i] for i in np.random.default_rng(seed).permutation(len(texts))]
+    perm = np.random.default_rng(seed).permutation(len(shuffled))
+    n_test = math.ceil(0.5 * len(shuffled))
+    return [shuffled[i] for i in perm[n_test:]], [shuffled[i] for i in perm[:n_test]]
+
+
+def test_a_split_column_keeps_each_rows_origin(tmp_path):
+    task = _origin_task(tmp_path)
+    assert tasks.has_origin(task)
+    first = task.data.set_index("text").loc[["train example 0", "train example 60", "test example 22"]]
+    assert list(first.split) == ["train", "train", "test"] and list(first.row) == [0, 60, 22]
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"text": "a", "label": 0, "split": "dev"}) + "\n")
+    with pytest.raises(ToolkitError, match=r"split column must say train or test, line 1 says 'dev'"):
+        load(str(tmp_path / "bad.jsonl"))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_the_paper_protocol_halves_the_train_rows_as_openai_does(tmp_path, seed):
+    task = _origin_task(tmp_path)
+    sizes = tasks.paper_sizes(task)
+    # 201 train rows: the strong half has ceil(201/2) = 101 (10 of them val), the weak half 100; test every test row
+    assert (sizes.weak_train, sizes.strong_train, sizes.val, sizes.test) == (100, 91, 10, 23)
+    s = tasks.split(task, seed, sizes)
+    weak_half, strong_half = _hf_halves([f"train example {i}" for i in range(201)], seed)
+    assert set(s.weak_train.texts) == set(weak_half)
+    assert set(s.val.texts) == set(strong_half[:10]) and set(s.strong_train.texts) == set(strong_half[10:])
+    assert set(s.test.texts) == {f"test example {i}" for i in range(23)}  # its own test rows, for every seed
+    assert s.test.labels.mean() == pytest.approx(9 / 23)  # the natural prior (i % 10 < 3 of 0..22), not balanced
+    assert s.sizes.protocol == "paper" and len(s.strong_train) == 91  # odd: no balancing
+
+
+def test_the_paper_protocol_caps_drops_and_one_split_tasks(tmp_path):
+    task = _origin_task(tmp_path)
+    capped = tasks.paper_sizes(task, SplitSizes(10, 12, 2, 8))
+    assert capped.counts() == {"weak_train": 10, "strong_train": 12, "val": 2, "test": 8}
+    s = tasks.split(task, 0, capped)
+    weak_half, strong_half = _hf_halves([f"train example {i}" for i in range(201)], 0)
+    assert set(s.weak_train.texts) == set(weak_half[:10]) and set(s.strong_train.texts) == set(strong_half[2:14])
+    assert set(s.test.texts) == {f"test example {i}" for i in range(8)}  # the first rows, as n_test_docs takes them
+    with pytest.raises(ToolkitError, match=r"too few rows for the paper protocol's weak_train=400"):
+        tasks.split(task, 0, SplitSizes(400, 2, 2, 2, protocol="paper"))
+    # odd sizes are fine under paper, not under toolkit
+    assert SplitSizes(3, 5, 1, 7, protocol="paper").total == 16
+    with pytest.raises(ToolkitError, match="must be an even number"):
+        SplitSizes(3, 5, 1, 7)
+    # one source split: a fixed test quarter by id, the same for every seed; the rest halved per seed
+    flat = load(str(_write(tmp_path, "flat.jsonl", [{"text": f"row {i}", "label": i % 3 == 0} for i in range(80)])))
+    assert not tasks.has_origin(flat)
+    a, b = (tasks.split(flat, seed, tasks.paper_sizes(flat)) for seed in (0, 1))
+    assert set(a.test.ids) == set(b.test.ids) and len(a.test) == 20 and set(a.weak_train.ids) != set(b.weak_train.ids)
+    parts = [set(a[n].ids) for n in tasks.Splits.NAMES]
+    assert sum(map(len, parts)) == 80 and len(set().union(*parts)) == 80
+    assert "one source split" in tasks.paper_note(flat) and "its own train rows (201" in tasks.paper_note(task)
+    # examples too long under any tokenizer are dropped and counted
+    kept, n = tasks.drop_long(task, [lambda texts: [len(t) for t in texts]], max_tokens=16)
+    assert n == sum(len(t) >= 16 for t in task.texts) > 0 and all(len(t) < 16 for t in kept.texts)
+
+
+def _write(tmp_path, name, rows):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_the_papers_datasets_keep_their_rows_origin(paper_root):
+    task = tasks.load("openai:sciq", paper_root)
+    assert tasks.has_origin(task) and sorted(task.data.split) == ["test"] * 2 + ["train"] * 4
+    assert sorted(task.data[task.data.split == "train"].row) == [0, 1, 2, 3]

@@ -7,7 +7,8 @@ default seed 0: the same text formats, the same label mapping, and for the three
 (sciq, cosmos_qa, anthropic_hh) the same `random.Random(0)` draws per split, in the source's row order. The rows
 are the reference's too: the first 20,000 of its train split and the first 10,000 of its test split (its
 `n_docs` and `n_test_docs` defaults; validation where the dataset has no labelled test). `toolkit.tasks` pools
-both and draws its own class-balanced, id-keyed splits, as for every task.
+both and draws its own class-balanced, id-keyed splits, as for every task; each row keeps its source split and
+position, so that `--protocol paper` splits them as the reference does.
 
 `fetch(name, root)` downloads them once with Hugging Face `datasets` (the optional extra `datasets`, network
 needed) and writes the dataset's own rows, untouched, to `<root>/data/hf/<name>/<split>.jsonl`; `pairs` reads
@@ -117,9 +118,10 @@ def read_rows(path: Path) -> Iterator[dict]:
                     raise ToolkitError(f"{path} line {number} is not valid JSON ({e.msg}); fetch it again") from None
 
 
-def pairs(name: str, root: Path) -> Iterator[tuple[str, int]]:
-    """(text, label) of every row of dataset `name`, split by split (train, then test), as the reference
-    formats them: one `random.Random(0)` per split, drawn in row order."""
+def pairs(name: str, root: Path) -> Iterator[tuple[str, int, str, int]]:
+    """(text, label, split, row) of every row of dataset `name`, split by split (train, then test), as the
+    reference formats them: one `random.Random(0)` per split, drawn in row order; `row` is the row's position in
+    its split (what `--protocol paper` halves and cuts by)."""
     spec = PAPER[name]
     files = [rows_dir(name, root) / f"{split}.jsonl" for split in spec.splits]
     if not all(f.is_file() for f in files):
@@ -130,7 +132,7 @@ def pairs(name: str, root: Path) -> Iterator[tuple[str, int]]:
             if k == spec.n_rows[split]:
                 break
             try:
-                yield spec.format(row, rng)
+                yield (*spec.format(row, rng), split, k)
             except (KeyError, TypeError, ValueError) as e:
                 raise ToolkitError(f"{path} row {k + 1} is not a {name} row ({type(e).__name__}: {e})") from None
 

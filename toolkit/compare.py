@@ -42,7 +42,7 @@ from toolkit._util import ToolkitError, cli_main
 from toolkit.config import JobConfig, csv, flag
 from toolkit.losses import parse as parse_loss
 from toolkit.methods import Context
-from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK, n_params, resolve
+from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK, load_tokenizer, n_params, resolve
 from toolkit.records import CHAIN_SEP, Predictions
 from toolkit.tasks import load as load_task
 from toolkit.weak import TFIDF as WEAK_TFIDF
@@ -103,9 +103,9 @@ class CompareConfig:
         known = methods_mod.registered()
         for m in self.methods:
             methods_mod.get(m)  # an unknown name fails here, with a suggestion
-        object.__setattr__(self, "options", {m: self.options.get(m) or known[m].Options() for m in known})
         if self.chain:
             object.__setattr__(self, "job", _chain_job(self.chain, self.job))
+        object.__setattr__(self, "options", {m: self.options.get(m) or known[m].Options() for m in known})
         for loss in self.losses:
             parse_loss(loss)  # a bad loss name or parameter fails before any long work
         if self.job.sizes is not None:  # auto sizes are checked per task, before any model work too
@@ -132,26 +132,27 @@ class CompareConfig:
         job, options = self.__dict__.get("job"), self.__dict__.get("options", {})
         if job is not None and name in config.field_names(JobConfig):
             return getattr(job, name)
-        for opts in options.values():
+        for method, opts in options.items():
             if name in config.field_names(type(opts)):
-                return getattr(opts, name)
+                return getattr(self.opts(method), name)
         raise AttributeError(f"CompareConfig has no option '{name}'")
 
     def opts(self, method: str):
-        """The options of `method`."""
-        return self.options[method]
+        """The options of `method`, with the defaults that depend on the job settled (`Method.for_job`; the
+        `options` field keeps them as given, so that a config is also the CLI's defaults)."""
+        return methods_mod.get(method).for_job(self.options[method], self.job)
 
     def flat(self) -> dict[str, Any]:
         """Every option by name, for the report: the job's, this config's and the chosen methods'."""
         own = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("job", "options")}
-        out = {f.name: getattr(self.job, f.name) for f in fields(JobConfig)} | own
+        out = {f.name: getattr(self.job, f.name) for f in fields(JobConfig)} | own | {"limit": self.job.subsample}
         for m in self.methods:
-            out |= {f.name: getattr(self.options[m], f.name) for f in fields(self.options[m])}
+            out |= {f.name: getattr(self.opts(m), f.name) for f in fields(self.options[m])}
         return out
 
     def summary_settings(self) -> tuple[str, ...]:
         """The settings with a row in the summary, over every chosen method."""
-        return tuple(s for m in self.methods for s in methods_mod.get(m).summary_settings(self.options[m]))
+        return tuple(s for m in self.methods for s in methods_mod.get(m).summary_settings(self.opts(m)))
 
     def models(self) -> tuple[str, ...]:
         """The job's neural models, each once, in order: the weak one, the chain's, the strong ones (tfidf is
@@ -160,7 +161,7 @@ class CompareConfig:
 
     def baseline_settings(self) -> tuple[str, ...]:
         """The sanity baselines' settings, over every chosen method (`Method.baseline_settings`)."""
-        return tuple(s for m in self.methods for s in methods_mod.get(m).baseline_settings(self.options[m]))
+        return tuple(s for m in self.methods for s in methods_mod.get(m).baseline_settings(self.opts(m)))
 
     def caveats(self) -> dict:
         """Method -> its `Method.caveat`, for the summary's caveat column."""
@@ -168,7 +169,7 @@ class CompareConfig:
 
     def student_settings(self) -> dict[str, str]:
         """Method -> the setting that represents it in cross-method views."""
-        return {m: methods_mod.get(m).student_setting(self.options[m]) for m in self.methods}
+        return {m: methods_mod.get(m).student_setting(self.opts(m)) for m in self.methods}
 
 
 def _chain_job(chain: tuple[str, ...], job: JobConfig) -> JobConfig:
@@ -288,10 +289,31 @@ def run(tasks: str | tuple[str, ...] = "sentiment", *, out: str | Path | None = 
     return run_config(CompareConfig.make(tasks=tasks, **options), out=out, progress=progress, figures=figures)
 
 
-def _check_names(cfg: CompareConfig, out) -> dict:
+def _paper_task(cfg: CompareConfig, task) -> tuple[Any, list[str]]:
+    """Under `--protocol paper`: `task` without the examples of 1,024 tokens or more under any of the job's
+    tokenizers (openai/weak-to-strong drops them), and the lines that say so and how the task is split."""
+    counters = []
+    for m in cfg.models():
+        tok = load_tokenizer(resolve(m, cfg.cache_dir))
+        counters.append(lambda texts, tok=tok: [len(ids) for ids in tok(texts)["input_ids"]])
+    kept, dropped = tasks_mod.drop_long(task, counters)
+    lines = [tasks_mod.paper_note(kept)]
+    if dropped:
+        lines.append(f"{task.name}: paper protocol: {dropped} of {len(task)} examples of "
+                     f"{tasks_mod.PAPER_MAX_TOKENS:,} tokens or more dropped (openai/weak-to-strong's max_ctx)")
+    return kept, lines
+
+
+def _check_names(cfg: CompareConfig, out, notes: list[str] | None = None) -> dict:
     """Every task and model name, the output folder and the method/model pairs, checked before any long work
-    (a bad name fails in a second, not after extraction). Returns the loaded tasks."""
-    loaded = {t: load_task(t, cfg.cache_dir, limit=cfg.limit) for t in cfg.tasks}
+    (a bad name fails in a second, not after extraction). Returns the loaded tasks (under `--protocol paper`
+    without their over-long examples; what it did is added to `notes`)."""
+    loaded = {t: load_task(t, cfg.cache_dir, limit=cfg.job.subsample) for t in cfg.tasks}
+    if cfg.job.protocol == "paper":
+        for name, task in loaded.items():
+            loaded[name], lines = _paper_task(cfg, task)
+            if notes is not None:
+                notes += lines
     for task in loaded.values():  # each task's own sizes (`--sizes auto` scales them) meet every method's needs
         job = cfg.job.for_task(task)
         check_sizes(job.sizes, cfg.weak)
@@ -317,7 +339,7 @@ def _supervise(cfg: CompareConfig, job: JobConfig, task, task_name: str, progres
                                            weak=True)
         return finetune_mod.weak_supervision(task, cfg.seeds, job.sizes, wcfg, progress=progress)
     weak_cfg = WeakConfig(cfg.weak, device=cfg.device, engine=cfg.probe_engine)
-    return supervise(task, cfg.seeds, job.sizes, weak_cfg, limit=cfg.limit, cache_dir=cfg.cache_dir,
+    return supervise(task, cfg.seeds, job.sizes, weak_cfg, limit=cfg.job.subsample, cache_dir=cfg.cache_dir,
                      progress=progress)
 
 
@@ -333,7 +355,7 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
     timings: dict[str, float] = {}
     notes: list[str] = []
     split_sizes: dict[str, tasks_mod.SplitSizes] = {}
-    loaded = _check_names(cfg, out)
+    loaded = _check_names(cfg, out, notes)
     plans = _print_plan(cfg, loaded) if progress else {}
     for task_name in cfg.tasks:
         t0 = time.perf_counter()
@@ -399,7 +421,7 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
         if cfg.baseline_settings():
             baselines.append(records.summary(recs, lab, settings=cfg.baseline_settings(), n_boot=cfg.n_boot,
                                              min_gap=cfg.min_gap))
-    summary = _order(pd.concat(summaries, ignore_index=True), cfg)
+    summary = _headline(_order(pd.concat(summaries, ignore_index=True), cfg), cfg)
     baseline = _order(pd.concat(baselines, ignore_index=True), cfg) if baselines else pd.DataFrame()
     timings["summary"] = time.perf_counter() - t0
     sizes = {m: n_params(resolve(m, cfg.cache_dir)) for m in cfg.models()}
@@ -412,6 +434,15 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
         result.write(out, figures)
         timings["diagnostics, figures, files"] = time.perf_counter() - t0
     return result
+
+
+def _headline(summary: pd.DataFrame, cfg: CompareConfig) -> pd.DataFrame:
+    """`summary` with a `headline` column: True on each method's headline setting (`student_settings`: the
+    probe's selected layer, the largest k calibrated, fine-tuning's `best`, or `final` under `--protocol paper`)."""
+    heads = cfg.student_settings()
+    if summary.empty:
+        return summary.assign(headline=pd.Series(dtype=bool))
+    return summary.assign(headline=[heads.get(m) == s for m, s in zip(summary["method"], summary["setting"])])
 
 
 def _truncation_notes(cfg: CompareConfig) -> list[str]:

@@ -23,7 +23,7 @@ from simple_parsing.helpers import flag as sp_flag
 
 from toolkit._util import ToolkitError
 from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK
-from toolkit.tasks import SplitSizes, default_sizes
+from toolkit.tasks import PROTOCOLS, SplitSizes, default_sizes, paper_sizes
 
 __all__ = ["JobConfig", "Quiet", "RunConfig", "Sizes", "csv", "flag", "floats", "ints", "parse", "parse_seeds",
            "parse_sizes", "seeds_field", "sizes_field"]
@@ -148,12 +148,20 @@ class JobConfig:
     seeds: tuple[int, ...] = seeds_field(3)
     """Seeds: a number n means 0..n-1, or a list `5,6,7`. Each draws new weak_train/strong_train/val splits and
     weak labels; test is one fixed pool for every seed."""
+    protocol: str = "toolkit"
+    """How each task is split. `toolkit`: exactly class-balanced splits of a `limit` subsample, one test pool for
+    every seed. `paper`: as openai/weak-to-strong splits: the task's train rows (the first 20,000) halved per seed
+    for weak and strong training, test from its own test rows (the first 10,000), the natural class prior,
+    examples of 1,024 tokens or more (by any of the job's tokenizers) dropped and counted; `--sizes` then caps
+    each split (`toolkit.tasks.paper_split`)."""
     sizes: Sizes | None = sizes_field(auto=True)
     """Split sizes weak_train,strong_train,val,test (test is one fixed pool for every seed). Unset (`auto`): each
-    task's default, 500,500,200,500, scaled down to fit a task too small for it (`tasks.default_sizes`)."""
-    limit: int = 2000
-    """Class-balanced subsample of each task before splitting (0 = all). The default, 2000, holds the default
-    splits (1700 examples) and halves the strong model's extraction on `sentiment`."""
+    task's default, 500,500,200,500, scaled down to fit a task too small for it (`tasks.default_sizes`); under
+    `--protocol paper`, every row its rule gives, and sizes given are caps."""
+    limit: int | None = None
+    """Class-balanced subsample of each task before splitting (0 = all). Unset: 2000 under `--protocol
+    toolkit` (it holds the default splits, 1700 examples, and halves the strong model's extraction on
+    `sentiment`); 0 under `paper`, which keeps the natural class prior and takes no subsample."""
     device: str = "auto"
     """`auto`, `cpu` or `cuda`: where every stage runs (`auto`: a GPU when there is one)."""
     dtype: str = "auto"
@@ -171,6 +179,11 @@ class JobConfig:
         object.__setattr__(self, "strong", as_tuple(self.strong))
         object.__setattr__(self, "seeds", parse_seeds(self.seeds))
         object.__setattr__(self, "sizes", parse_sizes(self.sizes))
+        if self.protocol not in PROTOCOLS:
+            raise ToolkitError(f"protocol must be one of {', '.join(PROTOCOLS)}, got '{self.protocol}'")
+        if self.protocol == "paper" and self.limit:
+            raise ToolkitError(f"--protocol paper keeps the natural class prior and takes no class-balanced "
+                               f"subsample, so --limit {self.limit} does not apply; cap the splits with --sizes")
         if not self.tasks or not self.strong:
             raise ToolkitError("a job needs at least one task and one strong model")
         if self.weak_method not in WEAK_METHODS:
@@ -181,14 +194,23 @@ class JobConfig:
             object.__setattr__(self, "weak", "tfidf")
             object.__setattr__(self, "weak_method", "tfidf")
 
+    @property
+    def subsample(self) -> int:
+        """The class-balanced subsample each task is cut to (`limit`, resolved: 0 = all)."""
+        return self.limit if self.limit is not None else (2000 if self.protocol == "toolkit" else 0)
+
     def for_task(self, task) -> JobConfig:
-        """This job with the split sizes of a loaded task resolved (`sizes` unset: `tasks.default_sizes`)."""
-        return self if self.sizes is not None else replace(self, sizes=default_sizes(task))
+        """This job with the split sizes of a loaded task resolved (`sizes` unset: `tasks.default_sizes`; under
+        the paper protocol `tasks.paper_sizes`, capped by `sizes`), and its `limit` (`subsample`)."""
+        sizes = self.sizes if self.sizes is not None else default_sizes(task)
+        if self.protocol == "paper":
+            sizes = paper_sizes(task, self.sizes)
+        return replace(self, sizes=sizes, limit=self.subsample)
 
     def run_fields(self, task: str, strong: str) -> dict:
         """The `RunConfig` fields of this job for one task and one strong model (how a method builds its own
         run config from the job)."""
-        return {"task": task, "weak": self.weak, "strong": strong, "sizes": self.sizes, "limit": self.limit,
+        return {"task": task, "weak": self.weak, "strong": strong, "sizes": self.sizes, "limit": self.subsample,
                 "device": self.device, "cache_dir": self.cache_dir}
 
 

@@ -381,7 +381,7 @@ def for_job(job, model: str, task: str, *, strong: bool = True) -> ExtractConfig
     """The `ExtractConfig` of `model`'s features of `task` in a `config.JobConfig`: its limit, device and cache, and
     for a strong model its dtype (weak and intermediate models extract at `auto`). Every stage of a comparison that
     reads features builds it here, so they all address the same entry."""
-    return ExtractConfig(model=model, task=task, limit=job.limit, device=job.device,
+    return ExtractConfig(model=model, task=task, limit=job.subsample, device=job.device,
                          dtype=job.dtype if strong else "auto", cache_dir=job.cache_dir)
 
 

@@ -766,6 +766,10 @@ def _store(path: Path, spec: dict, recs: list, result: TrainResult, info: dict) 
 # ----------------------------------------------------------------------------- the method
 
 
+CHECKPOINTS = ("best", "final")
+"""The checkpoints a fine-tuning run reports (settings of its records)."""
+
+
 @dataclass(frozen=True)
 class FinetuneOptions(TrainOptions):
     """Fine-tuning the strong model with a classification head, in a comparison: every training field (for the
@@ -777,11 +781,18 @@ class FinetuneOptions(TrainOptions):
     weak_options: str = ""
     """Training fields that differ for a fine-tuned weak supervisor (`--weak-method finetune`), as
     `lr=5e-5,epochs=3`; the others are the strong model's."""
+    headline: str | None = None
+    """Which checkpoint of the student and of the ceiling is the headline row (the other is beside it): `best`
+    (the eval that agrees best with the weak labels of val; the ceiling's best on gold val) or `final` (the
+    model at the end of training, as openai/weak-to-strong reports). Unset: `final` under `--protocol paper`,
+    else `best`."""
 
     def __post_init__(self) -> None:
         TrainOptions.__post_init__(self)
         if (self.finetune_seeds or 0) < 0:
             raise ToolkitError(f"finetune_seeds must be >= 0, got {self.finetune_seeds}")
+        if self.headline not in (None, *CHECKPOINTS):
+            raise ToolkitError(f"headline must be best or final, got '{self.headline}'")
         self.weak_training()  # a bad override fails here, before any work
 
     def weak_training(self) -> dict:
@@ -846,8 +857,14 @@ class FinetuneMethod(Method):
         recs, curves, trained = train_seeds(self.config(ctx, opts), ctx.sups, ctx.progress)
         return MethodResult(recs, curves=curves, computed={"finetunes_trained": trained})
 
+    def for_job(self, opts: FinetuneOptions, job) -> FinetuneOptions:
+        if opts.headline is not None:
+            return opts
+        return replace(opts, headline="final" if job.protocol == "paper" else "best")
+
     def summary_settings(self, opts) -> tuple[str, ...]:
-        return ("best", "final")
+        head = opts.headline or "best"
+        return (head, *(c for c in CHECKPOINTS if c != head))
 
 
 # ----------------------------------------------------------------------------- the job

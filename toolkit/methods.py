@@ -112,8 +112,13 @@ class Method:
     def run(self, ctx: Context, opts) -> MethodResult:
         raise NotImplementedError
 
+    def for_job(self, opts, job: JobConfig):
+        """`opts` with the defaults that depend on the job settled (fine-tuning's headline checkpoint follows
+        `job.protocol`); unchanged here."""
+        return opts
+
     def summary_settings(self, opts) -> tuple[str, ...]:
-        """The settings that get a row in the PGR summary."""
+        """The settings that get a row in the PGR summary, the headline (`student_setting`) first."""
         return ("select",)
 
     def baseline_settings(self, opts) -> tuple[str, ...]:

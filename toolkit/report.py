@@ -7,7 +7,6 @@ import gzip
 import importlib.metadata
 import platform
 import subprocess
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +235,7 @@ def report(result, figures: list[str]) -> str:
              f"undefined where the ceiling beats weak by {cfg.min_gap:g} or less, or not significantly. Students "
              "are trained on the weak supervisor's soft labels of `strong_train`; ceilings on the gold labels of "
              "the same inputs; model selection uses weak labels of `val` only.", "",
+             *_protocol_lines(result), "",
              "## Summary", "", markdown_table(format_summary(result.summary)), ""]
     if "pgr_acc_openai" in result.summary:
         cols = [c for c in ("task", "strong", "method", "loss", "setting", "n_seeds", "pgr_acc", "pgr_acc_openai")
@@ -265,7 +265,7 @@ def report(result, figures: list[str]) -> str:
     if result.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
     settings = {k: (", ".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in cfg.flat().items()}
-    per_task = [f"{t}: " * (len(result.split_sizes) > 1) + ", ".join(f"{k}={v}" for k, v in asdict(s).items())
+    per_task = [f"{t}: " * (len(result.split_sizes) > 1) + ", ".join(f"{k}={v}" for k, v in s.counts().items())
                 for t, s in result.split_sizes.items()]
     settings["sizes"] = "; ".join(per_task) + (" (each task's default)" if cfg.sizes is None else "")
     lines += ["## Settings", "", markdown_table(pd.DataFrame({"setting": list(settings),
@@ -280,6 +280,36 @@ def report(result, figures: list[str]) -> str:
               markdown_table(pd.DataFrame({"stage": list(result.timings),
                                            "seconds": [f"{v:.1f}" for v in result.timings.values()]})), ""]
     return "\n".join(lines)
+
+
+def _protocol_lines(result) -> list[str]:
+    """What the summary's numbers rest on: the protocol, the headline setting of each method, and for
+    fine-tuning its recipe and each model's learning rate."""
+    cfg = result.config
+    if cfg.job.protocol == "paper":
+        out = ["Protocol **paper**: each task split as openai/weak-to-strong splits it (its train rows halved per "
+               "seed for weak and strong training, test from its own test rows, the natural class prior, examples "
+               "of 1,024 tokens or more dropped; the notes say how for each task)."]
+    else:
+        out = ["Protocol **toolkit**: exactly class-balanced splits of a class-balanced subsample, one fixed test "
+               "pool for every seed."]
+    heads = cfg.student_settings()
+    out.append("Headline rows (summary.csv's `headline` column): " + ", ".join(f"{m} `{s}`" for m, s in heads.items())
+               + ("; fine-tuning's other checkpoint is beside it" if "finetune" in heads else "") + ".")
+    tuned = [m for m in cfg.strong if "finetune" in cfg.methods]
+    if cfg.weak_method == "finetune":
+        tuned.insert(0, cfg.weak)
+    if tuned:
+        from toolkit.finetune import default_lr
+
+        opts = cfg.opts("finetune")
+        lrs = []
+        for m in dict.fromkeys(tuned):
+            train = opts.weak_training() if m == cfg.weak and cfg.weak_method == "finetune" else opts.training()
+            lr = train["lr"] if train["lr"] is not None else default_lr(train["recipe"], result.sizes.get(m))
+            lrs.append(f"`{m}` {lr:g}")
+        out.append(f"Fine-tuning recipe `{opts.recipe}`; learning rate " + ", ".join(lrs) + ".")
+    return [" ".join(out)]
 
 
 def _diag_wide(ds: pd.DataFrame, settings: tuple[str, ...]) -> pd.DataFrame:

@@ -19,6 +19,13 @@ two splits under two ids: rows with the same text (in that sense) and label coll
 with both labels and empty texts are dropped,
 and the counts are printed and kept in `Task.source`. `"duplicates": "refuse"` in the file's `.prompt.json`
 refuses such a file instead. A user id that names two different texts is always an error.
+
+Two protocols split a task (`split`, chosen by `SplitSizes.protocol`). `toolkit` (the default) draws exactly
+class-balanced splits with one fixed test pool. `paper` splits as openai/weak-to-strong does: the task's own
+train rows (the first 20,000) halved per seed by their draws, the weak model trained on one half and the strong
+model on the other, test from the task's own test rows (the first 10,000), the natural class prior kept. A task
+whose rows say which source split they came from (`ORIGIN` columns: `openai:<name>`, a user file with a `split`
+column) is split that way; one without (one source split) gets a fixed test quarter first (`paper_note`).
 """
 
 from __future__ import annotations
@@ -49,7 +56,8 @@ from toolkit._archives import ARCHIVES, ArchiveUnavailable, data_path, download,
 from toolkit._util import ToolkitError, cache_root, cli_main, rng
 
 __all__ = ["Task", "TASKS", "register_task", "load", "names", "fetch", "text_id", "dedupe_key", "content_hash",
-           "SplitSizes", "Splits", "split", "subsample", "main"]
+           "SplitSizes", "Splits", "split", "subsample", "PROTOCOLS", "paper_sizes", "paper_note", "drop_long",
+           "main"]
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +98,9 @@ class Task:
     name: str
     """Registered name, `bigbench:<path>`, `hf:<spec>` or the file it was loaded from."""
     data: pd.DataFrame
-    """Columns `id` (unique str), `text` (str), `label` (int64 in {0, 1}); loaders sort rows by id."""
+    """Columns `id` (unique str), `text` (str), `label` (int64 in {0, 1}); loaders sort rows by id. Optionally
+    the `ORIGIN` columns `split` and `row`: the source split (`train` or `test`) and position in it of each
+    row, which `--protocol paper` splits by."""
     template: str
     """Prompt format string with one `{text}` field; a label word follows it directly."""
     label_words: tuple[str, str]
@@ -134,15 +144,35 @@ class Task:
         return replace(self, data=self.data.iloc[pos].reset_index(drop=True))
 
 
+ORIGIN = ("split", "row")
+"""Optional columns of `Task.data`: each row's source split (`train` or `test`: a dataset's test, or its
+validation split where its test has no labels, as openai/weak-to-strong takes it) and its 0-based position in
+that split as the source orders it."""
+SOURCE_SPLITS = ("train", "test")
+
+
+def has_origin(task: Task) -> bool:
+    """Whether `task` knows each row's source split, with rows of both train and test."""
+    return "split" in task.data.columns and set(task.data["split"]) == set(SOURCE_SPLITS)
+
+
 def _checked_frame(data: pd.DataFrame, name: str) -> pd.DataFrame:
-    """A copy of `data` with exactly the columns id, text, label, checked and typed."""
+    """A copy of `data` with exactly the columns id, text, label (and the `ORIGIN` columns where it has both),
+    checked and typed."""
     if not isinstance(data, pd.DataFrame):
         raise ToolkitError(f"task {name!r}: data must be a pandas DataFrame, not {type(data).__name__}")
     missing = [c for c in ("id", "text", "label") if c not in data.columns]
     if missing:
         raise ToolkitError(f"task {name!r} has no {'/'.join(missing)} column (it has {list(data.columns)}); "
                            "give it id, text and label columns")
-    frame = data[["id", "text", "label"]].reset_index(drop=True)
+    origin = [c for c in ORIGIN if c in data.columns] if all(c in data.columns for c in ORIGIN) else []
+    frame = data[["id", "text", "label", *origin]].reset_index(drop=True)
+    if origin:
+        bad = ~frame["split"].isin(SOURCE_SPLITS).to_numpy()
+        if bad.any():
+            raise ToolkitError(f"task {name!r}: split must be train or test, row {int(np.flatnonzero(bad)[0])} "
+                               f"holds {frame['split'][int(np.flatnonzero(bad)[0])]!r}")
+        frame["row"] = frame["row"].astype(np.int64)
     for col in ("id", "text"):
         if pd.api.types.infer_dtype(frame[col], skipna=False) == "string":  # fast path, in C
             continue
@@ -195,33 +225,40 @@ def _check_prompt(template: str, label_words: tuple[str, ...], name: str) -> Non
 
 
 def _make_task(name: str, texts: list[str], labels: Sequence[int], template: str,
-               label_words: tuple[str, str], source: str, ids: Sequence[str] | None = None) -> Task:
-    """A Task in canonical order (sorted by id, so it is independent of the source's row order)."""
+               label_words: tuple[str, str], source: str, ids: Sequence[str] | None = None,
+               origins: Sequence[tuple[str, int]] | None = None) -> Task:
+    """A Task in canonical order (sorted by id, so it is independent of the source's row order); `origins`, one
+    (source split, row) per example, become the `ORIGIN` columns."""
     ids = [text_id(t) for t in texts] if ids is None else [str(i) for i in ids]
     order = np.argsort(np.asarray(ids, dtype=str), kind="stable")  # fixed-width strings sort ~5x faster
-    df = pd.DataFrame({"id": ids, "text": texts, "label": labels}).iloc[order].reset_index(drop=True)
+    cols = {"id": ids, "text": texts, "label": labels}
+    if origins is not None:
+        cols |= {"split": [o[0] for o in origins], "row": [int(o[1]) for o in origins]}
+    df = pd.DataFrame(cols).iloc[order].reset_index(drop=True)
     return Task(name, df, template, label_words, source)
 
 
-def _builtin(name: str, pairs: Iterable[tuple[str, int]], template: str, label_words: tuple[str, str],
+def _builtin(name: str, pairs: Iterable[tuple], template: str, label_words: tuple[str, str],
              source: str, strip: bool = True) -> Task:
-    """A built-in task from raw (text, label) pairs: strip texts (unless `strip=False`: the paper's datasets keep
-    the reference's exact texts), keep the first copy of each text and drop texts seen with both labels (they
-    cannot be right either way)."""
-    first: dict[str, tuple[str, int]] = {}  # dedupe_key -> (first text as read, its label)
+    """A built-in task from raw (text, label) pairs, or (text, label, source split, row) to keep each row's
+    origin (`ORIGIN`): strip texts (unless `strip=False`: the paper's datasets keep the reference's exact texts),
+    keep the first copy of each text and drop texts seen with both labels (they cannot be right either way)."""
+    first: dict[str, tuple] = {}  # dedupe_key -> (first text as read, its label, its origin if given)
     conflicted: set[str] = set()
     n = 0
-    for text, label in pairs:
+    for text, label, *origin in pairs:
         n += 1
         text = text.strip() if strip else text
         key = dedupe_key(text)
-        if key and first.setdefault(key, (text, int(label)))[1] != int(label):
+        if key and first.setdefault(key, (text, int(label), *origin))[1] != int(label):
             conflicted.add(key)
     kept = [tl for k, tl in first.items() if k not in conflicted]
+    origins = [tl[2:] for tl in kept] if kept and len(kept[0]) == 4 else None
     note = (f"{source} ({n} rows; {n - len(first)} duplicate, near-duplicate or empty texts collapsed, "
             f"{len(conflicted)} texts with both labels dropped)")
     log.info("%s: %s", name, note)
-    return _make_task(name, [t for t, _ in kept], [lab for _, lab in kept], template, label_words, note)
+    return _make_task(name, [t[0] for t in kept], [t[1] for t in kept], template, label_words, note,
+                      origins=origins)
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -657,8 +694,27 @@ def _frame_task(name: str, df: pd.DataFrame, source: str, duplicates: str = "col
     if note:
         print(f"[tasks] {name}: {note}", file=sys.stderr)
         source = f"{source} ({note})"
+    origins = _file_origins(name, df, where)
     return _make_task(name, [texts[i] for i in keep], labels[keep], FILE_TEMPLATE, FILE_LABEL_WORDS, source,
-                      ids=[ids[i] for i in keep])
+                      ids=[ids[i] for i in keep], origins=None if origins is None else [origins[i] for i in keep])
+
+
+def _file_origins(name: str, df: pd.DataFrame, where: list[str]) -> list[tuple[str, int]] | None:
+    """A user table's optional `split` column (train / test, as `--protocol paper` reads it) as (split, row)
+    per row, rows numbered in file order within each split; None without the column."""
+    if "split" not in df.columns:
+        return None
+    splits = [str(v).strip().lower() for v in df["split"]]
+    bad = [i for i, v in enumerate(splits) if v not in SOURCE_SPLITS]
+    if bad:
+        raise ToolkitError(f"{name}: the split column must say train or test, {where[bad[0]]} says "
+                           f"{df['split'].iloc[bad[0]]!r}; fix it or drop the column")
+    seen = dict.fromkeys(SOURCE_SPLITS, 0)
+    out = []
+    for v in splits:
+        out.append((v, seen[v]))
+        seen[v] += 1
+    return out
 
 
 def _dedupe(name: str, ids: list[str], texts: list[str], labels: np.ndarray, where: list[str],
@@ -703,9 +759,22 @@ def _dedupe(name: str, ids: list[str], texts: list[str], labels: np.ndarray, whe
 
 
 # ------------------------------------------------------------------------------------------- splits
+PROTOCOLS = ("toolkit", "paper")
+"""How a task is split (`SplitSizes.protocol`): `toolkit`, exactly balanced splits and one fixed test pool;
+`paper`, openai/weak-to-strong's halves of the train rows, its test rows and the natural class prior."""
+PAPER_ROWS = {"train": 20_000, "test": 10_000}
+"""openai/weak-to-strong's `n_docs` and `n_test_docs`: the leading train and test rows it uses."""
+PAPER_MAX_TOKENS = 1024
+"""openai/weak-to-strong's `max_ctx`: an example of this many tokens or more is dropped, not truncated."""
+PAPER_VAL_SHARE = 10
+"""Under `paper`, val is every this-many-th example of the strong half (openai has no val; the toolkit's
+methods select on one), taken from it before strong_train."""
+
+
 @dataclass(frozen=True)
 class SplitSizes:
-    """Examples per split; each must be even because each split is exactly half label 0, half label 1."""
+    """Examples per split. Under the `toolkit` protocol each must be even, because each split is exactly half
+    label 0, half label 1; under `paper` they are counts at the natural class prior (`paper_sizes`)."""
 
     weak_train: int = 500
     """Gold-labelled examples the weak supervisor is trained on."""
@@ -715,13 +784,27 @@ class SplitSizes:
     """Weak-labelled examples for early stopping and model selection."""
     test: int = 500
     """The evaluation pool: the same examples for every seed and method."""
+    protocol: str = "toolkit"
+    """How the task is split (`PROTOCOLS`): `toolkit` or `paper`."""
 
     def __post_init__(self) -> None:
-        for f in fields(self):
+        if self.protocol not in PROTOCOLS:
+            raise ToolkitError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        for f in fields(self)[:4]:
             n = getattr(self, f.name)
-            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0 or n % 2:
+            odd = self.protocol == "toolkit" and n % 2 if isinstance(n, (int, np.integer)) else True
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0 or odd:
                 raise ToolkitError(f"split size {f.name}={n!r} must be an even number >= 0 "
                                    f"(each split is balanced 50/50), e.g. {f.name}={f.default}")
+
+    def counts(self) -> dict[str, int]:
+        """Split name -> examples."""
+        return {name: getattr(self, name) for name in Splits.NAMES}
+
+    def describe(self) -> str:
+        """`500,500,200,500`, with the protocol named when it is `paper`."""
+        text = ",".join(str(n) for n in self.counts().values())
+        return text + (" (paper protocol: natural class prior)" if self.protocol == "paper" else "")
 
     @property
     def total(self) -> int:
@@ -782,13 +865,16 @@ def _check_seed(seed: int) -> None:
 
 
 def split(task: Task, seed: int = 0, sizes: SplitSizes = SplitSizes()) -> Splits:
-    """Split `task` into disjoint, exactly balanced weak_train / strong_train / val / test.
+    """Split `task` into disjoint weak_train / strong_train / val / test, by `sizes.protocol`.
 
-    `test` is drawn with a generator seeded from the task's ids alone, so it is the same pool for every
-    seed (and a smaller test size gives a subset of a larger one); the other three are drawn from the
-    rest with `seed`. Each class is shuffled before any rows are taken. Parts are in id order.
+    `toolkit`: exactly balanced splits. `test` is drawn with a generator seeded from the task's ids alone, so it
+    is the same pool for every seed (and a smaller test size gives a subset of a larger one); the other three are
+    drawn from the rest with `seed`. Each class is shuffled before any rows are taken.
+    `paper`: `paper_split`. Parts are in id order.
     """
     _check_seed(seed)
+    if sizes.protocol == "paper":
+        return paper_split(task, seed, sizes)
     _check_room(task, sizes.total // 2, f"splits of {sizes.total} examples")
     digest = hashlib.sha256("\n".join(sorted(task.ids)).encode()).digest()
     fixed = np.random.default_rng(int.from_bytes(digest[:16], "little"))
@@ -804,6 +890,103 @@ def split(task: Task, seed: int = 0, sizes: SplitSizes = SplitSizes()) -> Splits
             parts[name] += list(rest[start:start + n])
             start += n
     return Splits(**{name: task.subset(sorted(parts[name])) for name in Splits.NAMES}, seed=seed, sizes=sizes)
+
+
+def _fixed_order(ids: Sequence[str]) -> np.ndarray:
+    """`ids` in an order drawn from the ids alone (the same for every seed)."""
+    digest = hashlib.sha256("\n".join(sorted(ids)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little")).permutation(np.sort(np.asarray(ids)))
+
+
+def _paper_pools(task: Task) -> tuple[np.ndarray, np.ndarray]:
+    """The ids of the train rows (in source order, at most `PAPER_ROWS["train"]`) and of the test rows (the
+    first `PAPER_ROWS["test"]`) that `paper` splits. A task without both source splits (`has_origin`) gets a
+    fixed test quarter drawn from its ids, the rest in that drawn order as its train rows."""
+    if has_origin(task):
+        d = task.data
+        pools = []
+        for name in SOURCE_SPLITS:
+            part = d[(d["split"] == name) & (d["row"] < PAPER_ROWS[name])].sort_values("row", kind="stable")
+            pools.append(part["id"].to_numpy(dtype=str))
+        return pools[0], pools[1]
+    order = _fixed_order(task.ids)
+    n_test = min(PAPER_ROWS["test"], len(order) // 4)
+    return order[n_test:n_test + PAPER_ROWS["train"]], order[:n_test]
+
+
+def _paper_halves(train: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(weak half, strong half) of the train rows as openai/weak-to-strong draws them for `seed`: its
+    `Dataset.shuffle(seed)` and then `train_test_split(test_size=0.5, seed)`, each `np.random.default_rng(seed)
+    .permutation` as in Hugging Face datasets; the split's "test" part (ceil(n/2) rows) is the strong model's."""
+    n = len(train)
+    shuffled = train[np.random.default_rng(seed).permutation(n)]
+    perm = np.random.default_rng(seed).permutation(n)
+    n_strong = -(-n // 2)
+    return shuffled[perm[n_strong:]], shuffled[perm[:n_strong]]
+
+
+def paper_sizes(task: Task, caps: SplitSizes | None = None) -> SplitSizes:
+    """The `paper` protocol's split sizes for `task` (the same for every seed): weak_train the train rows'
+    smaller half, val every `PAPER_VAL_SHARE`-th example of the strong half, strong_train the rest of it, test
+    every test row; each at most its size in `caps` (`--sizes`) where given."""
+    train, test = _paper_pools(task)
+    n_strong = -(-len(train) // 2)
+    got = {"weak_train": len(train) - n_strong, "val": n_strong // PAPER_VAL_SHARE, "test": len(test)}
+    if caps is not None:
+        got = {k: min(v, getattr(caps, k)) for k, v in got.items()}
+    strong = n_strong - got["val"] if caps is None else min(caps.strong_train, n_strong - got["val"])
+    return SplitSizes(got["weak_train"], strong, got["val"], got["test"], protocol="paper")
+
+
+def paper_split(task: Task, seed: int, sizes: SplitSizes) -> Splits:
+    """openai/weak-to-strong's splits (`paper`): the train rows halved by its draws for `seed` (`_paper_halves`):
+    weak_train from the weak half, val and then strong_train from the strong half, each the leading `sizes` rows
+    in the drawn order; test the leading test rows. The natural class prior is kept. A part without both labels
+    is an error (metrics need both)."""
+    train, test = _paper_pools(task)
+    weak_half, strong_half = _paper_halves(train, seed)
+    have = {"weak_train": len(weak_half), "strong_train": len(strong_half) - sizes.val, "val": len(strong_half),
+            "test": len(test)}
+    over = [f"{k}={getattr(sizes, k)}" for k in Splits.NAMES if getattr(sizes, k) > have[k]]
+    if over:
+        raise ToolkitError(f"task {task.name!r} has too few rows for the paper protocol's {', '.join(over)}; "
+                           f"its sizes are {paper_sizes(task).describe()}")
+    parts = {"weak_train": weak_half[:sizes.weak_train], "val": strong_half[:sizes.val],
+             "strong_train": strong_half[sizes.val:sizes.val + sizes.strong_train], "test": test[:sizes.test]}
+    out = {name: task.subset(sorted(parts[name])) for name in Splits.NAMES}
+    for name, part in out.items():
+        if len(set(part.labels)) < 2:
+            raise ToolkitError(f"task {task.name!r}: the paper protocol's {name} ({len(part)} rows, seed {seed}) "
+                               "holds one label only; give it more rows (--sizes) or use --protocol toolkit")
+    return Splits(**out, seed=seed, sizes=sizes)
+
+
+def paper_note(task: Task) -> str:
+    """One line saying how `paper` splits `task`."""
+    train, test = _paper_pools(task)
+    prior = float(task.subset(np.concatenate([train, test])).labels.mean())
+    if has_origin(task):
+        how = (f"its own train rows ({len(train)}, at most the first {PAPER_ROWS['train']:,}) halved per seed for "
+               f"weak and strong training, test its own test rows ({len(test)}, at most the first "
+               f"{PAPER_ROWS['test']:,})")
+    else:
+        how = (f"one source split, so a fixed quarter of its rows ({len(test)}, drawn by id, the same for every "
+               f"seed) is test and the other {len(train)} are halved per seed for weak and strong training")
+    return (f"{task.name}: paper protocol: {how}; val is 1 in {PAPER_VAL_SHARE} of the strong half; natural class "
+            f"prior ({prior:.0%} label 1)")
+
+
+def drop_long(task: Task, count_tokens: Sequence[Callable[[list[str]], Sequence[int]]],
+              max_tokens: int = PAPER_MAX_TOKENS) -> tuple[Task, int]:
+    """`task` without the examples of `max_tokens` tokens or more under any of `count_tokens` (texts -> token
+    counts, one per model of a job), as openai/weak-to-strong drops them instead of truncating; and how many
+    were dropped."""
+    keep = np.ones(len(task), dtype=bool)
+    for count in count_tokens:
+        keep &= np.asarray(count(task.texts)) < max_tokens
+    if keep.all():
+        return task, 0
+    return replace(task, data=task.data[keep].reset_index(drop=True)), int((~keep).sum())
 
 
 def subsample(task: Task, n: int, seed: int = 0) -> Task:

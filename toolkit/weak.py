@@ -222,7 +222,7 @@ stratified: 5 examples of each class."""
 def check_sizes(sizes, weak: str = "probe") -> None:
     """Split sizes every method can use with the weak supervisor `weak` (a model name or `tfidf`): each split
     holds both classes, and weak_train is large enough for the weak supervisor's cross-validation."""
-    small = [f"{name}={n}" for name, n in vars(sizes).items() if n < 2]
+    small = [f"{name}={n}" for name, n in sizes.counts().items() if n < 2]
     if small:
         raise ToolkitError(f"split sizes {', '.join(small)} are too small: every split needs at least one example "
                            "of each label (size >= 2)")
