@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from toolkit._util import cache_root
@@ -109,3 +111,37 @@ def test_cache_hit_benchmark_runs(capsys):
     out = capsys.readouterr().out
     assert "entry 40 x 3 layers x 16 float32" in out
     assert all(arm in out for arm in ("eager", "hit + 1 layer", "hit + all layers"))
+
+
+def test_vs_openai_aggregates_as_their_notebook_does():
+    """benchmarks/vs_openai.py: a model's accuracy is the seed mean of its gold-trained runs (as weak supervisor
+    or as ceiling), each student run's PGR is taken against those, only where strong beats weak, median per loss."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import vs_openai
+    finally:
+        sys.path.pop(0)
+    rows = []
+
+    def add(weak, strong, role, loss, seed, value, setting="final"):
+        rows.append({"task": "openai:sciq", "weak": weak, "chain": "", "strong": strong, "method": "finetune",
+                     "role": role, "loss": loss, "setting": setting, "seed": seed, "split": "test",
+                     "metric": "accuracy", "value": value})
+
+    for seed, (w, c1, c2) in enumerate([(0.60, 0.70, 0.80), (0.62, 0.72, 0.84)]):
+        add("o/gpt2", "o/gpt2-medium", "weak", "xent", seed, w)
+        add("o/gpt2", "o/gpt2-medium", "ceiling", "xent", seed, c1)
+        add("o/gpt2", "o/gpt2-large", "ceiling", "xent", seed, c2)
+        add("o/gpt2", "o/gpt2-medium", "student", "xent", seed, 0.66 + seed / 100)
+        add("o/gpt2", "o/gpt2-large", "student", "xent", seed, 0.70)
+        add("o/gpt2", "o/gpt2-large", "student", "xent", seed, 0.99, setting="best")  # not the headline: ignored
+    medians, acc = vs_openai.openai_aggregate(pd.DataFrame(rows))
+    # gpt2 0.61, medium 0.71, large 0.82: PGRs (0.66-0.61)/0.1, (0.67-0.61)/0.1, (0.70-0.61)/0.21 twice
+    expect = np.median([0.5, 0.6, 0.09 / 0.21, 0.09 / 0.21])
+    assert acc.set_index("model").accuracy.to_dict() == pytest.approx({"gpt2": 0.61, "gpt2-medium": 0.71,
+                                                                       "gpt2-large": 0.82})
+    (row,) = medians.to_dict("records")
+    assert row["median"] == pytest.approx(expect) and row["count"] == 4 and row["dataset"] == "sciq"
+    pgr, _ = vs_openai.side_by_side(medians, acc)
+    mine = pgr[(pgr.dataset == "sciq") & (pgr.loss == "xent")].iloc[0]
+    assert mine.openai == 0.3322 and mine.toolkit == pytest.approx(expect)

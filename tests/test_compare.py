@@ -274,6 +274,9 @@ def test_presets_resolve_and_cli_options_override_them(monkeypatch):
     cfg = compare.preset("ladder")
     assert cfg.strong == compare.LADDER and cfg.tasks == compare.STUDY_TASKS and cfg.limit == 2000
     assert compare.preset("bootstrap").strong == ("gemma3-270m",)
+    nlp = compare.preset("openai-nlp")  # openai's sweep: needs a GPU and the network to run, resolves anywhere
+    assert nlp.protocol == "paper" and nlp.recipe == "paper" and nlp.headline == "final" and nlp.limit is None
+    assert nlp.weak == "openai-community/gpt2" and nlp.tasks[0] == "openai:sciq" and nlp.max_length == 1024
     # quick is the default comparison without fine-tuning, its expensive arm
     assert compare.preset("quick") == compare.CompareConfig.make(methods=("probe", "prompt"))
     with pytest.raises(ToolkitError, match="unknown preset 'huge'"):

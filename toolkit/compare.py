@@ -52,6 +52,11 @@ __all__ = ["CompareConfig", "Comparison", "PRESETS", "preset", "run", "run_confi
 
 LADDER = ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b")
 STUDY_TASKS = ("sentiment", "fever", "strategyqa", "multiemo", "tweets")
+OPENAI_NLP = ("sciq", "boolq", "cosmos_qa", "amazon_polarity")
+"""openai/weak-to-strong's NLP datasets whose published sweep shows weak-to-strong generalization (its fifth,
+anthropic_hh, sits at chance there)."""
+GPT2 = "openai-community/"
+"""The Hub's owner of the GPT-2 models openai's sweep uses (`gpt2`, ... are their old short names)."""
 PRESETS: dict[str, dict] = {
     "quick": {"methods": ("probe", "prompt")},
     "ladder": {"tasks": STUDY_TASKS, "strong": LADDER, "methods": ("probe", "prompt"), "limit": 2000},
@@ -59,12 +64,20 @@ PRESETS: dict[str, dict] = {
                         "limit": 2000, "finetune_seeds": 3},
     "bootstrap": {"chain": ("minilm-l6", "smollm2-135m", "gemma3-270m"), "methods": ("probe", "prompt"),
                   "limit": 2000},
+    "openai-nlp": {"tasks": tuple(f"openai:{d}" for d in OPENAI_NLP), "weak": f"{GPT2}gpt2",
+                   "strong": tuple(f"{GPT2}{m}" for m in ("gpt2-medium", "gpt2-large", "gpt2-xl")),
+                   "weak_method": "finetune", "methods": ("finetune",), "losses": ("xent", "logconf"),
+                   "protocol": "paper", "recipe": "paper", "max_length": 1024, "finetune_seeds": 0, "seeds": 3},
 }
 """Named studies (`--preset NAME`; `preset(NAME)` from Python). `quick` is the default comparison without its
 expensive arm, fine-tuning: probes and prompting on sentiment, minilm-l6 -> smollm2-135m, in 16 minutes cold on
 the slower of the two 2-core CPUs measured (AVX2 only; the full default there takes 49). `ladder` is the
 reproduction study's probes and prompting over the strong-model ladder and five tasks; `ladder-finetune` its
-fine-tuning arm; `bootstrap` the chain through gemma3-270m. Other options given with a preset override it."""
+fine-tuning arm; `bootstrap` the chain through gemma3-270m. `openai-nlp` is openai/weak-to-strong's NLP sweep
+for a GPU with the network: their four datasets by name, weak gpt2 fine-tuned, strong gpt2-medium, -large and -xl
+fine-tuned with xent and logconf under their protocol and recipe (`--weak` sets the next weak model; their sweep
+takes every weak < strong pair; `benchmarks/vs_openai.py` sets the result beside their published numbers). Other
+options given with a preset override it."""
 
 
 @dataclass(frozen=True)
