@@ -124,3 +124,66 @@ def test_a_rerun_loads_the_stored_probes_and_a_damaged_store_is_refitted(probe_r
 def test_bad_loss_fails_before_any_work():
     with pytest.raises(ToolkitError, match="unknown loss"):
         probe.run_records(probe.ProbeRunConfig(losses=("xent", "nope")))
+
+
+def _synthetic_seed(n_layers: int, d: int = 24, seed: int = 0):
+    """A task of 120 examples whose label shows in every layer's features, one seed's splits and weak labels,
+    and a features object with `take` and `layers` (what `probe_students` reads)."""
+    import pandas as pd
+
+    from toolkit.records import Predictions
+    from toolkit.tasks import SplitSizes, Task, split
+    from toolkit.weak import Supervision
+
+    g = np.random.default_rng(seed)
+    n = 120
+    labels = np.arange(n) % 2
+    ids = [f"{i:04d}" for i in range(n)]
+    task = Task("synthetic", pd.DataFrame({"id": ids, "text": [f"t{i}" for i in range(n)], "label": labels}),
+                "{text}\nA:", (" No", " Yes"))
+    H = g.normal(size=(n_layers, n, d)).astype(np.float32) + labels[None, :, None] * 0.5
+
+    class Feats:
+        layers = list(range(1, n_layers + 1))
+
+        def take(self, want):
+            return H[:, [ids.index(i) for i in want]]
+
+    splits = split(task, seed, SplitSizes(20, 40, 20, 40))
+    weak = [Predictions("synthetic", "w", "w", "probe", "weak", "xent", "select", seed, s, tuple(splits[s].ids),
+                        np.clip(splits[s].labels * 0.6 + 0.2 + g.normal(0, 0.2, len(splits[s])), 0.01, 0.99))
+            for s in ("strong_train", "val", "test")]
+    return Feats(), Supervision(seed, splits, weak)
+
+
+def test_probes_send_each_splits_features_to_the_device_once_per_seed(monkeypatch):
+    """The torch engine (what a GPU runs; here on the CPU) moves each student split's features to the device once
+    per seed, however many layers, Cs, losses and folds are fitted on them, and its host syncs do not grow with
+    the number of layers solved together."""
+    import torch
+
+    from toolkit import linear
+
+    sent, syncs = [], [0]
+    real = linear._to_device
+    monkeypatch.setattr(linear, "_to_device", lambda a, device: sent.append(np.shape(a)) or real(a, device))
+    for name in ("__bool__", "item", "cpu", "tolist"):
+        orig = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _orig=orig, **k):
+            syncs[0] += 1
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    cfg = probe.ProbeRunConfig(losses=("xent", "logconf"), Cs=(0.1, 1.0), engine="torch", device="cpu")
+    by_layers = {}
+    for n_layers in (2, 6):
+        sent.clear()
+        syncs[0] = 0
+        feats, sup = _synthetic_seed(n_layers)
+        recs = probe.probe_students(feats, sup, cfg)
+        assert {r.role for r in recs} == {"student", "control", "ceiling"}
+        big = sorted(s for s in sent if len(s) == 3)  # one (L, n, d) transfer per split: strong_train, val, test
+        assert big == sorted([(n_layers, 40, 24), (n_layers, 20, 24), (n_layers, 40, 24)])
+        by_layers[n_layers] = syncs[0]
+    assert by_layers[6] <= 1.5 * by_layers[2], by_layers  # 3x the probes in each solve, about the same syncs

@@ -58,6 +58,60 @@ def _chunk_bytes(device: str) -> int:
         return max(_CHUNK_BYTES, int(torch.cuda.mem_get_info(torch.device(device))[0]) // 4)
     return _CHUNK_BYTES
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def _to_device(a: np.ndarray, device) -> torch.Tensor:
+    """The one place features go host -> device (a test counts the calls)."""
+    return torch.as_tensor(np.ascontiguousarray(a)).to(device)
+
+
+def uses_torch(device: str, engine: str) -> bool:
+    """Whether fits with this device and engine run in the torch engine (see `LogisticProbe.engine`)."""
+    return engine == "torch" or (engine == "auto" and torch.device(device).type != "cpu")
+
+
+class Resident:
+    """Features (B, n, d) held on the probe device: moved there once and checked finite once, then sliced and
+    fitted on there by `fit_many`, `predict_proba_many` and `weak.cv_accuracy` for every layer, C, loss and fold
+    (before, each call re-sent all of X and converted it to float64 on the host). Their dtype is kept; a solve
+    converts its chunk on the device."""
+
+    def __init__(self, X, device: str = "cpu", *, checked: bool = False):
+        if isinstance(X, torch.Tensor):
+            self.X = X
+        else:
+            X = np.asarray(X)
+            if X.dtype.kind not in "biuf" or not np.isfinite(X).all():
+                raise ToolkitError("X must be numeric with no NaN or infinity")
+            self.X, checked = _to_device(X if X.dtype.kind == "f" else X.astype(np.float64), device), True
+        if not checked and not bool(torch.isfinite(self.X).all()):
+            raise ToolkitError("X must be numeric with no NaN or infinity")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.X.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.X.ndim
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def __getitem__(self, index) -> Resident:
+        """A slice on the device, e.g. `X[:, rows]` with a numpy index array or mask (indices only are sent)."""
+        idx = tuple(torch.as_tensor(i, device=self.X.device) if isinstance(i, np.ndarray) else i
+                    for i in (index if isinstance(index, tuple) else (index,)))
+        return Resident(self.X[idx], checked=True)
+
+    def numpy(self) -> np.ndarray:
+        return self.X.cpu().numpy()
+
+
+def resident(X, device: str, engine: str):
+    """`X` as `Resident` features when fits with `device` and `engine` run in the torch engine; as it is
+    otherwise (the numpy engine reads host arrays)."""
+    return Resident(X, device) if uses_torch(device, engine) and not isinstance(X, Resident) else X
 _ENGINES = ("auto", "numpy", "torch")
 DEFAULT_CS = (0.001, 0.01, 0.1, 1.0)
 """The inverse L2 strengths every probe chooses from (scikit-learn's meaning, standardised features): the weak
@@ -374,6 +428,7 @@ def _fit_batch(X, t, s, est) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     loss_fn = get_loss(est.loss, **(est.loss_params or {}))
     rounds = 1 if est.loss == "xent" else est.n_rounds
     if est.engine == "numpy" or (est.engine == "auto" and on_cpu):
+        X = X.numpy() if isinstance(X, Resident) else X
         round_target = None if est.loss == "xent" else _numpy_round_target(loss_fn)
         return _linear_cpu.fit_batch(X, t, s, float(est.C), np.dtype(est.dtype).type, est.standardize, est.tol,
                                      est.max_iter, rounds, round_target)
@@ -385,7 +440,11 @@ def _fit_batch(X, t, s, est) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     coef, intercept, n_iter = np.empty((B, d)), np.empty(B), np.empty(B, dtype=np.int64)
     for lo in range(0, B, chunk):
         sl = slice(lo, lo + chunk)
-        Xc, tc, sc = (torch.tensor(a[sl], **kw) for a in (X, t, s))  # a copy: X may be read-only
+        tc, sc = (torch.tensor(a[sl], **kw) for a in (t, s))
+        if isinstance(X, Resident):  # already on the device: converted there, a copy (the solve may write to it)
+            Xc = X.X[sl].to(device=est.device, dtype=kw["dtype"], copy=True)
+        else:
+            Xc = torch.tensor(X[sl], **kw)  # a copy: X may be read-only
         mu, sd = Xc.new_zeros(Xc.shape[0], 1, d), Xc.new_ones(Xc.shape[0], 1, d)
         if est.standardize:  # weighted, so integer weights equal repeated rows
             wts = (sc / sc.sum(1, keepdim=True))[:, :, None]
@@ -519,11 +578,12 @@ def fit_many(X, y, sample_weight=None, **params) -> list[LogisticProbe]:
     """Fit B independent probes in one batched solve: X (B, n, d), y (B, n) soft or hard labels in [0, 1],
     sample_weight (B, n) or None; `params` are `LogisticProbe`'s. B is typically layers × seeds (each seed
     its own training sample of the same size). Probe b equals `LogisticProbe(**params).fit(X[b], y[b])`."""
-    X, y = np.asarray(X), np.asarray(y, dtype=np.float64)
+    X = X if isinstance(X, Resident) else np.asarray(X)
+    y = np.asarray(y, dtype=np.float64)
     if X.ndim != 3 or y.shape != X.shape[:2]:
         raise ToolkitError(f"fit_many needs X (B, n, d) and y (B, n); got {X.shape} and {y.shape}")
-    if X.dtype.kind not in "biuf" or not np.isfinite(X).all():
-        raise ToolkitError("X must be numeric with no NaN or infinity")
+    if not isinstance(X, Resident) and (X.dtype.kind not in "biuf" or not np.isfinite(X).all()):
+        raise ToolkitError("X must be numeric with no NaN or infinity")  # a Resident X was checked once
     if not np.all((y >= 0) & (y <= 1)):
         raise ToolkitError("fit_many needs labels P(y=1) in [0, 1] (hard 0/1 or soft); NaN is not allowed")
     sw = np.ones_like(y) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
@@ -532,7 +592,8 @@ def fit_many(X, y, sample_weight=None, **params) -> list[LogisticProbe]:
     for b in range(len(y)):
         _soft_labels(y[b], sw[b])
     template = LogisticProbe(**params)
-    coef, intercept, n_iter = _fit_batch(X if X.dtype.kind == "f" else X.astype(np.float64), y, sw, template)
+    as_float = X if isinstance(X, Resident) or X.dtype.kind == "f" else X.astype(np.float64)
+    coef, intercept, n_iter = _fit_batch(as_float, y, sw, template)
     probes = []
     for b in range(len(y)):
         probe = LogisticProbe(**params)
@@ -543,10 +604,18 @@ def fit_many(X, y, sample_weight=None, **params) -> list[LogisticProbe]:
 
 
 def predict_proba_many(probes: list[LogisticProbe], X) -> np.ndarray:
-    """P(y=1) of probe b on X[b]: X (B, m, d), or (m, d) shared by all probes. Returns (B, m, 2)."""
-    X = np.asarray(X)
+    """P(y=1) of probe b on X[b]: X (B, m, d), or (m, d) shared by all probes (`Resident` X: computed on its
+    device in float64, one transfer of the (B, m) result back). Returns (B, m, 2)."""
     coef = np.stack([p.coef_[0] for p in probes])
     intercept = np.array([p.intercept_[0] for p in probes])
+    if isinstance(X, Resident):
+        if X.ndim != 3 or X.shape[0] != len(probes) or X.shape[2] != coef.shape[1]:
+            raise ToolkitError(f"X must be ({len(probes)}, m, {coef.shape[1]}); got {X.shape}")
+        w, b = (torch.as_tensor(a, device=X.X.device) for a in (coef, intercept))
+        z = torch.einsum("bmd,bd->bm", X.X.to(torch.float64), w) + b[:, None]
+        p = torch.sigmoid(z).cpu().numpy()
+        return np.stack([1 - p, p], axis=2)
+    X = np.asarray(X)
     if X.ndim == 2:
         X = np.broadcast_to(X, (len(probes),) + X.shape)
     if X.ndim != 3 or X.shape[0] != len(probes) or X.shape[2] != coef.shape[1]:

@@ -74,7 +74,7 @@ def _layer_records(base: dict, layers, p: dict[str, np.ndarray], ids: dict, role
     return out
 
 
-def _predict(probes, X: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _predict(probes, X: dict) -> dict[str, np.ndarray]:
     return {split: predict_proba_many(probes, X[split])[..., 1] for split in X}
 
 
@@ -102,12 +102,13 @@ def probe_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predict
     the strong features at once."""
     splits, seed = sup.splits, sup.seed
     ids = {s: splits[s].ids for s in STUDENT_SPLITS}
-    X = {s: feats.take(ids[s]) for s in STUDENT_SPLITS}  # (L, n, d) float32
+    fit = solver(cfg.device, cfg.engine)
+    # (L, n, d) float32, on the probe device once for every layer, C, loss and fold (`linear.Resident`)
+    X = {s: linear.resident(feats.take(ids[s]), fit["device"], fit["engine"]) for s in STUDENT_SPLITS}
     n_layers, n = X["strong_train"].shape[:2]
     base = {"ids": ids, "key": {"task": splits.test.name, "weak": cfg.weak, "strong": cfg.strong, "method": "probe",
                                 "seed": seed}}
     noisy = {s: sup.noisy(s, per_class=cfg.control_per_class).astype(np.float64) for s in ("strong_train", "val")}
-    fit = solver(cfg.device, cfg.engine)
     out = []
     for loss in cfg.losses:
         out += _fit_select(X, base, feats.layers, "student", loss, sup.soft("strong_train"),

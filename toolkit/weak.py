@@ -15,7 +15,7 @@ from toolkit import tasks
 from toolkit._util import ToolkitError, rng
 from toolkit.cache import Features
 from toolkit.extract import ExtractConfig, extract
-from toolkit.linear import DEFAULT_CS, LogisticProbe, fit_many, predict_proba_many
+from toolkit.linear import DEFAULT_CS, LogisticProbe, fit_many, predict_proba_many, resident
 from toolkit.models import DEFAULT_WEAK, pick_device
 from toolkit.records import Predictions
 
@@ -52,9 +52,10 @@ def solver(device: str = "auto", engine: str = "auto") -> dict:
 ENGINES = ("auto", "numpy", "torch")
 
 
-def cv_accuracy(X: np.ndarray, labels: np.ndarray, C: float, seed: int, folds: int = 5,
+def cv_accuracy(X, labels: np.ndarray, C: float, seed: int, folds: int = 5,
                 fit: dict | None = None) -> np.ndarray:
-    """Mean `folds`-fold CV accuracy of a probe per layer of X (L, n, d) on gold `labels`; `fit`: `solver()`."""
+    """Mean `folds`-fold CV accuracy of a probe per layer of X (L, n, d: an array or `linear.Resident`) on gold
+    `labels`; `fit`: `solver()`."""
     fold = rng(seed).permutation(len(labels)) % folds
     acc = np.zeros(len(X))
     for f in range(folds):
@@ -79,6 +80,7 @@ def choose(feats: Features, ids, labels: np.ndarray, cfg: WeakConfig, seed: int)
     X = np.stack([feats.layer(li)[rows] for li in layers]).astype(np.float32, copy=False)  # only these rows
     labels = labels.astype(np.float64)
     fit = solver(cfg.device, cfg.engine)
+    X = resident(X, fit["device"], fit["engine"])  # sent to the probe device once for every C and fold
     scores = np.stack([cv_accuracy(X, labels, C, seed, fit=fit) for C in cfg.Cs])  # (n_C, n_layers)
     ci, li = np.unravel_index(int(np.argmax(scores)), scores.shape)
     return layers[li], float(cfg.Cs[ci])
