@@ -229,8 +229,8 @@ def test_config_errors_are_clear():
         compare.CompareConfig.make(tasks=())
     cfg = compare.CompareConfig.make(tasks="a,b", strong="x, y", ks="0,4")
     assert cfg.tasks == ("a", "b") and cfg.strong == ("x", "y") and cfg.ks == (0, 4)
-    assert cfg.summary_settings() == ("select", "k=4", "k=4,cal", "best", "final")
-    assert cfg.baseline_settings() == ("layer=0",)
+    assert cfg.summary_settings() == {"probe": ("select",), "prompt": ("k=4", "k=4,cal"), "finetune": ("best", "final")}
+    assert cfg.baseline_settings() == {"probe": ("layer=0",)}
 
 
 def test_markdown_table_escapes_and_formats():

@@ -145,3 +145,17 @@ def test_records_round_trip_through_bytes_with_extras():
     data[-200] ^= 0xFF
     with pytest.raises(ToolkitError, match="damaged"):
         records.from_bytes(bytes(data))
+
+
+def test_one_methods_settings_never_pull_in_anothers_rows():
+    """Summary settings keyed by method: a method that shows `layer=3` does not bring in the probe's `layer=3`
+    row, which nobody asked for (a flat list of settings did)."""
+    recs = [_rec("weak", _noisy(0.6, 1))]
+    for method in ("probe", "mine"):
+        recs += [_rec("ceiling", _noisy(0.9, 2), setting="layer=3", method=method),
+                 _rec("student", _noisy(0.75, 3), setting="layer=3", method=method),
+                 _rec("ceiling", _noisy(0.9, 2), method=method), _rec("student", _noisy(0.7, 4), method=method)]
+    by_method = records.summary(recs, LABELS, n_boot=50, settings={"probe": ("select",), "mine": ("layer=3",)})
+    assert set(zip(by_method.method, by_method.setting)) == {("probe", "select"), ("mine", "layer=3")}
+    flat = records.summary(recs, LABELS, n_boot=50, settings=("select", "layer=3"))
+    assert len(flat) == 4  # the flat form shows every listed setting of every method

@@ -163,18 +163,20 @@ class CompareConfig:
             out |= {f.name: getattr(self.opts(m), f.name) for f in fields(self.options[m])}
         return out
 
-    def summary_settings(self) -> tuple[str, ...]:
-        """The settings with a row in the summary, over every chosen method."""
-        return tuple(s for m in self.methods for s in methods_mod.get(m).summary_settings(self.opts(m)))
+    def summary_settings(self) -> dict[str, tuple[str, ...]]:
+        """Method -> the settings with a row in the summary (keyed by method: one method's settings never pull
+        another's rows in)."""
+        return {m: methods_mod.get(m).summary_settings(self.opts(m)) for m in self.methods}
 
     def models(self) -> tuple[str, ...]:
         """The job's neural models, each once, in order: the weak one, the chain's, the strong ones (tfidf is
         not a model)."""
         return tuple(m for m in dict.fromkeys((self.weak, *self.chain, *self.strong)) if m != WEAK_TFIDF)
 
-    def baseline_settings(self) -> tuple[str, ...]:
-        """The sanity baselines' settings, over every chosen method (`Method.baseline_settings`)."""
-        return tuple(s for m in self.methods for s in methods_mod.get(m).baseline_settings(self.opts(m)))
+    def baseline_settings(self) -> dict[str, tuple[str, ...]]:
+        """Method -> its sanity baselines' settings (`Method.baseline_settings`), for the methods that have any."""
+        out = {m: methods_mod.get(m).baseline_settings(self.opts(m)) for m in self.methods}
+        return {m: s for m, s in out.items() if s}
 
     def caveats(self) -> dict:
         """Method -> its `Method.caveat`, for the summary's caveat column."""
@@ -550,8 +552,7 @@ def _duration(seconds: float) -> str:
 def _print_early(cfg: CompareConfig, recs: list[Predictions], labels: dict[str, int], sups, elapsed: float) -> None:
     """The summary of the first seed's cheap methods, printed as soon as it exists (the full table follows at
     the end): a user sees results minutes into a run whose fine-tuning takes much longer."""
-    settings = tuple(s for m in cfg.methods if not methods_mod.get(m).expensive
-                     for s in methods_mod.get(m).summary_settings(cfg.opts(m)))
+    settings = {m: s for m, s in cfg.summary_settings().items() if not methods_mod.get(m).expensive}
     summ = records.summary(recs, labels, settings=settings, n_boot=cfg.n_boot, caveats=cfg.caveats(),
                            min_gap=cfg.min_gap)
     if summ.empty:

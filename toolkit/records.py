@@ -193,7 +193,7 @@ SUMMARY_KEYS = ["task", "weak", "chain", "strong", "method", "loss", "setting"]
 
 
 def summary(records: list[Predictions], labels: dict[str, int], *, split: str = "test", n_boot: int = 1000,
-            settings: tuple[str, ...] = ("select",), caveats: dict | None = None,
+            settings: tuple[str, ...] | dict[str, tuple[str, ...]] = ("select",), caveats: dict | None = None,
             min_gap: float = metrics.MIN_GAP) -> pd.DataFrame:
     """One row per (task, weak, strong, method, loss, setting) student: weak, student and ceiling
     accuracy and AUROC on `split` (means over seeds), and PGR for both: the mean over seeds (`pgr_acc`), the
@@ -204,15 +204,18 @@ def summary(records: list[Predictions], labels: dict[str, int], *, split: str = 
     where PGR is undefined (`pgr_acc_note`; a gap of `min_gap` or less is one); and openai/weak-to-strong's
     aggregate of the same runs (`pgr_acc_openai`: the median over seeds of PGR against the seed-mean weak and
     ceiling accuracies, `metrics.pgr_openai`; undefined where `pgr_acc` is). The ceiling is the same
-    method's `ceiling` record with the same setting; the weak model is the seed's supervisor. `caveats` maps a
+    method's `ceiling` record with the same setting; the weak model is the seed's supervisor. `settings` are the
+    students' settings shown, for every method, or per method (method -> its settings: one method's `layer=3`
+    never pulls in another's). `caveats` maps a
     method to a function (students, ceilings) -> what the row's numbers do not show by themselves
     (`Method.caveat`), the `caveat` column."""
     recs = [r for r in records if r.split == split]
     weak = {(r.task, r.weak, r.seed): r for r in recs if r.role == "weak"}
     ceil = {(r.task, r.strong, r.method, r.setting, r.seed): r for r in recs if r.role == "ceiling"}
     students: dict[tuple, list[Predictions]] = {}
+    shown = settings if isinstance(settings, dict) else None
     for r in recs:
-        if r.role == "student" and r.setting in settings:
+        if r.role == "student" and r.setting in (shown.get(r.method, ()) if shown is not None else settings):
             students.setdefault(tuple(getattr(r, k) for k in SUMMARY_KEYS), []).append(r)
     rows = []
     for key, group in students.items():

@@ -312,10 +312,11 @@ def _protocol_lines(result) -> list[str]:
     return [" ".join(out)]
 
 
-def _diag_wide(ds: pd.DataFrame, settings: tuple[str, ...]) -> pd.DataFrame:
+def _diag_wide(ds: pd.DataFrame, settings: dict[str, tuple[str, ...]]) -> pd.DataFrame:
+    """The test agreement diagnostics of the summary's rows (`settings`: method -> its summary settings)."""
     keep = ["agree", "agree_weak_right", "agree_weak_wrong", "student_acc"]
-    sub = ds[ds.diagnostic.isin(keep) & ds.role.isin(["student", "control"]) & ds.setting.isin(settings)
-             & (ds.split == "test")]
+    shown = pd.Series([s in settings.get(m, ()) for m, s in zip(ds.method, ds.setting)], index=ds.index, dtype=bool)
+    sub = ds[ds.diagnostic.isin(keep) & ds.role.isin(["student", "control"]) & shown & (ds.split == "test")]
     if sub.empty:
         return sub
     idx = [c for c in ("task", "weak", "chain", "strong", "method", "role", "loss", "setting") if c in sub]
