@@ -382,3 +382,21 @@ def test_the_paper_protocol_end_to_end(first, models, tmp_path, capsys):
     assert f"learning rate `{models[0]}` 5e-05, `{models[1]}` 5e-05" in md  # tiny models: openai's < 600M rate
     assert compare.main(args[:-2] + ["--limit", "100"]) == 2
     assert "--protocol paper keeps the natural class prior" in capsys.readouterr().err
+
+
+def test_a_run_repeats_from_its_config_yaml(first, tmp_path, capsys):
+    """Every output folder holds config.yaml; `compare --config` runs that comparison again (from the caches here)
+    and gives the same summary; options beside it override it; a bad file is one line."""
+    import yaml
+
+    result, out, _ = first
+    data = yaml.safe_load((out / "config.yaml").read_text())
+    assert data["job"]["sizes"] == "10,10,6,10" and data["options"]["prompt"]["ks"] == [0, 2]
+    assert compare.load_config(out / "config.yaml") == result.config
+    again = tmp_path / "again"
+    assert compare.main(["--config", str(out / "config.yaml"), "--out", str(again), "--quiet", "--no-figures"]) == 0
+    assert (again / "summary.csv").read_bytes() == (out / "summary.csv").read_bytes()
+    assert compare.parse_args(["--config", str(out / "config.yaml"), "--seeds", "1"])[0].seeds == (0,)
+    (tmp_path / "bad.yaml").write_text("just: [text")
+    assert compare.main(["--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "is not valid YAML" in capsys.readouterr().err

@@ -200,6 +200,30 @@ def _chain_job(chain: tuple[str, ...], job: JobConfig) -> JobConfig:
     return dataclasses.replace(job, weak=chain[0], strong=(chain[-1],))
 
 
+def load_config(path: str | Path) -> CompareConfig:
+    """The `CompareConfig` a run's config.yaml holds (`config.as_dict`); one-line errors for a missing or bad
+    file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ToolkitError(f"cannot read --config {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ToolkitError(f"--config {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("job"), dict):
+        raise ToolkitError(f"--config {path} is not a run's config.yaml (it has no `job` section)")
+    known = methods_mod.registered()
+    unknown = [m for m in data.get("options") or {} if m not in known]
+    if unknown:
+        raise ToolkitError(f"--config {path} has options of methods not registered here: {', '.join(unknown)}")
+    flat = {**data["job"], **{k: v for k, v in data.items() if k not in ("job", "options")}}
+    for opts in (data.get("options") or {}).values():
+        flat |= opts
+    return CompareConfig.make(**{k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()})
+
+
 def preset(name: str, **overrides) -> CompareConfig:
     """The `CompareConfig` of a named study, with `overrides`."""
     if name not in PRESETS:
@@ -589,7 +613,10 @@ class RunArgs:
     figures: bool = flag(True)
     """Draw the figures (PNG); `--no-figures` writes the tables and report only."""
     preset: str | None = None
-    """A named study (see `PRESETS`): quick, ladder, ladder-finetune, bootstrap. Options given beside it
+    """A named study (see `PRESETS`): quick, ladder, ladder-finetune, bootstrap, openai-nlp. Options given
+    beside it override it."""
+    config: str | None = None
+    """A run's config.yaml (every output folder has one): run that comparison again; options given beside it
     override it."""
 
 
@@ -597,8 +624,15 @@ def parse_args(argv: list[str] | None) -> tuple[CompareConfig, RunArgs]:
     """The command line as a `CompareConfig` (every registered method's options included) and `RunArgs`."""
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("--preset", default=None)
+    first.add_argument("--config", default=None)
     known, _ = first.parse_known_args(sys.argv[1:] if argv is None else argv)
-    default = preset(known.preset) if known.preset is not None else CompareConfig()
+    if known.preset is not None and known.config is not None:
+        raise ToolkitError("give --preset or --config, not both")
+    default = CompareConfig()
+    if known.preset is not None:
+        default = preset(known.preset)
+    elif known.config is not None:
+        default = load_config(known.config)
     parser = config.parser("python -m toolkit.compare", __doc__.split("\n")[0])
     parser.add_arguments(CompareConfig, dest="config", default=default)
     for name, method in methods_mod.registered().items():

@@ -236,6 +236,22 @@ class RunConfig:
     """Cache root (default `cache/` in the project, or $TOOLKIT_CACHE_DIR)."""
 
 
+def _plain(value):
+    """A config value as YAML holds it: split sizes as their `--sizes` text, tuples as lists."""
+    if isinstance(value, SplitSizes):
+        return ",".join(str(n) for n in value.counts().values())
+    return list(value) if isinstance(value, tuple) else value
+
+
+def as_dict(cfg) -> dict:
+    """A comparison's config (a dataclass with `job` and `options` fields) as plain data, what config.yaml holds:
+    the job, its own fields, and each method's options, each as given (defaults that depend on the job stay
+    unset, as on the command line)."""
+    own = {f.name: _plain(getattr(cfg, f.name)) for f in fields(cfg) if f.name not in ("job", "options")}
+    return {"job": {f.name: _plain(getattr(cfg.job, f.name)) for f in fields(cfg.job)}, **own,
+            "options": {m: {f.name: _plain(getattr(o, f.name)) for f in fields(o)} for m, o in cfg.options.items()}}
+
+
 def field_names(cls) -> set[str]:
     return {f.name for f in fields(cls)}
 

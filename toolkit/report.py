@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toolkit import diagnostics, metrics, plots, records
+from toolkit import config, diagnostics, metrics, plots, records
 from toolkit._util import ToolkitError, atomic_write_bytes
 from toolkit.finetune import FinetuneConfig, mixed_precision
 from toolkit.models import dtype_name, pick_device
@@ -159,7 +159,7 @@ def _versions() -> dict[str, str]:
 
 
 OUTPUTS = ("results.csv", "summary.csv", "baselines.csv", "diagnostics.csv", "diagnostics_summary.csv",
-           "predictions.csv.gz", "curves.csv", "report.md")
+           "predictions.csv.gz", "curves.csv", "report.md", "config.yaml")
 """The files a run writes besides its figures (`*.png`)."""
 
 
@@ -192,6 +192,7 @@ def write(result, out: Path, figures: bool = True) -> list[Path]:
         atomic_write_bytes(out / name, data)
         written.append(out / name)
 
+    put("config.yaml", _config_yaml(result.config).encode())
     put("results.csv", result.results.to_csv(index=False).encode())
     put("summary.csv", result.summary.to_csv(index=False).encode())
     if not result.baselines.empty:
@@ -208,6 +209,14 @@ def write(result, out: Path, figures: bool = True) -> list[Path]:
     for path in stale - set(written):  # an older run's figure or table that this run does not have
         path.unlink(missing_ok=True)
     return written
+
+
+def _config_yaml(cfg) -> str:
+    """The run's full config, which `python -m toolkit.compare --config <out>/config.yaml` runs again."""
+    import yaml
+
+    return ("# python -m toolkit.compare --config <this file> runs this comparison again\n"
+            + yaml.safe_dump(config.as_dict(cfg), sort_keys=False))
 
 
 def _gz(text: str) -> bytes:
