@@ -114,3 +114,147 @@ def test_an_unknown_method_suggests_the_nearest():
         methods.get("promt")
     with pytest.raises(ToolkitError, match="not a Method subclass"):
         methods.register(KnnOptions)
+
+
+PLUGIN = '''
+"""A method in a package of its own: nearest class centroid on the strong model's last layer."""
+from dataclasses import dataclass
+
+import numpy as np
+
+import toolkit
+from toolkit.extract import extract, for_job
+from toolkit.records import Predictions
+
+
+@dataclass(frozen=True)
+class CentroidOptions:
+    """Nearest class centroid."""
+
+    temperature: float = 1.0
+    """Softness of P(y=1) from the centroid distances."""
+
+
+@toolkit.register_method
+class Centroid(toolkit.Method):
+    name = "centroid"
+    Options = CentroidOptions
+
+    def summary_settings(self, opts):
+        return ("centroid",)
+
+    def run(self, ctx, opts):
+        feats = extract(for_job(ctx.job, ctx.strong, ctx.task_spec), progress=False)
+        recs = []
+        for sup in ctx.sups:
+            train = feats.take(sup.splits.strong_train.ids)[-1]
+            for role, y in (("student", sup.soft("strong_train") > 0.5), ("ceiling", sup.splits.strong_train.labels)):
+                mu = [train[np.asarray(y) == c].mean(0) for c in (0, 1)]
+                for split in ("strong_train", "val", "test"):
+                    X = feats.take(sup.splits[split].ids)[-1]
+                    d = [((X - m) ** 2).sum(1) for m in mu]
+                    p = 1 / (1 + np.exp(np.clip((d[1] - d[0]) / opts.temperature / X.shape[1], -50, 50)))
+                    recs.append(Predictions(task=ctx.task.name, weak=ctx.weak, strong=ctx.strong, method="centroid",
+                                            role=role, loss="none", setting="centroid", seed=sup.seed, split=split,
+                                            ids=sup.splits[split].ids, p=p))
+        return toolkit.MethodResult(recs)
+'''
+
+
+@pytest.fixture()
+def installed_plugin(tmp_path, monkeypatch):
+    """A package installed beside the toolkit (a module and its dist-info with an entry point in the group
+    `toolkit.methods`), as `pip install` leaves it; removed afterwards."""
+    import importlib
+    import sys
+
+    site = tmp_path / "site"
+    (site / "toy_centroid-0.1.dist-info").mkdir(parents=True)
+    (site / "toy_centroid.py").write_text(PLUGIN)
+    info = site / "toy_centroid-0.1.dist-info"
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-centroid\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[toolkit.methods]\ncentroid = toy_centroid\n")
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    methods._PLUGINS_LOADED.clear()
+    yield
+    methods.unregister("centroid")
+    sys.modules.pop("toy_centroid", None)
+    methods._PLUGINS_LOADED.clear()
+
+
+def test_an_installed_package_adds_a_method_without_touching_the_toolkit(installed_plugin, tiny_causal, tiny_task,
+                                                                         tmp_path, capsys):
+    assert "centroid" in methods.registered()  # found through its entry point
+    with pytest.raises(SystemExit):
+        compare.main(["--help"])
+    assert "Softness of P(y=1) from the centroid distances." in capsys.readouterr().out
+    out = tmp_path / "out"
+    args = ["--task", str(tiny_task), "--weak", str(tiny_causal), "--strong", str(tiny_causal), "--seeds", "2",
+            "--sizes", "10,10,6,10", "--methods", "probe,centroid", "--n-boot", "20", "--cache-dir",
+            str(tmp_path / "c"), "--quiet", "--no-figures", "--out", str(out)]
+    assert compare.main(args) == 0
+    summary = (out / "summary.csv").read_text()
+    assert "centroid" in summary and "centroid" in (out / "report.md").read_text()
+    ctx = _context(tiny_causal, tiny_task, tmp_path / "c")
+    methods.conformance("centroid", ctx)
+
+
+def _context(model, task_path, cache):
+    from toolkit import tasks
+    from toolkit.config import JobConfig
+    from toolkit.models import resolve
+    from toolkit.weak import WeakConfig, supervise
+
+    task = tasks.load(str(task_path))
+    job = JobConfig(tasks=(str(task_path),), weak="tfidf", strong=(str(model),), sizes=SIZES, cache_dir=str(cache))
+    sups = supervise(task, [0, 1], SIZES, WeakConfig("tfidf"), progress=False)
+    return methods.Context(task=task, task_spec=str(task_path), sups=tuple(sups), weak="tfidf", strong=str(model),
+                           info=resolve(str(model)), job=job.for_task(task), losses=("xent", "logconf"),
+                           progress=False)
+
+
+@pytest.mark.parametrize("name", methods.BUILTIN)
+def test_every_builtin_method_passes_the_conformance_check(name, tiny_causal, tiny_task, tmp_path):
+    ctx = _context(tiny_causal, tiny_task, tmp_path / "cache")
+    opts = {"prompt": methods.get("prompt").Options(ks=(0, 2)), "finetune": methods.get("finetune").Options(epochs=1)}
+    methods.conformance(name, ctx, opts.get(name))
+
+
+def test_the_conformance_check_names_what_a_method_breaks(registered, tiny_causal, tiny_task, tmp_path):
+    ctx = _context(tiny_causal, tiny_task, tmp_path / "cache")
+
+    @toolkit.register_method
+    class Broken(KnnMethod):
+        name = "broken"
+
+        def run(self, ctx, opts):
+            res = super().run(ctx, opts)
+            for r in res.records:
+                if r.role == "student":
+                    r.p[:] = 2.0  # not a probability
+            return toolkit.MethodResult([r for r in res.records if not (r.role == "ceiling" and r.split == "test")])
+
+    try:
+        with pytest.raises(ToolkitError, match=r"method broken breaks the protocol: .*P\(y=1\) outside \[0, 1\].*"
+                                               r"no test student and ceiling for setting 'neighbours=3'"):
+            methods.conformance("broken", ctx)  # (its options also collide with knn's, whose class it extends)
+    finally:
+        methods.unregister("broken")
+    methods.conformance("knn", ctx)  # the test file's own method passes
+
+
+def test_plugin_loads_a_module_file_by_hand(tmp_path, capsys):
+    import sys
+
+    path = tmp_path / "mine.py"
+    path.write_text(PLUGIN)
+    try:
+        with pytest.raises(SystemExit):
+            compare.main(["--plugin", str(path), "--help"])
+        assert "Softness of P(y=1)" in capsys.readouterr().out and "centroid" in methods.registered()
+        assert compare.main(["--plugin", str(tmp_path / "none.py")]) == 2
+        assert "--plugin" in capsys.readouterr().err
+    finally:
+        methods.unregister("centroid")
+        sys.modules.pop("toolkit_plugin_mine", None)

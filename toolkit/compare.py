@@ -217,7 +217,8 @@ def load_config(path: str | Path) -> CompareConfig:
     known = methods_mod.registered()
     unknown = [m for m in data.get("options") or {} if m not in known]
     if unknown:
-        raise ToolkitError(f"--config {path} has options of methods not registered here: {', '.join(unknown)}")
+        raise ToolkitError(f"--config {path} has options of methods not registered here: {', '.join(unknown)}; "
+                           "pass --plugin <module> or install the package that provides them")
     flat = {**data["job"], **{k: v for k, v in data.items() if k not in ("job", "options")}}
     for opts in (data.get("options") or {}).values():
         flat |= opts
@@ -618,6 +619,9 @@ class RunArgs:
     config: str | None = None
     """A run's config.yaml (every output folder has one): run that comparison again; options given beside it
     override it."""
+    plugin: str | None = None
+    """Modules that register methods, comma-separated: module names (`mypkg.mine`) or .py files. Installed
+    packages' methods (entry-point group `toolkit.methods`) need no flag."""
 
 
 def parse_args(argv: list[str] | None) -> tuple[CompareConfig, RunArgs]:
@@ -625,7 +629,10 @@ def parse_args(argv: list[str] | None) -> tuple[CompareConfig, RunArgs]:
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("--preset", default=None)
     first.add_argument("--config", default=None)
+    first.add_argument("--plugin", default=None)
     known, _ = first.parse_known_args(sys.argv[1:] if argv is None else argv)
+    for spec in config.as_tuple(known.plugin or ""):  # before the parser: their options become flags
+        methods_mod.load_plugin(spec)
     if known.preset is not None and known.config is not None:
         raise ToolkitError("give --preset or --config, not both")
     default = CompareConfig()

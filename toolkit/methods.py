@@ -6,14 +6,26 @@ built-in ones do (`toolkit.probe`, `toolkit.prompt`, `toolkit.finetune`). It dec
 `Context` (a task, its seeds' splits and weak labels, the strong model, the job's settings) and returns one
 `MethodResult`. `toolkit.compare` iterates the registry: adding a method touches no other module. A test file
 can register a method too (tests/test_methods.py registers a k-nearest-neighbour probe).
+
+Methods outside the toolkit are found without editing it: a package that declares an entry point in the group
+`toolkit.methods` (pyproject: `[project.entry-points."toolkit.methods"] mine = "mypkg.mine"`) is imported on
+the registry's first use, and `python -m toolkit.compare --plugin mypkg.mine` (or `--plugin path/to/mine.py`)
+imports a module by hand. `conformance(name, ctx)` runs a method through the protocol on a small context and
+names every rule it breaks, as scikit-learn's `check_estimator` does for estimators; every built-in passes it.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+import importlib
+import importlib.metadata
+import importlib.util
+import sys
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 
 from toolkit._util import ToolkitError
@@ -21,8 +33,8 @@ from toolkit.config import JobConfig
 from toolkit.models import ModelInfo
 from toolkit.records import Predictions
 
-__all__ = ["BUILTIN", "Context", "Method", "MethodResult", "get", "register", "registered", "student_settings",
-           "unregister"]
+__all__ = ["BUILTIN", "ENTRY_POINTS", "Context", "Method", "MethodResult", "conformance", "get", "load_plugin",
+           "register", "registered", "student_settings", "unregister"]
 
 BUILTIN = ("probe", "prompt", "finetune")
 """The built-in methods, in the order a comparison runs them."""
@@ -161,9 +173,49 @@ def _load_builtins() -> None:
     from toolkit import finetune, probe, prompt  # noqa: F401
 
 
+ENTRY_POINTS = "toolkit.methods"
+"""The entry-point group through which installed packages add methods."""
+_PLUGINS_LOADED: list[bool] = []
+
+
+def _load_entry_points() -> None:
+    """Import every module the installed packages declare in `ENTRY_POINTS` (once per process)."""
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED.append(True)
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINTS):
+        try:
+            ep.load()
+        except Exception as e:  # a broken plugin names itself in one line instead of a traceback
+            raise ToolkitError(f"the method plugin {ep.name} ({ep.value}) failed to load: "
+                               f"{type(e).__name__}: {e}") from None
+
+
+def load_plugin(spec: str) -> None:
+    """Import a module that registers methods: a module name (`mypkg.mine`) or a `.py` file."""
+    path = Path(spec)
+    try:
+        if path.suffix == ".py":
+            if not path.is_file():
+                raise ToolkitError(f"--plugin {spec}: no such file")
+            name = f"toolkit_plugin_{path.stem}"
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            importlib.import_module(spec)
+    except ToolkitError:
+        raise
+    except Exception as e:
+        raise ToolkitError(f"--plugin {spec} failed to load: {type(e).__name__}: {e}") from None
+
+
 def registered() -> dict[str, Method]:
-    """Every registered method by name: the built-in ones first, in `BUILTIN` order, then the others."""
+    """Every registered method by name: the built-in ones first, in `BUILTIN` order, then the others (those of
+    installed plugins included)."""
     _load_builtins()
+    _load_entry_points()
     return {**{n: _REGISTRY[n] for n in BUILTIN if n in _REGISTRY},
             **{n: m for n, m in _REGISTRY.items() if n not in BUILTIN}}
 
@@ -182,6 +234,72 @@ def get(name: str) -> Method:
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         raise ToolkitError(f"unknown method '{name}'{hint}: choose from {', '.join(methods)}")
     return methods[name]
+
+
+ROLES = ("student", "ceiling", "control", "baseline")
+"""The roles a method's records may have (the weak supervisor's records are the caller's)."""
+
+
+def conformance(name: str, ctx: Context, opts=None) -> None:
+    """Run method `name` through the protocol on `ctx` (a small task: a few examples, one or two seeds) and raise
+    a `ToolkitError` naming every rule it breaks: typed, frozen options whose names collide with no other
+    method's or the job's; summary settings that include its headline; records of its own roles, models, seeds
+    and splits, with every id of the split and P(y=1) in [0, 1]; a student and a ceiling record on test for every
+    summary setting, seed and loss (what the summary pairs); the same numbers on a second run."""
+    method = get(name)
+    problems = []
+    if not (is_dataclass(method.Options) and method.Options.__dataclass_params__.frozen):
+        problems.append("Options is not a frozen dataclass")
+    opts = method.Options() if opts is None else opts
+    own = {f.name for f in fields(method.Options)}
+    taken = {f.name for f in fields(JobConfig)}
+    for other_name, other in registered().items():
+        if other_name != name:
+            taken |= {f.name for f in fields(other.Options)}
+    if own & taken:
+        problems.append(f"option names {sorted(own & taken)} collide with the job's or another method's")
+    settings = method.summary_settings(opts)
+    if not settings or method.student_setting(opts) not in settings:
+        problems.append(f"summary_settings {settings!r} must be non-empty and hold the headline setting")
+    sups = method.seeds(opts, ctx.sups, ctx.job)
+    result = method.run(_with_sups(ctx, sups), opts)
+    if not isinstance(result, MethodResult) or not result.records:
+        problems.append("run returned no MethodResult with records")
+        raise ToolkitError(f"method {name} breaks the protocol: " + "; ".join(problems))
+    by_seed = {s.seed: s for s in sups}
+    for r in result.records:
+        where = f"record ({r.role}, {r.loss}, {r.setting}, seed {r.seed}, {r.split})"
+        if r.method != name or r.role not in ROLES:
+            problems.append(f"{where}: method {r.method!r} and role {r.role!r} (want {name!r} and one of {ROLES})")
+        elif (r.task, r.weak, r.strong) != (ctx.task.name, ctx.weak, ctx.strong):
+            problems.append(f"{where}: task/weak/strong {(r.task, r.weak, r.strong)} are not the context's")
+        elif r.seed not in by_seed or r.split not in ("strong_train", "val", "test"):
+            problems.append(f"{where}: not a seed it was given, or not one of strong_train, val, test")
+        elif set(r.ids) != set(by_seed[r.seed].splits[r.split].ids):
+            problems.append(f"{where}: its ids are not the split's")
+        elif not (np.isfinite(r.p).all() and ((r.p >= 0) & (r.p <= 1)).all()):
+            problems.append(f"{where}: P(y=1) outside [0, 1]")
+    have = {(r.role, r.setting, r.seed, r.loss) for r in result.records if r.split == "test"}
+    ceilings = {(s, seed) for role, s, seed, _ in have if role == "ceiling"}
+    for setting in settings:
+        for seed in by_seed:
+            losses = {loss for role, s, sd, loss in have if role == "student" and (s, sd) == (setting, seed)}
+            if not losses or (setting, seed) not in ceilings:
+                problems.append(f"no test student and ceiling for setting {setting!r}, seed {seed}")
+    rerun = method.run(_with_sups(ctx, sups), opts).records
+    again = {(r.role, r.loss, r.setting, r.seed, r.split): r for r in rerun}
+    for r in result.records:
+        other = again.get((r.role, r.loss, r.setting, r.seed, r.split))
+        if other is None or not np.allclose(other.aligned(r.ids), r.p, atol=1e-6):
+            problems.append(f"a second run changed ({r.role}, {r.loss}, {r.setting}, seed {r.seed}, {r.split})")
+            break
+    if problems:
+        raise ToolkitError(f"method {name} breaks the protocol: " + "; ".join(dict.fromkeys(problems)))
+
+
+def _with_sups(ctx: Context, sups) -> Context:
+    """`ctx` on the seeds `sups`."""
+    return Context(**{**vars(ctx), "sups": tuple(sups)})
 
 
 if __name__ == "__main__":
