@@ -379,7 +379,7 @@ def test_the_paper_protocol_end_to_end(first, models, tmp_path, capsys):
     assert set(by_id.loc[list(set(preds[preds.split == "strong_train"].id))].split) == {"train"}
     md = (tmp_path / "out" / "report.md").read_text()
     assert "Protocol **paper**" in md and "finetune `final`" in md and "its own train rows (60" in md
-    assert f"learning rate `{models[0]}` 5e-05, `{models[1]}` 5e-05" in md  # tiny models: openai's < 600M rate
+    assert f"Learning rate `{models[0]}` 5e-05, `{models[1]}` 5e-05" in md  # tiny models: openai's < 600M rate
     assert compare.main(args[:-2] + ["--limit", "100"]) == 2
     assert "--protocol paper keeps the natural class prior" in capsys.readouterr().err
 

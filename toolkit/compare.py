@@ -507,12 +507,9 @@ def _print_plan(cfg: CompareConfig, loaded: dict) -> dict:
             ex = extract_mod.for_job(cfg.job, strong, task_name)
             if extract_mod.is_cached(ex):
                 continue
-            p = plan.estimate(task, resolve(strong, cfg.cache_dir), seeds=len(cfg.seeds),
-                              sizes=cfg.job.for_task(task).sizes,
-                              methods=cfg.methods, ks=cfg.ks,
-                              finetune_seeds=len(finetune_mod.FinetuneMethod().seeds(cfg.opts("finetune"),
-                                                                                    tuple(cfg.seeds), cfg.job)),
-                              losses=len(cfg.losses), epochs=cfg.epochs, device=cfg.device)
+            chosen = {m: (methods_mod.get(m), cfg.opts(m)) for m in cfg.methods}
+            p = plan.estimate(task, resolve(strong, cfg.cache_dir), chosen, seeds=len(cfg.seeds),
+                              sizes=cfg.job.for_task(task).sizes, losses=len(cfg.losses), job=cfg.job)
             total += p.total
             plans[task.name, strong] = p
             lines.append(f"[compare] {task.name} -> {strong}: {p.describe()}")

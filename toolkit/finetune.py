@@ -766,6 +766,35 @@ def _store(path: Path, spec: dict, recs: list, result: TrainResult, info: dict) 
 # ----------------------------------------------------------------------------- the method
 
 
+TRAIN_PER_TOKEN = 4.0
+"""A fine-tuning token in forward tokens, for the start-of-run estimate: forward + backward is 3 in FLOPs; with
+AdamW, clipping and the non-matmul ops 4.1 measured (1,476 s for the three runs of a cold default run on a 2-core
+Zen 2, 97 TFLOP)."""
+BF16_SPEEDUP = 1.45
+"""bf16 autocast against fp32 where the CPU has native bf16 (measured on an AVX512-BF16 Zen 4, README)."""
+
+
+def describe_training(opts: FinetuneOptions, job, sizes: dict, *, strong: bool) -> list[str]:
+    """report.md's sentences on fine-tuning here: precision, recipe, and each fine-tuned model's learning rate
+    (the strong models with `strong`, and a fine-tuned weak supervisor)."""
+    out = []
+    if strong:
+        mp = mixed_precision(FinetuneConfig(dtype=job.dtype, device=job.device))
+        out.append("Precision on this machine: fine-tuning: fp32 weights, "
+                   + ("bf16 autocast." if mp == "bf16" else "fp32 compute."))
+    out.append(f"Fine-tuning recipe: `{opts.recipe}`" + (
+        " (openai/weak-to-strong's `train_simple`: Adam without weight decay, cosine from step 0, no clipping, no "
+        "dropout, a bias-free head)." if opts.recipe == "paper"
+        else " (AdamW, weight decay 0.01, linear warm-up and decay, clipping, dropout on)."))
+    tuned = ([job.weak] if job.weak_method == "finetune" else []) + (list(job.strong) if strong else [])
+    lrs = []
+    for m in dict.fromkeys(tuned):
+        train = opts.weak_training() if m == job.weak and job.weak_method == "finetune" else opts.training()
+        lr = train["lr"] if train["lr"] is not None else default_lr(train["recipe"], sizes.get(m))
+        lrs.append(f"`{m}` {lr:g}")
+    return out + ["Learning rate " + ", ".join(lrs) + "."]
+
+
 CHECKPOINTS = ("best", "final")
 """The checkpoints a fine-tuning run reports (settings of its records)."""
 
@@ -856,6 +885,17 @@ class FinetuneMethod(Method):
     def run(self, ctx: Context, opts: FinetuneOptions) -> MethodResult:
         recs, curves, trained = train_seeds(self.config(ctx, opts), ctx.sups, ctx.progress)
         return MethodResult(recs, curves=curves, computed={"finetunes_trained": trained})
+
+    def estimate(self, opts: FinetuneOptions, work) -> dict[str, float]:
+        runs = len(self.seeds(opts, tuple(range(work.seeds)), work.job)) * (work.losses + 1)  # losses, ceiling
+        sizes = work.sizes
+        steps = opts.epochs * sizes.strong_train * TRAIN_PER_TOKEN
+        evals = opts.epochs * (sizes.val + sizes.test) + sizes.strong_train  # epoch-end evals, final train preds
+        speed = BF16_SPEEDUP if pick_device(work.job.device) == "cpu" and cpu_native_bf16() else 1.0
+        return {"fine-tuning": runs * work.forward(steps + evals) / speed}
+
+    def describe(self, opts: FinetuneOptions, job, sizes) -> list[str]:
+        return describe_training(opts, job, sizes, strong=True)
 
     def for_job(self, opts: FinetuneOptions, job) -> FinetuneOptions:
         if opts.headline is not None:

@@ -124,6 +124,16 @@ class Method:
     def run(self, ctx: Context, opts) -> MethodResult:
         raise NotImplementedError
 
+    def estimate(self, opts, work) -> dict[str, float]:
+        """Stage -> expected wall seconds of this method's cold run (`toolkit.plan.Work`: the strong model's
+        measured speed and the job's shape), for the estimate said at the start; {} if unknown."""
+        return {}
+
+    def describe(self, opts, job: JobConfig, sizes: dict[str, int | None]) -> list[str]:
+        """Sentences for report.md on how this method ran here (precision, recipe, learning rates; `sizes`:
+        model -> parameters); none by default."""
+        return []
+
     def for_job(self, opts, job: JobConfig):
         """`opts` with the defaults that depend on the job settled (fine-tuning's headline checkpoint follows
         `job.protocol`); unchanged here."""

@@ -16,19 +16,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from toolkit import tasks
-from toolkit.models import ModelInfo, cpu_native_bf16, load_model, load_tokenizer, pick_device
+from toolkit.models import ModelInfo, load_model, load_tokenizer, pick_device
 
-# Costs relative to one forward token, measured in one cold default run on a 2-core Zen 2 (fp32):
-# - a fine-tuning token: forward + backward is 3 forwards in FLOPs; with AdamW, clipping and the non-matmul
-#   ops it measured 4.1 (1,476 s for the three runs, 97 TFLOP; the matmuls themselves run at the CPU's peak);
-# - a prompt token: 1.3, for attention over the k demonstrations' shared prefix, the separator and the label
-#   word after each query (445 s measured against 342 s for the query tokens alone).
-_TRAIN_PER_TOKEN = 4.0
-_PROMPT_PER_TOKEN = 1.3
-# bf16 autocast where the CPU has native bf16: measured 1.45x faster than fp32 on an AVX512-BF16 Zen 4
-# (README, "The main job").
-_BF16_SPEEDUP = 1.45
-_PROBE_SECONDS_PER_SEED = 20.0  # 13 s (Zen 4) to 18 s (Zen 2) measured per seed of the default probe grid
+
+@dataclass(frozen=True)
+class Work:
+    """What a method prices its cold run from (`Method.estimate`): the strong model's measured forward speed on
+    this task's inputs, and the job's shape."""
+
+    seconds_per_example: float
+    """Wall seconds of one forward pass of one example (of the task's mean length) through the strong model."""
+    n_examples: int
+    """Examples of the (subsampled) task: what extraction encodes."""
+    seeds: int
+    sizes: tasks.SplitSizes
+    losses: int
+    """Student losses."""
+    causal: bool
+    """The strong model is a decoder."""
+    job: object
+    """The `config.JobConfig` (device, dtype, ...)."""
+
+    def forward(self, n_examples: float) -> float:
+        """Seconds to run `n_examples` forward."""
+        return n_examples * self.seconds_per_example
 
 
 @dataclass(frozen=True)
@@ -89,31 +100,20 @@ def forward_rate(info: ModelInfo, texts: list[str], device: str = "auto", budget
     return n / max(elapsed, 1e-9)
 
 
-def estimate(task, info: ModelInfo, *, seeds: int, sizes: tasks.SplitSizes, methods: tuple[str, ...],
-             ks: tuple[int, ...], finetune_seeds: int, losses: int, epochs: int, device: str = "auto",
+def estimate(task, info: ModelInfo, methods: dict, *, seeds: int, sizes: tasks.SplitSizes, losses: int, job,
              rate: float | None = None) -> Plan:
-    """The cold-run plan of one task × strong model. `task` is the (subsampled) task; `losses` the number of
+    """The cold-run plan of one task × strong model: each method's stages (`methods`: name -> (Method, its
+    options); each prices itself, `Method.estimate`). `task` is the (subsampled) task; `losses` the number of
     student losses; `rate` skips the timed forward pass (tests)."""
     texts = [task.template.replace("{text}", t) for t in task.texts]
     tok = load_tokenizer(info)
     mean_len = float(np.mean([len(i) for i in tok(texts[:500], add_special_tokens=True).input_ids]))
     if rate is None:
-        rate = forward_rate(info, texts, device)
-    fwd = lambda n_examples: n_examples * mean_len / rate  # noqa: E731
+        rate = forward_rate(info, texts, job.device)
+    work = Work(mean_len / rate, len(texts), seeds, sizes, losses, info.arch == "causal", job)
     seconds: dict[str, float] = {}
-    if "probe" in methods:
-        seconds["extraction"] = fwd(len(texts))
-        seconds["probes"] = _PROBE_SECONDS_PER_SEED * seeds
-    causal = info.arch == "causal"
-    if "prompt" in methods and causal:
-        runs = seeds * 2 * sum(k > 0 for k in ks)  # gold and weak demonstrations; zero-shot comes with extraction
-        seconds["prompting"] = _PROMPT_PER_TOKEN * fwd(runs * (sizes.val + sizes.test))
-    if "finetune" in methods:
-        runs = (finetune_seeds or seeds) * (losses + 1)  # each student loss and the ceiling
-        steps = epochs * sizes.strong_train * _TRAIN_PER_TOKEN
-        evals = epochs * (sizes.val + sizes.test) + sizes.strong_train  # epoch-end evals, final train preds
-        speed = _BF16_SPEEDUP if pick_device(device) == "cpu" and cpu_native_bf16() else 1.0
-        seconds["fine-tuning"] = runs * fwd(steps + evals) / speed
+    for method, opts in methods.values():
+        seconds |= method.estimate(opts, work)
     return Plan(rate, seconds)
 
 

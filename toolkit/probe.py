@@ -123,6 +123,8 @@ def probe_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predict
     return out
 
 
+SECONDS_PER_SEED = 20.0
+"""A seed of the default probe grid, for the start-of-run estimate: 13 s (Zen 4) to 18 s (Zen 2) measured."""
 MIN_CEILING_TRAIN = 6  # 3-fold CV on strong_train gold: each fold's training part then holds both classes
 
 
@@ -246,6 +248,9 @@ class ProbeMethod(Method):
                              control_per_class=opts.control_per_class, engine=ctx.job.probe_engine)
         recs, fitted = fit_seeds(self._features(ctx), ctx.sups, cfg, ctx.progress)
         return MethodResult(recs, computed={"probe_seeds_fitted": fitted})
+
+    def estimate(self, opts, work) -> dict[str, float]:
+        return {"extraction": work.forward(work.n_examples), "probes": SECONDS_PER_SEED * work.seeds}
 
     def summary_settings(self, opts) -> tuple[str, ...]:
         return SUMMARY_SETTINGS

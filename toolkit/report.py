@@ -14,8 +14,6 @@ import pandas as pd
 
 from toolkit import config, diagnostics, metrics, plots, records
 from toolkit._util import ToolkitError, atomic_write_bytes
-from toolkit.finetune import FinetuneConfig, mixed_precision
-from toolkit.models import dtype_name, pick_device
 
 __all__ = ["OUTPUTS", "PRINT_COLUMNS", "check_out", "figures", "format_summary", "markdown_table", "report", "write"]
 
@@ -121,21 +119,17 @@ def figures(result) -> dict:
     return figs
 
 
-def _precision_lines(cfg) -> list[str]:
-    """What `dtype` resolved to on this machine, for the methods that run the strong model."""
-    out = []
-    if "prompt" in cfg.methods:
-        out.append(f"prompting weights: {dtype_name(cfg.dtype, pick_device(cfg.device))}")
-    if "finetune" in cfg.methods:
-        mp = mixed_precision(FinetuneConfig(dtype=cfg.dtype, device=cfg.device))
-        out.append("fine-tuning: fp32 weights, " + ("bf16 autocast" if mp == "bf16" else "fp32 compute"))
-    lines = ["", "Precision on this machine: " + "; ".join(out) + "."] if out else []
-    if "finetune" in cfg.methods or cfg.weak_method == "finetune":
-        recipe = cfg.opts("finetune").recipe
-        lines += ["", f"Fine-tuning recipe: `{recipe}`" + (" (openai/weak-to-strong's `train_simple`: Adam without "
-                  "weight decay, cosine from step 0, no clipping, no dropout, a bias-free head)." if recipe == "paper"
-                  else " (AdamW, weight decay 0.01, linear warm-up and decay, clipping, dropout on).")]
-    return lines
+def _method_lines(result) -> list[str]:
+    """How each method ran here, in its own words (`Method.describe`: precision, recipe, learning rates)."""
+    from toolkit import methods
+
+    cfg = result.config
+    out = [line for m in cfg.methods for line in methods.get(m).describe(cfg.opts(m), cfg.job, result.sizes)]
+    if cfg.weak_method == "finetune" and "finetune" not in cfg.methods:  # the supervisor's own (#36: its protocol)
+        from toolkit.finetune import describe_training
+
+        out += describe_training(cfg.opts("finetune"), cfg.job, result.sizes, strong=False)
+    return ["", " ".join(out)] if out else []
 
 
 def _versions() -> dict[str, str]:
@@ -280,7 +274,7 @@ def report(result, figures: list[str]) -> str:
     lines += ["## Settings", "", markdown_table(pd.DataFrame({"setting": list(settings),
                                                               "value": [str(v) for v in settings.values()]})), "",
               "Model sizes (parameters): " + ", ".join(f"`{k}` {v / 1e6:.0f}M" for k, v in result.sizes.items() if v),
-              *_precision_lines(cfg),
+              *_method_lines(result),
               "", "## Versions", "", markdown_table(pd.DataFrame({"package": list(_versions()),
                                                                   "version": list(_versions().values())})), "",
               "## Work done and time", "",
@@ -292,8 +286,7 @@ def report(result, figures: list[str]) -> str:
 
 
 def _protocol_lines(result) -> list[str]:
-    """What the summary's numbers rest on: the protocol, the headline setting of each method, and for
-    fine-tuning its recipe and each model's learning rate."""
+    """What the summary's numbers rest on: the protocol and the headline setting of each method."""
     cfg = result.config
     if cfg.job.protocol == "paper":
         out = ["Protocol **paper**: each task split as openai/weak-to-strong splits it (its train rows halved per "
@@ -304,20 +297,7 @@ def _protocol_lines(result) -> list[str]:
                "pool for every seed."]
     heads = cfg.student_settings()
     out.append("Headline rows (summary.csv's `headline` column): " + ", ".join(f"{m} `{s}`" for m, s in heads.items())
-               + ("; fine-tuning's other checkpoint is beside it" if "finetune" in heads else "") + ".")
-    tuned = [m for m in cfg.strong if "finetune" in cfg.methods]
-    if cfg.weak_method == "finetune":
-        tuned.insert(0, cfg.weak)
-    if tuned:
-        from toolkit.finetune import default_lr
-
-        opts = cfg.opts("finetune")
-        lrs = []
-        for m in dict.fromkeys(tuned):
-            train = opts.weak_training() if m == cfg.weak and cfg.weak_method == "finetune" else opts.training()
-            lr = train["lr"] if train["lr"] is not None else default_lr(train["recipe"], result.sizes.get(m))
-            lrs.append(f"`{m}` {lr:g}")
-        out.append(f"Fine-tuning recipe `{opts.recipe}`; learning rate " + ", ".join(lrs) + ".")
+               + "; the other summary rows of a method are beside its headline.")
     return [" ".join(out)]
 
 
