@@ -403,8 +403,15 @@ def check_writable(root: Path, need_bytes: int) -> None:
 
 # ----------------------------------------------------------------------------- run stores
 
-RUN_KINDS = ("probe", "chain", "prompt", "finetune")
-"""The run stores under `<root>/runs/`; `finetune` holds folders, the others `.npz` blobs."""
+_KIND = re.compile(r"[a-z][a-z0-9_]*")
+"""A run store's name: the folder `<root>/runs/<kind>/` (each method names its own: `probe`, `prompt`,
+`finetune`, `chain`, or a plugin's); a store holds `.npz` blobs or finished run folders."""
+
+
+def run_kinds(cache_dir=None) -> list[str]:
+    """The run stores present under `<root>/runs/`."""
+    root = runs_root(cache_dir)
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _KIND.fullmatch(p.name)) if root.is_dir() else []
 _HEADER, _CRC = "__header__", "__crc32__"
 
 
@@ -415,8 +422,8 @@ def runs_root(cache_dir: str | os.PathLike | None = None) -> Path:
 def run_path(kind: str, spec: dict, cache_dir=None, *, n: int = 24, suffix: str = ".npz") -> Path:
     """Where the run store of `kind` keeps the artefact of `spec`: its inputs, which must include the kind's
     format version (`version`), so that a change of format never reads an old entry."""
-    if kind not in RUN_KINDS:
-        raise ToolkitError(f"unknown run store '{kind}': one of {', '.join(RUN_KINDS)}")
+    if not _KIND.fullmatch(kind):
+        raise ToolkitError(f"run store name '{kind}' must be lower-case letters, digits and _ (e.g. 'probe')")
     if "version" not in spec:
         raise ToolkitError(f"a {kind} store key needs its format version")
     return runs_root(cache_dir) / kind / f"{stable_hash(spec, n)}{suffix}"
@@ -486,7 +493,7 @@ def _json_default(v):
 def run_entries(cache_dir=None) -> list[Path]:
     """Every finished run-store entry: `.npz` blobs, and fine-tuning run folders."""
     out = []
-    for kind in RUN_KINDS:
+    for kind in run_kinds(cache_dir):
         root = runs_root(cache_dir) / kind
         if root.is_dir():
             out += sorted(p for p in root.iterdir() if not p.name.startswith(".")
@@ -533,7 +540,7 @@ def _ours(p: Path, cache_dir) -> bool:
     parent = p.absolute().parent.resolve()  # the folder it sits in: a symlinked entry is still this cache's
     if parent == features_root(cache_dir).resolve():
         return bool(_ENTRY_NAME.fullmatch(p.name)) and p.is_dir()
-    return (parent.parent == runs_root(cache_dir).resolve() and parent.name in RUN_KINDS
+    return (parent.parent == runs_root(cache_dir).resolve() and bool(_KIND.fullmatch(parent.name))
             and bool(_RUN_NAME.fullmatch(p.name)) and p.exists())
 
 
@@ -560,7 +567,7 @@ def _resolve_entry(name: str, cache_dir, *, delete: bool = False) -> Path:
 
 
 def _verify(path: Path) -> None:
-    if path.parent.name in RUN_KINDS and path.parent.parent.name == "runs":
+    if _KIND.fullmatch(path.parent.name) and path.parent.parent.name == "runs":
         verify_run(path)
     else:
         load_entry(path)
@@ -606,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in partial:
             print(f"{p}  (unfinished: resumes on the next run)")
         runs = run_entries(args.cache_dir)
-        for kind in RUN_KINDS:
+        for kind in run_kinds(args.cache_dir):
             mine = [r for r in runs if r.parent.name == kind]
             if mine:
                 size = sum(_size(r) if r.is_dir() else r.stat().st_size for r in mine)
