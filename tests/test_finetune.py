@@ -261,7 +261,7 @@ def test_finished_run_is_reused_and_joins_the_results_table(cfg, sup, capsys):
     assert run.loaded and [r.key() for r in run.records] == [r.key() for r in first if r.role == "ceiling"]
     assert {"step", "val_agreement", "test_acc", "best"} <= set(run.curve.columns)
 
-    argv = ["--task", cfg.task, "--weak", cfg.weak, "--strong", cfg.strong, "--seeds", "0", "--sizes", "8,16,8,8",
+    argv = ["--task", cfg.task, "--weak", cfg.weak, "--strong", cfg.strong, "--seeds", "1", "--sizes", "8,16,8,8",
             "--batch-size", "8", "--micro-batch", "8", "--lr", "1e-3", "--evals-per-epoch", "100", "--cache-dir",
             cfg.cache_dir, "--dtype", "float32", "--quiet"]
     assert ft.main(argv) == 0
@@ -396,7 +396,7 @@ def test_two_processes_match_one(cfg, tmp_path, batch):
     one, _ = ft.run_records(replace(cfg, micro_batch=2), progress=False)
     two_dir = tmp_path / "two"
     shutil.copytree(os.path.join(cfg.cache_dir, "features"), two_dir / "features")  # the weak model's features
-    argv = ["--task", cfg.task, "--weak", cfg.weak, "--strong", cfg.strong, "--seeds", "0", "--sizes", "8,16,8,8",
+    argv = ["--task", cfg.task, "--weak", cfg.weak, "--strong", cfg.strong, "--seeds", "1", "--sizes", "8,16,8,8",
             "--batch-size", str(batch), "--micro-batch", "2", "--lr", "1e-3", "--evals-per-epoch", "100",
             "--device", "cpu", "--dtype", "float32", "--cache-dir", str(two_dir), "--quiet"]
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"

@@ -107,12 +107,12 @@ def test_a_rerun_loads_the_stored_probes_and_a_damaged_store_is_refitted(probe_r
     cfg, recs, labels, store = probe_run
     before = dict(probe.STATS)
     again, _ = probe.run_records(cfg, progress=False)
-    assert probe.STATS["loaded"] - before["loaded"] == cfg.seeds and probe.STATS["fitted"] == before["fitted"]
+    assert probe.STATS["loaded"] - before["loaded"] == len(cfg.seeds) and probe.STATS["fitted"] == before["fitted"]
     assert [r.key() for r in again] == [r.key() for r in recs]
     for a, b in zip(again, recs):
         np.testing.assert_array_equal(a.p, b.p)
         assert a.extra == b.extra
-    assert len(store) == cfg.seeds
+    assert len(store) == len(cfg.seeds)
     store[0].write_bytes(store[0].read_bytes()[:-100])
     with pytest.warns(UserWarning, match="probe run store"):
         third, _ = probe.run_records(cfg, progress=False)

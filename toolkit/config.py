@@ -70,7 +70,7 @@ def parse_seeds(value) -> tuple[int, ...]:
     except (TypeError, ValueError):
         raise ToolkitError(f"seeds must be a number n (seeds 0..n-1) or a list like 0,1,2; got '{value}'") from None
     if not seeds or len(set(seeds)) < len(seeds) or min(seeds) < 0:
-        raise ToolkitError(f"seeds must be >= 1 distinct non-negative seeds, got {value}")
+        raise ToolkitError(f"seeds must be a number n >= 1 (seeds 0..n-1) or distinct seeds >= 0; got {value}")
     return seeds
 
 

@@ -58,9 +58,11 @@ from toolkit.config import (
     Quiet,
     RunConfig,
     Sizes,  # noqa: F401  (simple_parsing resolves inherited annotations in this module)
+    as_tuple,
     csv,
     flag,
-    ints,
+    parse_seeds,
+    seeds_field,
 )
 from toolkit.encoding import pad_batch, plan_batches, pool_hidden, tokenize
 from toolkit.extract import ExtractConfig, entry_spec
@@ -198,8 +200,8 @@ def default_lr(recipe: str, n: int | None) -> float:
 class FinetuneConfig(RunConfig, TrainOptions):
     """Fine-tune the strong model: students (one per loss) and the gold ceiling, per seed."""
 
-    seeds: tuple[int, ...] = ints((0,), what="seeds")
-    """Seeds (split + training), as a tuple or `0,1,2`; an int n means 0..n-1."""
+    seeds: tuple[int, ...] = seeds_field((0,))
+    """Seeds (split + training): a number n means 0..n-1, or a list `0,1,2`."""
     losses: tuple[str, ...] = csv(("xent", "logconf"))
     """Student losses from `toolkit.losses`, as a tuple or `xent,logconf`; parameters as `logconf:alpha=0.75`."""
     ceiling: bool = flag(True)
@@ -209,12 +211,8 @@ class FinetuneConfig(RunConfig, TrainOptions):
     `float32`, or `bfloat16` (autocast); weights stay fp32."""
 
     def __post_init__(self) -> None:
-        seeds = range(self.seeds) if isinstance(self.seeds, int) else _split_list(self.seeds)
-        try:
-            object.__setattr__(self, "seeds", tuple(int(s) for s in seeds))
-        except ValueError:
-            raise ToolkitError(f"seeds must be integers, e.g. 0,1,2; got {self.seeds!r}") from None
-        object.__setattr__(self, "losses", tuple(_split_list(self.losses)))
+        object.__setattr__(self, "seeds", parse_seeds(self.seeds))
+        object.__setattr__(self, "losses", as_tuple(self.losses))
         for spec in self.losses:
             parse_loss(spec)
         TrainOptions.__post_init__(self)
@@ -243,10 +241,6 @@ RECIPE_LOSS_PARAMS: dict[str, dict] = {"toolkit": {}, "paper": {"logconf": {"war
 """Loss parameters a recipe sets unless the loss spec gives them: openai's logconf ramps over 10% of the steps
 (`warmup_frac` 0.1 in their code, linear with their PR #33), the toolkit's over the paper's 20%; and hardens
 exactly openai's examples (`threshold` quantile: `losses.harden`)."""
-
-
-def _split_list(value) -> list[str]:
-    return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
 
 
 # ----------------------------------------------------------------------------- model and batches

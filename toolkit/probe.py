@@ -23,7 +23,7 @@ import pandas as pd
 
 from toolkit import cache, config, linear, records
 from toolkit._util import ToolkitError, cli_main, stable_hash
-from toolkit.config import RunConfig, as_numbers, csv, flag, floats
+from toolkit.config import RunConfig, as_numbers, csv, flag, floats, parse_seeds, seeds_field
 from toolkit.extract import ExtractConfig, extract, for_job, load_task
 from toolkit.linear import DEFAULT_CS, LogisticProbe, fit_many, predict_proba_many
 from toolkit.losses import parse as parse_loss
@@ -42,8 +42,9 @@ class ProbeRunConfig(RunConfig):
     """The probe comparison for one task and one weak -> strong pair (the strong model's cached hidden states
     are probed)."""
 
-    seeds: int = 5
-    """Number of seeds (0 .. seeds-1): each draws new weak_train/strong_train/val splits; test is fixed."""
+    seeds: tuple[int, ...] = seeds_field(5)
+    """Seeds: a number n means 0..n-1, or a list `5,6,7`; each draws new weak_train/strong_train/val splits; test
+    is fixed."""
     losses: tuple[str, ...] = csv(("xent", "logconf"))
     """Student losses (names in `toolkit.losses`); the ceiling always uses xent on gold."""
     Cs: tuple[float, ...] = floats(DEFAULT_CS, what="Cs")
@@ -58,6 +59,9 @@ class ProbeRunConfig(RunConfig):
     """Match the supervisor's error count within each gold class (instead of overall) for the control."""
     engine: str = "auto"
     """Probe solver engine: `auto` (numpy on a CPU, batched torch elsewhere), `numpy` or `torch`."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", parse_seeds(self.seeds))
 
 
 def _layer_records(base: dict, layers, p: dict[str, np.ndarray], ids: dict, role: str, loss: str,

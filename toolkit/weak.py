@@ -14,6 +14,7 @@ import numpy as np
 from toolkit import tasks
 from toolkit._util import ToolkitError, rng
 from toolkit.cache import Features
+from toolkit.config import parse_seeds
 from toolkit.extract import ExtractConfig, extract
 from toolkit.linear import DEFAULT_CS, LogisticProbe, fit_many, predict_proba_many, resident
 from toolkit.models import DEFAULT_WEAK, pick_device
@@ -208,11 +209,8 @@ def supervise(task, seeds, sizes, cfg: WeakConfig = WeakConfig(), *, limit: int 
 
 
 def check_seeds(seeds) -> list[int]:
-    """`seeds` as a list: an int n means 0..n-1; at least one, distinct, none negative."""
-    out = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    if not out or min(out) < 0 or len(set(out)) < len(out):
-        raise ToolkitError(f"seeds must be a number n >= 1 (seeds 0..n-1) or distinct seeds >= 0; got {seeds}")
-    return out
+    """`seeds` as a list (`config.parse_seeds`: an int n means 0..n-1; at least one, distinct, none negative)."""
+    return list(parse_seeds(seeds))
 
 
 MIN_WEAK_TRAIN = {"probe": 6, TFIDF: 10}
