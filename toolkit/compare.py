@@ -35,9 +35,9 @@ from simple_parsing.helpers import field as sp_field
 from toolkit import chain as chain_mod
 from toolkit import config, diagnostics, metrics, plan, records, report
 from toolkit import extract as extract_mod
-from toolkit import finetune as finetune_mod
 from toolkit import methods as methods_mod
 from toolkit import tasks as tasks_mod
+from toolkit import weak as weak_mod
 from toolkit._util import ToolkitError, cli_main
 from toolkit.config import JobConfig, csv, flag
 from toolkit.losses import parse as parse_loss
@@ -46,7 +46,7 @@ from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK, load_tokenizer, n_param
 from toolkit.records import CHAIN_SEP, Predictions
 from toolkit.tasks import load as load_task
 from toolkit.weak import TFIDF as WEAK_TFIDF
-from toolkit.weak import WeakConfig, check_sizes, solver, supervise
+from toolkit.weak import check_sizes, solver
 
 __all__ = ["CompareConfig", "Comparison", "PRESETS", "preset", "run", "run_config", "main"]
 
@@ -373,14 +373,9 @@ def _check_names(cfg: CompareConfig, out, notes: list[str] | None = None) -> dic
 
 def _supervise(cfg: CompareConfig, job: JobConfig, task, task_name: str, progress: bool) -> list:
     """Each seed's splits (of `job`'s sizes, resolved for this task) and weak labels, from the weak supervisor
-    `cfg.weak_method` builds."""
-    if cfg.weak_method == "finetune":
-        wcfg = finetune_mod.options_config(job.run_fields(task_name, cfg.weak), cfg.opts("finetune"), cfg.dtype,
-                                           weak=True)
-        return finetune_mod.weak_supervision(task, cfg.seeds, job.sizes, wcfg, progress=progress)
-    weak_cfg = WeakConfig(cfg.weak, device=cfg.device, engine=cfg.probe_engine)
-    return supervise(task, cfg.seeds, job.sizes, weak_cfg, limit=cfg.job.subsample, cache_dir=cfg.cache_dir,
-                     progress=progress)
+    `cfg.weak_method` builds (`weak.Supervisor`)."""
+    options = {m: cfg.opts(m) for m in cfg.options}
+    return weak_mod.supervisor(cfg.weak_method).supervise(task, task_name, job, options, progress)
 
 
 def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: bool = True,

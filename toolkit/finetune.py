@@ -78,7 +78,15 @@ from toolkit.models import (
     read_config,
     resolve,
 )
-from toolkit.weak import LABEL_SPLITS, Supervision, WeakConfig, check_seeds, supervise
+from toolkit.weak import (
+    LABEL_SPLITS,
+    Supervision,
+    Supervisor,
+    WeakConfig,
+    check_seeds,
+    register_supervisor,
+    supervise,
+)
 
 __all__ = ["FinetuneConfig", "Classifier", "Trainer", "make_batches", "train", "train_run", "run_records",
            "run_with_curves", "run", "weak_supervision", "STATS", "main"]
@@ -768,25 +776,15 @@ BF16_SPEEDUP = 1.45
 """bf16 autocast against fp32 where the CPU has native bf16 (measured on an AVX512-BF16 Zen 4, README)."""
 
 
-def describe_training(opts: FinetuneOptions, job, sizes: dict, *, strong: bool) -> list[str]:
-    """report.md's sentences on fine-tuning here: precision, recipe, and each fine-tuned model's learning rate
-    (the strong models with `strong`, and a fine-tuned weak supervisor)."""
-    out = []
-    if strong:
-        mp = mixed_precision(FinetuneConfig(dtype=job.dtype, device=job.device))
-        out.append("Precision on this machine: fine-tuning: fp32 weights, "
-                   + ("bf16 autocast." if mp == "bf16" else "fp32 compute."))
-    out.append(f"Fine-tuning recipe: `{opts.recipe}`" + (
-        " (openai/weak-to-strong's `train_simple`: Adam without weight decay, cosine from step 0, no clipping, no "
-        "dropout, a bias-free head)." if opts.recipe == "paper"
-        else " (AdamW, weight decay 0.01, linear warm-up and decay, clipping, dropout on)."))
-    tuned = ([job.weak] if job.weak_method == "finetune" else []) + (list(job.strong) if strong else [])
-    lrs = []
-    for m in dict.fromkeys(tuned):
-        train = opts.weak_training() if m == job.weak and job.weak_method == "finetune" else opts.training()
-        lr = train["lr"] if train["lr"] is not None else default_lr(train["recipe"], sizes.get(m))
-        lrs.append(f"`{m}` {lr:g}")
-    return out + ["Learning rate " + ", ".join(lrs) + "."]
+def describe_training(train: dict, models: tuple[str, ...], sizes: dict, who: str) -> str:
+    """A report.md sentence: `who` is fine-tuned with recipe `train["recipe"]` at each model's learning rate."""
+    lrs = [f"`{m}` {train['lr'] if train['lr'] is not None else default_lr(train['recipe'], sizes.get(m)):g}"
+           for m in models]
+    recipe = train["recipe"]
+    how = ("openai/weak-to-strong's `train_simple`: Adam without weight decay, cosine from step 0, no clipping, no "
+           "dropout, a bias-free head" if recipe == "paper"
+           else "AdamW, weight decay 0.01, linear warm-up and decay, clipping, dropout on")
+    return f"{who}: fine-tuning recipe `{recipe}` ({how}), learning rate " + ", ".join(lrs) + "."
 
 
 CHECKPOINTS = ("best", "final")
@@ -889,7 +887,10 @@ class FinetuneMethod(Method):
         return {"fine-tuning": runs * work.forward(steps + evals) / speed}
 
     def describe(self, opts: FinetuneOptions, job, sizes) -> list[str]:
-        return describe_training(opts, job, sizes, strong=True)
+        mp = mixed_precision(FinetuneConfig(dtype=job.dtype, device=job.device))
+        return ["Precision on this machine: fine-tuning: fp32 weights, "
+                + ("bf16 autocast." if mp == "bf16" else "fp32 compute."),
+                describe_training(opts.training(), job.strong, sizes, "Strong models")]
 
     def for_job(self, opts: FinetuneOptions, job) -> FinetuneOptions:
         if opts.headline is not None:
@@ -941,6 +942,21 @@ def train_seeds(cfg: FinetuneConfig, sups, progress: bool) -> tuple[list, pd.Dat
             curves.append(out.curve.assign(task=sup.splits.test.name, weak=cfg.weak, strong=cfg.strong, role=role,
                                            loss="xent" if role == "ceiling" else loss, seed=sup.seed))
     return records, pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(), trained
+
+
+@register_supervisor
+class FinetuneSupervisor(Supervisor):
+    """`--weak-method finetune`: the paper's weak supervisor (`weak_supervision`), trained with the comparison's
+    fine-tuning options (`weak_options` apply)."""
+
+    name, how = "finetune", "fine-tuned on weak_train gold, its final model"
+
+    def supervise(self, task, task_spec, job, options, progress=True):
+        wcfg = options_config(job.run_fields(task_spec, job.weak), options["finetune"], job.dtype, weak=True)
+        return weak_supervision(task, job.seeds, job.sizes, wcfg, progress=progress)
+
+    def describe(self, job, options, sizes) -> list[str]:
+        return [describe_training(options["finetune"].weak_training(), (job.weak,), sizes, "Weak supervisor")]
 
 
 def weak_supervision(task, seeds, sizes, cfg: FinetuneConfig, *, progress: bool = True) -> list[Supervision]:

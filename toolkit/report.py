@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toolkit import config, diagnostics, metrics, plots, records
+from toolkit import config, diagnostics, metrics, plots, records, weak
 from toolkit._util import ToolkitError, atomic_write_bytes
 
 __all__ = ["OUTPUTS", "PRINT_COLUMNS", "check_out", "figures", "format_summary", "markdown_table", "report", "write"]
@@ -124,11 +124,9 @@ def _method_lines(result) -> list[str]:
     from toolkit import methods
 
     cfg = result.config
-    out = [line for m in cfg.methods for line in methods.get(m).describe(cfg.opts(m), cfg.job, result.sizes)]
-    if cfg.weak_method == "finetune" and "finetune" not in cfg.methods:  # the supervisor's own (#36: its protocol)
-        from toolkit.finetune import describe_training
-
-        out += describe_training(cfg.opts("finetune"), cfg.job, result.sizes, strong=False)
+    options = {m: cfg.opts(m) for m in cfg.options}
+    out = weak.supervisor(cfg.weak_method).describe(cfg.job, options, result.sizes)
+    out += [line for m in cfg.methods for line in methods.get(m).describe(options[m], cfg.job, result.sizes)]
     return ["", " ".join(out)] if out else []
 
 
@@ -217,15 +215,14 @@ def _gz(text: str) -> bytes:
     return gzip.compress(text.encode(), mtime=0)
 
 
-_WEAK_HOW = {"probe": "a probe on its features, trained on weak_train gold", "tfidf": "bag of words",
-             "finetune": "fine-tuned on weak_train gold, its final model"}
 
 
 def report(result, figures: list[str]) -> str:
     """report.md of a `Comparison`: summary, imitation, figures, notes, settings, versions, work and time."""
     cfg = result.config
+    how = weak.supervisor(cfg.weak_method).how
     lines = ["# Weak-to-strong comparison", "",
-             f"Tasks {', '.join(cfg.tasks)}; weak supervisor `{cfg.weak}` ({_WEAK_HOW[cfg.weak_method]}); strong "
+             f"Tasks {', '.join(cfg.tasks)}; weak supervisor `{cfg.weak}` ({how}); strong "
              f"{', '.join(f'`{s}`' for s in cfg.strong)}; methods {', '.join(cfg.methods)}.", "",
              "PGR = (student − weak) / (ceiling − weak) on the fixed test pool, mean over seeds. With two or more "
              "seeds its 95% interval covers the spread between seeds' runs and the test pool's sampling: a t "

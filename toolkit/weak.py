@@ -8,6 +8,7 @@ student (probe, prompt, fine-tune) is trained and judged against the very same l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -206,6 +207,63 @@ def supervise(task, seeds, sizes, cfg: WeakConfig = WeakConfig(), *, limit: int 
                         progress=progress)
         train = lambda splits, seed: train_weak(feats, splits, cfg, seed=seed)
     return [Supervision(seed, splits, train(splits, seed)) for seed, splits in zip(seeds, all_splits)]
+
+
+class Supervisor:
+    """How a comparison's weak supervisor is built from each seed's weak_train gold (`--weak-method`): one
+    subclass per way, registered by name (`register_supervisor`); the comparison calls `supervise` and never
+    branches on the name. Built in: `probe` and `tfidf` here, `finetune` in `toolkit.finetune`."""
+
+    name: ClassVar[str]
+    how: ClassVar[str]
+    """How report.md says it supervises."""
+
+    def supervise(self, task, task_spec: str, job, options: dict, progress: bool = True) -> list[Supervision]:
+        """Each seed of `job` (a `config.JobConfig` resolved for `task`): its splits and weak labels. `options`
+        are the comparison's method options by method name (a supervisor that trains like a method reads its
+        options there)."""
+        raise NotImplementedError
+
+    def describe(self, job, options: dict, sizes: dict) -> list[str]:
+        """Sentences for report.md on how it was built here (`sizes`: model -> parameters); none by default."""
+        return []
+
+
+SUPERVISORS: dict[str, Supervisor] = {}
+
+
+def register_supervisor(cls: type[Supervisor]) -> type[Supervisor]:
+    """Class decorator: register a `Supervisor` under its `name`."""
+    SUPERVISORS[cls.name] = cls()
+    return cls
+
+
+def supervisor(name: str) -> Supervisor:
+    """The registered supervisor `name` (`finetune`'s registers when `toolkit.finetune` is imported, as
+    `toolkit.compare` does)."""
+    if name not in SUPERVISORS:
+        raise ToolkitError(f"unknown weak method '{name}': choose from {', '.join(SUPERVISORS)}")
+    return SUPERVISORS[name]
+
+
+@register_supervisor
+class ProbeSupervisor(Supervisor):
+    name, how = "probe", "a probe on its features, trained on weak_train gold"
+
+    def config(self, job) -> WeakConfig:
+        return WeakConfig(job.weak, device=job.device, engine=job.probe_engine)
+
+    def supervise(self, task, task_spec, job, options, progress=True):
+        return supervise(task, job.seeds, job.sizes, self.config(job), limit=job.subsample,
+                         cache_dir=job.cache_dir, progress=progress)
+
+
+@register_supervisor
+class TfidfSupervisor(ProbeSupervisor):
+    name, how = TFIDF, "bag of words"
+
+    def config(self, job) -> WeakConfig:
+        return WeakConfig(TFIDF)
 
 
 def check_seeds(seeds) -> list[int]:
