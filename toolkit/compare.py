@@ -401,7 +401,7 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
         split_sizes[task.name] = job.sizes
         sups = _supervise(cfg, job, task, task_name, progress)
         timings[f"weak {task.name}"] = time.perf_counter() - t0
-        labels[task.name] = dict(zip(task.ids, (int(v) for v in task.labels)))
+        labels[task.name] = task.gold
         all_recs += [r for s in sups for r in s.weak if r.split != "weak_train"]
         runs = [(sups, "")]
         if len(cfg.chain) > 2:

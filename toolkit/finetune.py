@@ -922,7 +922,7 @@ def run_with_curves(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = 
         sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(model=cfg.weak), limit=cfg.limit,
                          cache_dir=cfg.cache_dir, progress=progress)
     records, curve, _ = train_seeds(cfg, sups, progress)
-    return [r for sup in sups for r in sup.weak] + records, curve, dict(zip(task.ids, task.labels.tolist()))
+    return [r for sup in sups for r in sup.weak] + records, curve, task.gold
 
 
 def train_seeds(cfg: FinetuneConfig, sups, progress: bool) -> tuple[list, pd.DataFrame, int]:

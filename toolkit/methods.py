@@ -74,7 +74,7 @@ class Context:
     @property
     def labels(self) -> dict[str, int]:
         """Gold labels of the task, id -> 0/1 (for the diagnostics; a student never sees them)."""
-        return dict(zip(self.task.ids, (int(v) for v in self.task.labels)))
+        return self.task.gold
 
 
 @dataclass

@@ -154,7 +154,7 @@ def run_records(cfg: ProbeRunConfig = ProbeRunConfig(), progress: bool = True, *
     for s in sup:
         out += [r for r in s.weak if r.split != "weak_train"]
         out += fit_seeds(strong_feats, [s], cfg, progress)[0]
-    return out, dict(zip(task.ids, (int(v) for v in task.labels)))
+    return out, task.gold
 
 
 def fit_seeds(feats, sups, cfg: ProbeRunConfig, progress: bool) -> tuple[list[Predictions], int]:

@@ -432,7 +432,7 @@ def run_records(cfg: PromptConfig = PromptConfig(), *, progress: bool = True, su
         sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(cfg.weak), limit=cfg.limit, cache_dir=cfg.cache_dir,
                          progress=progress)
     recs, _ = prompt_records(cfg, task, info, sups, progress)
-    return [r for sup in sups for r in sup.weak] + recs, dict(zip(task.ids, task.labels.tolist()))
+    return [r for sup in sups for r in sup.weak] + recs, task.gold
 
 
 def prompt_records(cfg: PromptConfig, task, info, sups, progress: bool) -> tuple[list[Predictions], int]:

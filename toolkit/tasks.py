@@ -126,6 +126,11 @@ class Task:
         """(n,) int64 array of 0/1."""
         return self.data["label"].to_numpy(dtype=np.int64)
 
+    @property
+    def gold(self) -> dict[str, int]:
+        """Gold label by id (what the metrics and diagnostics score against; a student never sees it)."""
+        return dict(zip(self.ids, self.labels.tolist()))
+
     def __len__(self) -> int:
         return len(self.data)
 
