@@ -597,7 +597,7 @@ def _load_file(name: str) -> Task:
             f" (read as {sep!r}-delimited, from its header line; a text that contains {sep!r} must be quoted)")
         raise ToolkitError(f"cannot read {path}{how}: {str(e).splitlines()[0]}; fix the file") from None
     task = _frame_task(name, df, f"file {path.resolve()}", duplicates=spec.get("duplicates", "collapse"),
-                       where=where)
+                       where=where, origin=True)
     return _with_prompt_file(task, path, spec)
 
 
@@ -677,10 +677,11 @@ def _load_hf(name: str) -> Task:
 
 
 def _frame_task(name: str, df: pd.DataFrame, source: str, duplicates: str = "collapse",
-                where: Sequence[str] | None = None) -> Task:
+                where: Sequence[str] | None = None, origin: bool = False) -> Task:
     """A Task from a user table with text, label and optionally id columns. Duplicate texts are handled as
     in built-in tasks whatever the ids (`_dedupe`), or refused with `duplicates="refuse"`. `where` names
-    each row for messages (a file's line numbers); default "row i" (1-based)."""
+    each row for messages (a file's line numbers); default "row i" (1-based). `origin`: read a `split` column
+    (train / test) as each row's source split (`ORIGIN`), as user files may have one."""
     if len(df) == 0:
         raise ToolkitError(f"task {name!r} has no examples; give it at least one example of each label")
     missing = [c for c in ("text", "label") if c not in df.columns]
@@ -699,7 +700,7 @@ def _frame_task(name: str, df: pd.DataFrame, source: str, duplicates: str = "col
     if note:
         print(f"[tasks] {name}: {note}", file=sys.stderr)
         source = f"{source} ({note})"
-    origins = _file_origins(name, df, where)
+    origins = _file_origins(name, df, where) if origin else None  # a user file's split column, not a dataset's
     return _make_task(name, [texts[i] for i in keep], labels[keep], FILE_TEMPLATE, FILE_LABEL_WORDS, source,
                       ids=[ids[i] for i in keep], origins=None if origins is None else [origins[i] for i in keep])
 
