@@ -707,14 +707,17 @@ def _frame_task(name: str, df: pd.DataFrame, source: str, duplicates: str = "col
 
 def _file_origins(name: str, df: pd.DataFrame, where: list[str]) -> list[tuple[str, int]] | None:
     """A user table's optional `split` column (train / test, as `--protocol paper` reads it) as (split, row)
-    per row, rows numbered in file order within each split; None without the column."""
+    per row, rows numbered in file order within each split; None without the column, or (said in one line) when
+    it holds other values: the file is then one source split."""
     if "split" not in df.columns:
         return None
     splits = [str(v).strip().lower() for v in df["split"]]
     bad = [i for i, v in enumerate(splits) if v not in SOURCE_SPLITS]
     if bad:
-        raise ToolkitError(f"{name}: the split column must say train or test, {where[bad[0]]} says "
-                           f"{df['split'].iloc[bad[0]]!r}; fix it or drop the column")
+        print(f"[tasks] {name}: its split column holds values other than train and test ({where[bad[0]]}: "
+              f"{df['split'].iloc[bad[0]]!r}), so it is not read: --protocol paper takes the file as one split",
+              file=sys.stderr)
+        return None
     seen = dict.fromkeys(SOURCE_SPLITS, 0)
     out = []
     for v in splits:
