@@ -356,9 +356,16 @@ def test_the_memory_estimate_picks_lora_for_8b_and_full_for_1_7b_on_80_gb(cfg):
     shape = dict(micro_batch=32, max_length=512)
     pick = lambda n, hidden, layers, **kw: ft.choose_mode(n, 80e9, checkpointing=False, hidden=hidden,  # noqa: E731
                                                           layers=layers, **shape, **{"lora": None, **kw})
-    assert pick(8.0e9, 4096, 32) == (ft.AUTO_LORA_RANK, True)
-    assert pick(1.7e9, 2048, 24) == (0, False)
-    assert pick(8.0e9, 4096, 32, lora=0) == (0, False)  # asked for: kept (and it will run out of memory)
+    assert pick(8.0e9, 4096, 32) == (ft.AUTO_LORA_RANK, False, 16)  # LoRA; half the micro batch, no recompute
+    assert pick(1.7e9, 2048, 24) == (0, False, shape["micro_batch"])
+    assert pick(8.0e9, 4096, 32, lora=0) == (0, False, shape["micro_batch"])  # asked for: kept (it will not fit)
+    # a CPU that stores attention probabilities: qwen2.5-0.5b on 512-token passages at micro batch 32 needs ~27 GB
+    # (the kernel killed it on a 24 GB host); half the micro batch fits, the same gradient, still full fine-tuning
+    cpu = ft.choose_mode(494e6, 24e9, lora=None, checkpointing=False, micro_batch=32, max_length=512, hidden=896,
+                         layers=24, heads=14)
+    assert cpu == (0, False, 16)
+    assert ft.memory_bytes(494e6, lora=False, checkpointing=False, micro_batch=32, max_length=512, hidden=896,
+                           layers=24, heads=14) > 24e9
     gb = ft.memory_bytes(8.0e9, lora=True, checkpointing=True, hidden=4096, layers=32, **shape) / 1e9
     assert 16 < gb < 30 and ft.memory_bytes(8.0e9, lora=False, checkpointing=True, hidden=4096, layers=32,
                                             **shape) > 128e9

@@ -322,56 +322,76 @@ AUTO_LORA_RANK = 16
 
 
 def memory_bytes(n_params: int, *, lora: bool, checkpointing: bool, micro_batch: int, max_length: int, hidden: int,
-                 layers: int) -> float:
+                 layers: int, heads: int = 0) -> float:
     """Device memory a fine-tune needs, roughly (an upper estimate: every sequence at `max_length`).
 
     Model state: full fine-tuning holds fp32 weights, gradients and AdamW's two moments, 16 bytes a parameter; LoRA a
     bf16 frozen base, 2 bytes a parameter (its adapters, with their gradients and moments, about 2% on top at rank
     16). Activations under bf16 autocast: about 34 bytes per token, hidden unit and layer without checkpointing
     (Korthikanti et al. 2022's sbh·34, attention's s² term left out: flash/SDPA kernels do not store it); with it,
-    each layer's input (2 bytes) plus one layer's activations recomputed at a time."""
+    each layer's input (2 bytes) plus one layer's activations recomputed at a time. `heads` > 0 adds the attention
+    probabilities (2 bytes per head and token pair per layer kept for the backward), for CPU kernels that store
+    them."""
     state = 2.04 * n_params if lora else 16.0 * n_params
     tokens = micro_batch * max_length
-    acts = tokens * hidden * (2 * layers + 34) if checkpointing else tokens * hidden * layers * 34
-    return state + acts
+    stored = 2 + 34 / max(layers, 1) if checkpointing else 34  # per token, hidden unit and layer
+    attn = 2 * micro_batch * heads * max_length**2 * (1 if checkpointing else layers)
+    return state + tokens * hidden * layers * stored + attn
 
 
 def choose_mode(n_params: int, total_bytes: float, *, lora: int | None, checkpointing: bool, micro_batch: int,
-                max_length: int, hidden: int, layers: int, headroom: float = 0.9) -> tuple[int, bool]:
-    """(LoRA rank, checkpointing) for a device of `total_bytes`: `lora` when it is set; else the first of full,
-    full with checkpointing, LoRA, LoRA with checkpointing whose `memory_bytes` fits in `headroom` of the device
-    (LoRA with checkpointing when none does)."""
-    if lora is not None:
-        return lora, checkpointing
-    shape = dict(micro_batch=micro_batch, max_length=max_length, hidden=hidden, layers=layers)
-    for rank, ckpt in ((0, checkpointing), (0, True), (AUTO_LORA_RANK, checkpointing), (AUTO_LORA_RANK, True)):
-        if memory_bytes(n_params, lora=bool(rank), checkpointing=ckpt, **shape) <= headroom * total_bytes:
-            return rank, ckpt
-    return AUTO_LORA_RANK, True
+                max_length: int, hidden: int, layers: int, heads: int = 0,
+                headroom: float = 0.9) -> tuple[int, bool, int]:
+    """(LoRA rank, checkpointing, micro batch) for a device of `total_bytes`. With `lora` set, as given; else the
+    first whose `memory_bytes` fits in `headroom` of it: full fine-tuning at the micro batch, then at half of it,
+    down to an eighth (the same gradient: only the forward passes are smaller), then with checkpointing (the same
+    gradient again, a third more compute), then LoRA the same way (when nothing fits: LoRA with checkpointing). A
+    `lora` that is set is kept (as asked, when nothing fits); only the micro batch and checkpointing adapt."""
+    fits = lambda rank, ckpt, micro: memory_bytes(  # noqa: E731
+        n_params, lora=bool(rank), checkpointing=ckpt, micro_batch=micro, max_length=max_length, hidden=hidden,
+        layers=layers, heads=heads) <= headroom * total_bytes
+    micros = list(dict.fromkeys(m for m in (micro_batch >> k for k in range(4)) if m >= 1))
+    ranks = [lora] if lora is not None else [0, AUTO_LORA_RANK]
+    tries = [t for rank in ranks for t in [(rank, checkpointing, m) for m in micros] + [(rank, True, micro_batch)]]
+    fallback = (lora, checkpointing, micro_batch) if lora is not None else (AUTO_LORA_RANK, True, micro_batch)
+    return next((t for t in tries if fits(*t)), fallback)
+
+
+def _available_bytes(device: str) -> float:
+    """What a fine-tune may use: the GPU's memory, or on a CPU the host's (its total, not what is free now, so that
+    the choice, and the micro batch's summation order with it, is the same on every run on one machine)."""
+    if device.startswith("cuda"):
+        return float(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
 def fit_memory(cfg: FinetuneConfig, info: ModelInfo) -> FinetuneConfig:
-    """`cfg` with `lora` resolved (`choose_mode`): on a GPU from the model's size and shape and the device's memory,
-    saying in one line when it is not full fine-tuning as asked; on a CPU full fine-tuning (host memory)."""
-    if cfg.lora is not None:
-        return cfg
+    """`cfg` fitted to the memory it will run in (`choose_mode`), from the model's size and shape: a GPU's memory,
+    or on a CPU the host's memory (a 0.5B model on boolq's 512-token passages at micro batch 32 needs
+    about 27 GB there and was killed by the kernel on 24 GB). A smaller micro batch or checkpointing keeps the
+    result (neither is in the run's key); LoRA, only when `lora` is unset, changes the method. Said in one line
+    when anything changes."""
     device = pick_device(cfg.device)
-    if not device.startswith("cuda") or not (n := n_params(info)):
-        return replace(cfg, lora=0)
+    if not (n := n_params(info)):
+        return cfg if cfg.lora is not None else replace(cfg, lora=0)
     conf = read_config(info)
-    total = torch.cuda.get_device_properties(torch.device(device)).total_memory
-    rank, ckpt = choose_mode(n, total, lora=None, checkpointing=cfg.checkpointing, micro_batch=cfg.micro_batch,
-                             max_length=cfg.max_length, hidden=int(conf["hidden_size"]),
-                             layers=int(conf["num_hidden_layers"]))
-    if (rank, ckpt) != (0, cfg.checkpointing):
-        need = memory_bytes(n, lora=False, checkpointing=cfg.checkpointing, micro_batch=cfg.micro_batch,
-                            max_length=cfg.max_length, hidden=int(conf["hidden_size"]),
-                            layers=int(conf["num_hidden_layers"]))
-        what = f"LoRA rank {rank}" if rank else "full fine-tuning"
-        print(f"[finetune] {info.name}: full fine-tuning needs about {need / 1e9:.0f} GB of this GPU's "
-              f"{total / 1e9:.0f} GB: {what}{' with gradient checkpointing' if ckpt else ''} instead (set --lora to "
-              "choose)", file=sys.stderr)
-    return replace(cfg, lora=rank, checkpointing=ckpt)
+    heads = 0 if device.startswith("cuda") else int(conf.get("num_attention_heads") or 0)  # SDPA stores none there
+    shape = dict(max_length=cfg.max_length, hidden=int(conf["hidden_size"]), layers=int(conf["num_hidden_layers"]),
+                 heads=heads)
+    total = _available_bytes(device)
+    rank, ckpt, micro = choose_mode(n, total, lora=cfg.lora, checkpointing=cfg.checkpointing,
+                                    micro_batch=cfg.micro_batch, **shape)
+    if (rank, ckpt, micro) != (cfg.lora or 0, cfg.checkpointing, cfg.micro_batch):
+        need = memory_bytes(n, lora=bool(cfg.lora), checkpointing=cfg.checkpointing, micro_batch=cfg.micro_batch,
+                            **shape)
+        where = "this GPU's" if device.startswith("cuda") else "this host's"
+        what = (f"LoRA rank {rank}" if rank else "full fine-tuning") + (
+            f", micro batch {micro}" if micro != cfg.micro_batch else "") + (
+            " with gradient checkpointing" if ckpt and not cfg.checkpointing else "")
+        print(f"[finetune] {info.name}: as asked it needs about {need / 1e9:.0f} GB of {where} "
+              f"{total / 1e9:.0f} GB: {what} instead (set --lora, --micro-batch, --checkpointing to choose)",
+              file=sys.stderr)
+    return replace(cfg, lora=rank, checkpointing=ckpt, micro_batch=micro)
 
 
 def for_model(cfg: FinetuneConfig, info: ModelInfo) -> FinetuneConfig:
