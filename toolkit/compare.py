@@ -150,6 +150,10 @@ class CompareConfig:
                 return getattr(self.opts(method), name)
         raise AttributeError(f"CompareConfig has no option '{name}'")
 
+    def all_opts(self) -> dict[str, Any]:
+        """Every registered method's options, settled for the job (`opts`), by method name."""
+        return {m: self.opts(m) for m in self.options}
+
     def opts(self, method: str):
         """The options of `method`, with the defaults that depend on the job settled (`Method.for_job`; the
         `options` field keeps them as given, so that a config is also the CLI's defaults)."""
@@ -329,13 +333,16 @@ def run(tasks: str | tuple[str, ...] = "sentiment", *, out: str | Path | None = 
     return run_config(CompareConfig.make(tasks=tasks, **options), out=out, progress=progress, figures=figures)
 
 
-def _paper_task(cfg: CompareConfig, task) -> tuple[Any, list[str]]:
+def _token_counters(cfg: CompareConfig) -> list:
+    """texts -> token counts, one per neural model of the job (its tokenizer, loaded once)."""
+    toks = [load_tokenizer(resolve(m, cfg.cache_dir)) for m in cfg.models()]
+    return [lambda texts, tok=tok: [len(ids) for ids in tok(texts)["input_ids"]] for tok in toks]
+
+
+def _paper_task(task, counters: list) -> tuple[Any, list[str]]:
     """Under `--protocol paper`: `task` without the examples of 1,024 tokens or more under any of the job's
-    tokenizers (openai/weak-to-strong drops them), and the lines that say so and how the task is split."""
-    counters = []
-    for m in cfg.models():
-        tok = load_tokenizer(resolve(m, cfg.cache_dir))
-        counters.append(lambda texts, tok=tok: [len(ids) for ids in tok(texts)["input_ids"]])
+    tokenizers (`counters`; openai/weak-to-strong drops them), and the lines that say so and how the task is
+    split."""
     kept, dropped = tasks_mod.drop_long(task, counters)
     lines = [tasks_mod.paper_note(kept)]
     if dropped:
@@ -350,8 +357,9 @@ def _check_names(cfg: CompareConfig, out, notes: list[str] | None = None) -> dic
     without their over-long examples; what it did is added to `notes`)."""
     loaded = {t: load_task(t, cfg.cache_dir, limit=cfg.job.subsample) for t in cfg.tasks}
     if cfg.job.protocol == "paper":
+        counters = _token_counters(cfg)
         for name, task in loaded.items():
-            loaded[name], lines = _paper_task(cfg, task)
+            loaded[name], lines = _paper_task(task, counters)
             if notes is not None:
                 notes += lines
     for task in loaded.values():  # each task's own sizes (`--sizes auto` scales them) meet every method's needs
@@ -374,8 +382,7 @@ def _check_names(cfg: CompareConfig, out, notes: list[str] | None = None) -> dic
 def _supervise(cfg: CompareConfig, job: JobConfig, task, task_name: str, progress: bool) -> list:
     """Each seed's splits (of `job`'s sizes, resolved for this task) and weak labels, from the weak supervisor
     `cfg.weak_method` builds (`weak.Supervisor`)."""
-    options = {m: cfg.opts(m) for m in cfg.options}
-    return weak_mod.supervisor(cfg.weak_method).supervise(task, task_name, job, options, progress)
+    return weak_mod.supervisor(cfg.weak_method).supervise(task, task_name, job, cfg.all_opts(), progress)
 
 
 def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: bool = True,

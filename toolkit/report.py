@@ -124,7 +124,7 @@ def _method_lines(result) -> list[str]:
     from toolkit import methods
 
     cfg = result.config
-    options = {m: cfg.opts(m) for m in cfg.options}
+    options = cfg.all_opts()
     out = weak.supervisor(cfg.weak_method).describe(cfg.job, options, result.sizes)
     out += [line for m in cfg.methods for line in methods.get(m).describe(options[m], cfg.job, result.sizes)]
     return ["", " ".join(out)] if out else []

@@ -885,8 +885,7 @@ def split(task: Task, seed: int = 0, sizes: SplitSizes = SplitSizes()) -> Splits
     if sizes.protocol == "paper":
         return paper_split(task, seed, sizes)
     _check_room(task, sizes.total // 2, f"splits of {sizes.total} examples")
-    digest = hashlib.sha256("\n".join(sorted(task.ids)).encode()).digest()
-    fixed = np.random.default_rng(int.from_bytes(digest[:16], "little"))
+    fixed = _fixed_rng(task.ids)
     draw = rng(seed)
     parts: dict[str, list[str]] = {name: [] for name in Splits.NAMES}
     for ids in _class_ids(task):
@@ -901,10 +900,15 @@ def split(task: Task, seed: int = 0, sizes: SplitSizes = SplitSizes()) -> Splits
     return Splits(**{name: task.subset(sorted(parts[name])) for name in Splits.NAMES}, seed=seed, sizes=sizes)
 
 
+def _fixed_rng(ids: Sequence[str]) -> np.random.Generator:
+    """A generator seeded from the ids alone: the draws that must be the same for every seed (the test pool)."""
+    digest = hashlib.sha256("\n".join(sorted(ids)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+
+
 def _fixed_order(ids: Sequence[str]) -> np.ndarray:
     """`ids` in an order drawn from the ids alone (the same for every seed)."""
-    digest = hashlib.sha256("\n".join(sorted(ids)).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:16], "little")).permutation(np.sort(np.asarray(ids)))
+    return _fixed_rng(ids).permutation(np.sort(np.asarray(ids)))
 
 
 def _paper_pools(task: Task) -> tuple[np.ndarray, np.ndarray]:
