@@ -12,6 +12,7 @@ import pytest
 import toolkit
 from toolkit import compare, methods
 from toolkit._util import ToolkitError
+from toolkit.compare import BUILTIN
 from toolkit.extract import ExtractConfig, extract
 from toolkit.records import Predictions
 from toolkit.tasks import SplitSizes
@@ -214,7 +215,7 @@ def _context(model, task_path, cache):
                            progress=False)
 
 
-@pytest.mark.parametrize("name", methods.BUILTIN)
+@pytest.mark.parametrize("name", BUILTIN)
 def test_every_builtin_method_passes_the_conformance_check(name, tiny_causal, tiny_task, tmp_path):
     ctx = _context(tiny_causal, tiny_task, tmp_path / "cache")
     opts = {"prompt": methods.get("prompt").Options(ks=(0, 2)), "finetune": methods.get("finetune").Options(epochs=1)}

@@ -32,8 +32,10 @@ from typing import Any
 import pandas as pd
 from simple_parsing.helpers import field as sp_field
 
+# The composition root imports the built-in methods (finetune, probe, prompt: they register on import), so a
+# checkout that is not pip-installed, and so has no entry points, has them too.
 from toolkit import chain as chain_mod
-from toolkit import config, diagnostics, metrics, plan, records, report
+from toolkit import config, diagnostics, finetune, metrics, plan, probe, prompt, records, report  # noqa: F401
 from toolkit import extract as extract_mod
 from toolkit import methods as methods_mod
 from toolkit import tasks as tasks_mod
@@ -80,6 +82,9 @@ takes every weak < strong pair; `benchmarks/vs_openai.py` sets the result beside
 options given with a preset override it."""
 
 
+BUILTIN = ("probe", "prompt", "finetune")
+"""The built-in methods, a comparison's default."""
+
 @dataclass(frozen=True)
 class CompareConfig:
     """A side-by-side comparison: tasks x strong models x methods x losses x seeds.
@@ -90,7 +95,7 @@ class CompareConfig:
 
     job: JobConfig = field(default_factory=JobConfig)
     """Task(s), models, splits, seeds, device: what every method shares."""
-    methods: tuple[str, ...] = csv(methods_mod.BUILTIN)
+    methods: tuple[str, ...] = csv(BUILTIN)
     """Elicitation methods, by registered name (`toolkit.methods`): built in are probe, prompt, finetune."""
     losses: tuple[str, ...] = csv(("xent", "logconf"))
     """Student losses for the methods that train a student (prompting has no loss)."""

@@ -876,6 +876,7 @@ class FinetuneMethod(Method):
     """Full or LoRA fine-tuning; early stopping by agreement with the weak labels of val."""
 
     name = "finetune"
+    order = 2
     Options = FinetuneOptions
     expensive = True
     plan_stage = "fine-tuning"

@@ -1,10 +1,12 @@
 """The `Method` protocol and its registry: how the strong model is elicited.
 
 A method is one module that subclasses `Method` and registers itself by name with `@register`, as the
-built-in ones do (`toolkit.probe`, `toolkit.prompt`, `toolkit.finetune`). It declares its own typed options
+built-in ones do. It declares its own typed options
 (a frozen dataclass, `Options`), which settings represent it in the summary, and `run`, which takes one shared
 `Context` (a task, its seeds' splits and weak labels, the strong model, the job's settings) and returns one
-`MethodResult`. `toolkit.compare` iterates the registry: adding a method touches no other module. A test file
+`MethodResult`. `toolkit.compare` iterates the registry: adding a method touches no other module, and this one
+names none of them (the built-ins come in through the same entry-point group as any plugin, and the composition
+root, `toolkit.compare`, imports them for a checkout that is not installed). A test file
 can register a method too (tests/test_methods.py registers a k-nearest-neighbour probe).
 
 Methods outside the toolkit are found without editing it: a package that declares an entry point in the group
@@ -33,12 +35,8 @@ from toolkit.config import JobConfig
 from toolkit.models import ModelInfo
 from toolkit.records import Predictions
 
-__all__ = ["BUILTIN", "ENTRY_POINTS", "Context", "Method", "MethodResult", "conformance", "get", "load_plugin",
+__all__ = ["ENTRY_POINTS", "Context", "Method", "MethodResult", "conformance", "get", "load_plugin",
            "register", "registered", "student_settings", "unregister"]
-
-BUILTIN = ("probe", "prompt", "finetune")
-"""The built-in methods, in the order a comparison runs them."""
-
 
 @dataclass(frozen=True)
 class Context:
@@ -104,6 +102,9 @@ class Method:
     """Expensive methods run after the cheap ones, so a comparison prints a table within minutes."""
     plan_stage: ClassVar[str | None] = None
     """The stage of `toolkit.plan`'s estimate that times this method, if any."""
+    order: ClassVar[int] = 100
+    """Where the method stands among the registered ones (help, summary, report): the built-ins take 0-2, so a
+    plugin follows them unless it asks otherwise; ties keep the order of registration."""
 
     def check(self, job: JobConfig, opts, losses: tuple[str, ...]) -> None:
         """Raise a one-line `ToolkitError` for settings this method cannot run, before any long work."""
@@ -177,19 +178,15 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def _load_builtins() -> None:
-    # The built-in methods register themselves when their module is imported; they import torch and
-    # transformers, so they are imported on first use of the registry, not with this module.
-    from toolkit import finetune, probe, prompt  # noqa: F401
-
-
 ENTRY_POINTS = "toolkit.methods"
 """The entry-point group through which installed packages add methods."""
 _PLUGINS_LOADED: list[bool] = []
 
 
 def _load_entry_points() -> None:
-    """Import every module the installed packages declare in `ENTRY_POINTS` (once per process)."""
+    """Import every module the installed packages declare in `ENTRY_POINTS` (once per process): the toolkit's
+    own pyproject declares its built-ins there, so they load on the registry's first use, as a plugin does (they
+    import torch, so not with this module)."""
     if _PLUGINS_LOADED:
         return
     _PLUGINS_LOADED.append(True)
@@ -222,12 +219,9 @@ def load_plugin(spec: str) -> None:
 
 
 def registered() -> dict[str, Method]:
-    """Every registered method by name: the built-in ones first, in `BUILTIN` order, then the others (those of
-    installed plugins included)."""
-    _load_builtins()
+    """Every registered method by name, by `Method.order` (the built-ins first), then by registration."""
     _load_entry_points()
-    return {**{n: _REGISTRY[n] for n in BUILTIN if n in _REGISTRY},
-            **{n: m for n, m in _REGISTRY.items() if n not in BUILTIN}}
+    return dict(sorted(_REGISTRY.items(), key=lambda item: item[1].order))
 
 
 def student_settings() -> dict[str, str]:

@@ -230,6 +230,7 @@ class ProbeMethod(Method):
     """Probes on every layer x C at once; a student's (layer, C) is chosen by weak-label accuracy on val."""
 
     name = "probe"
+    order = 0
     Options = ProbeOptions
     plan_stage = "probes"
 

@@ -528,6 +528,7 @@ class PromptMethod(Method):
     """k demonstrations with gold labels (ceiling) or weak labels (student), and zero-shot, raw and calibrated."""
 
     name = "prompt"
+    order = 1
     Options = PromptOptions
     plan_stage = "prompting"
 
