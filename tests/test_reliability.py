@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import save_tiny_causal
 
-from toolkit import cache, extract
+from toolkit import cache, directions, extract, tasks
 from toolkit._util import ToolkitError
 from toolkit.extract import ExtractConfig
 
@@ -51,9 +51,17 @@ def _npy_bytes(entry: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_extraction_resumes_from_finished_shards(slow_model, big_task, tmp_path):
+@pytest.mark.parametrize("completion", [None, 1], ids=["plain", "contrast-pair"])
+def test_sigkill_mid_extraction_resumes_from_finished_shards(slow_model, big_task, tmp_path, completion):
+    """Plain features, and one half of the label-free methods' contrast pairs (the prompt completed with the
+    class-1 label word, `directions.contrast_configs`): the same entry machinery, the same resume."""
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    proc = subprocess.Popen([sys.executable, "-m", "toolkit.extract", *_args(slow_model, big_task, killed)],
+    cfg = ExtractConfig(model=str(slow_model), task=str(big_task), cache_dir=str(killed), shard_size=8,
+                        batch_tokens=512)
+    if completion is not None:
+        cfg = directions.contrast_configs(cfg, tasks.load(str(big_task)))[completion]
+    extra = [] if completion is None else ["--template", cfg.template]
+    proc = subprocess.Popen([sys.executable, "-m", "toolkit.extract", *_args(slow_model, big_task, killed), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     done = []
@@ -69,8 +77,6 @@ def test_sigkill_mid_extraction_resumes_from_finished_shards(slow_model, big_tas
     n_finished = len(list((killed / "features").glob("*.partial/shard-*.npz")))
     assert n_finished < n_total and not cache.entries(killed)
 
-    cfg = ExtractConfig(model=str(slow_model), task=str(big_task), cache_dir=str(killed), shard_size=8,
-                        batch_tokens=512)
     extract.STATS.update(models_built=0, forward_passes=0)
     resumed = extract.extract(cfg, progress=False)
     resumed_passes = extract.STATS["forward_passes"]
@@ -78,6 +84,8 @@ def test_sigkill_mid_extraction_resumes_from_finished_shards(slow_model, big_tas
     full = extract.extract(ExtractConfig(**{**cfg.__dict__, "cache_dir": str(clean)}), progress=False)
     assert resumed_passes < extract.STATS["forward_passes"]  # finished shards were not recomputed
     assert _npy_bytes(resumed.path) == _npy_bytes(full.path)  # byte-identical to an uninterrupted run
+    if completion is not None:
+        assert resumed.manifest["template"] == cfg.template  # the contrast entry's key names its completion
 
 
 @pytest.fixture

@@ -32,10 +32,8 @@ from typing import Any
 import pandas as pd
 from simple_parsing.helpers import field as sp_field
 
-# The composition root imports the built-in methods (finetune, probe, prompt: they register on import), so a
-# checkout that is not pip-installed, and so has no entry points, has them too.
 from toolkit import chain as chain_mod
-from toolkit import config, diagnostics, finetune, metrics, plan, probe, prompt, records, report  # noqa: F401
+from toolkit import config, diagnostics, metrics, plan, records, report
 from toolkit import extract as extract_mod
 from toolkit import methods as methods_mod
 from toolkit import tasks as tasks_mod
@@ -70,6 +68,8 @@ PRESETS: dict[str, dict] = {
                    "strong": tuple(f"{GPT2}{m}" for m in ("gpt2-medium", "gpt2-large", "gpt2-xl")),
                    "weak_method": "finetune", "methods": ("finetune",), "losses": ("xent", "logconf"),
                    "protocol": "paper", "recipe": "paper", "max_length": 1024, "finetune_seeds": 0, "seeds": 3},
+    # the registry says which methods are label-free (`Method.label_free`): this module names none of them
+    "unsupervised": {"methods": lambda: ("probe", *label_free()), "seeds": 3},
 }
 """Named studies (`--preset NAME`; `preset(NAME)` from Python). `quick` is the default comparison without its
 expensive arm, fine-tuning: probes and prompting on sentiment, minilm-l6 -> smollm2-135m, in 16 minutes cold on
@@ -78,8 +78,14 @@ reproduction study's probes and prompting over the strong-model ladder and five 
 fine-tuning arm; `bootstrap` the chain through gemma3-270m. `openai-nlp` is openai/weak-to-strong's NLP sweep
 for a GPU with the network: their four datasets by name, weak gpt2 fine-tuned, strong gpt2-medium, -large and -xl
 fine-tuned with xent and logconf under their protocol and recipe (`--weak` sets the next weak model; their sweep
-takes every weak < strong pair; `benchmarks/vs_openai.py` sets the result beside their published numbers). Other
-options given with a preset override it."""
+takes every weak < strong pair; `benchmarks/vs_openai.py` sets the result beside their published numbers).
+`unsupervised` is the label-free arm (every registered method with `label_free`) beside the probes, 3 seeds.
+Other options given with a preset override it."""
+
+
+def label_free() -> tuple[str, ...]:
+    """The registered methods that find their student without labels (`Method.label_free`)."""
+    return tuple(name for name, m in methods_mod.registered().items() if m.label_free)
 
 
 BUILTIN = ("probe", "prompt", "finetune")
@@ -96,7 +102,8 @@ class CompareConfig:
     job: JobConfig = field(default_factory=JobConfig)
     """Task(s), models, splits, seeds, device: what every method shares."""
     methods: tuple[str, ...] = csv(BUILTIN)
-    """Elicitation methods, by registered name (`toolkit.methods`): built in are probe, prompt, finetune."""
+    """Elicitation methods, by registered name (`toolkit.methods`; every registered method's options are listed
+    below, the default ones first)."""
     losses: tuple[str, ...] = csv(("xent", "logconf"))
     """Student losses for the methods that train a student (prompting has no loss)."""
     chain: tuple[str, ...] = csv(())
@@ -238,7 +245,8 @@ def preset(name: str, **overrides) -> CompareConfig:
     """The `CompareConfig` of a named study, with `overrides`."""
     if name not in PRESETS:
         raise ToolkitError(f"unknown preset '{name}': choose from {', '.join(PRESETS)}")
-    return CompareConfig.make(**{**PRESETS[name], **overrides})
+    settings = {k: v() if callable(v) else v for k, v in PRESETS[name].items()}
+    return CompareConfig.make(**{**settings, **overrides})
 
 
 @dataclass
@@ -618,7 +626,7 @@ class RunArgs:
     figures: bool = flag(True)
     """Draw the figures (PNG); `--no-figures` writes the tables and report only."""
     preset: str | None = None
-    """A named study (see `PRESETS`): quick, ladder, ladder-finetune, bootstrap, openai-nlp. Options given
+    """A named study (see `PRESETS`): quick, ladder, ladder-finetune, bootstrap, openai-nlp, unsupervised. Options given
     beside it override it."""
     config: str | None = None
     """A run's config.yaml (every output folder has one): run that comparison again; options given beside it

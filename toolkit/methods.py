@@ -4,9 +4,9 @@ A method is one module that subclasses `Method` and registers itself by name wit
 built-in ones do. It declares its own typed options
 (a frozen dataclass, `Options`), which settings represent it in the summary, and `run`, which takes one shared
 `Context` (a task, its seeds' splits and weak labels, the strong model, the job's settings) and returns one
-`MethodResult`. `toolkit.compare` iterates the registry: adding a method touches no other module, and this one
-names none of them (the built-ins come in through the same entry-point group as any plugin, and the composition
-root, `toolkit.compare`, imports them for a checkout that is not installed). A test file
+`MethodResult`. `toolkit.compare` iterates the registry: adding a method touches no other module, and no module
+names another's method: the toolkit's own come in through the same entry-point group as any plugin's (its
+pyproject.toml), so the toolkit must be installed (`make setup` does `pip install -e .`). A test file
 can register a method too (tests/test_methods.py registers a k-nearest-neighbour probe).
 
 Methods outside the toolkit are found without editing it: a package that declares an entry point in the group
@@ -102,6 +102,9 @@ class Method:
     """Expensive methods run after the cheap ones, so a comparison prints a table within minutes."""
     plan_stage: ClassVar[str | None] = None
     """The stage of `toolkit.plan`'s estimate that times this method, if any."""
+    label_free: ClassVar[bool] = False
+    """Finds its student without any label (the weak labels of val may give it a sign and a layer): the
+    `unsupervised` preset runs every such method."""
     order: ClassVar[int] = 100
     """Where the method stands among the registered ones (help, summary, report): the built-ins take 0-2, so a
     plugin follows them unless it asks otherwise; ties keep the order of registration."""
@@ -189,8 +192,12 @@ def _load_entry_points() -> None:
     import torch, so not with this module)."""
     if _PLUGINS_LOADED:
         return
+    found = importlib.metadata.entry_points(group=ENTRY_POINTS)
+    if not any(ep.value.startswith("toolkit.") for ep in found):
+        raise ToolkitError("the toolkit's methods register through its entry points, and none were found: install "
+                           "it (`make setup`, or `pip install -e .` in the repository)")
     _PLUGINS_LOADED.append(True)
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINTS):
+    for ep in found:
         try:
             ep.load()
         except Exception as e:  # a broken plugin names itself in one line instead of a traceback

@@ -64,17 +64,18 @@ class ProbeRunConfig(RunConfig):
         object.__setattr__(self, "seeds", parse_seeds(self.seeds))
 
 
-def _layer_records(base: dict, layers, p: dict[str, np.ndarray], ids: dict, role: str, loss: str,
-                   chosen: int, C: float) -> list[Predictions]:
-    """Per-layer records (val, test) at the chosen C, and the chosen layer's `select` records."""
+def layer_records(base: dict, layers, p: dict[str, np.ndarray], ids: dict, role: str, loss: str,
+                  chosen: int, extra: dict) -> list[Predictions]:
+    """Per-layer records (val, test) and the chosen layer's `select` records (strong_train, val, test); `p`:
+    split -> (L, n) P(y=1); `extra` goes into every record (the probes' chosen C)."""
     out = []
     for li, layer in enumerate(layers):
         for split in ("val", "test"):
             out.append(Predictions(**base, role=role, loss=loss, setting=f"layer={layer}", split=split,
-                                   ids=ids[split], p=p[split][li], extra={"C": C}, params={"layer": layer}))
+                                   ids=ids[split], p=p[split][li], extra=dict(extra), params={"layer": layer}))
     for split in STUDENT_SPLITS:
         out.append(Predictions(**base, role=role, loss=loss, setting="select", split=split, ids=ids[split],
-                               p=p[split][chosen], extra={"layer": layers[chosen], "C": C}))
+                               p=p[split][chosen], extra={"layer": layers[chosen], **extra}))
     return out
 
 
@@ -98,7 +99,7 @@ def _fit_select(X: dict, base: dict, layers, role: str, loss: str, train: np.nda
                                loss_params=params or None, **fit), X) for C in Cs]
     ci, li = _best([((p["val"] > 0.5) == val).mean(1) for p in preds])
     ids = {s: base["ids"][s] for s in STUDENT_SPLITS}
-    return _layer_records(base["key"], layers, preds[ci], ids, role, loss, li, Cs[ci])
+    return layer_records(base["key"], layers, preds[ci], ids, role, loss, li, {"C": Cs[ci]})
 
 
 def probe_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predictions]:
@@ -109,7 +110,6 @@ def probe_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predict
     fit = solver(cfg.device, cfg.engine)
     # (L, n, d) float32, on the probe device once for every layer, C, loss and fold (`linear.Resident`)
     X = {s: linear.resident(feats.take(ids[s]), fit["device"], fit["engine"]) for s in STUDENT_SPLITS}
-    n_layers, n = X["strong_train"].shape[:2]
     base = {"ids": ids, "key": {"task": splits.test.name, "weak": cfg.weak, "strong": cfg.strong, "method": "probe",
                                 "seed": seed}}
     noisy = {s: sup.noisy(s, per_class=cfg.control_per_class).astype(np.float64) for s in ("strong_train", "val")}
@@ -120,11 +120,19 @@ def probe_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predict
         if cfg.control:
             out += _fit_select(X, base, feats.layers, "control", loss, noisy["strong_train"], noisy["val"] > 0.5,
                                cfg.Cs, fit)
+    return out + ceiling_records(X, base["key"], feats.layers, splits, cfg.Cs, seed, fit)
+
+
+def ceiling_records(X: dict, key: dict, layers, splits, Cs, seed: int, fit: dict) -> list[Predictions]:
+    """The gold ceiling: probes on every layer trained on strong_train gold, (C, layer) chosen by 3-fold CV on
+    that gold. `X`: split -> (L, n, d) features (`linear.resident`) of `STUDENT_SPLITS`; `key`: the records'
+    task, models, method and seed. The label-free methods take it as their ceiling too."""
     gold = np.asarray(splits.strong_train.labels, dtype=np.float64)
-    ci, li = _best([cv_accuracy(X["strong_train"], gold, C, seed, folds=3, fit=fit) for C in cfg.Cs])
-    probes = fit_many(X["strong_train"], np.broadcast_to(gold, (n_layers, n)), C=cfg.Cs[ci], **fit)
-    out += _layer_records(base["key"], feats.layers, _predict(probes, X), ids, "ceiling", "xent", li, cfg.Cs[ci])
-    return out
+    n_layers, n = X["strong_train"].shape[:2]
+    ci, li = _best([cv_accuracy(X["strong_train"], gold, C, seed, folds=3, fit=fit) for C in Cs])
+    probes = fit_many(X["strong_train"], np.broadcast_to(gold, (n_layers, n)), C=Cs[ci], **fit)
+    ids = {s: splits[s].ids for s in STUDENT_SPLITS}
+    return layer_records(key, layers, _predict(probes, X), ids, "ceiling", "xent", li, {"C": Cs[ci]})
 
 
 SECONDS_PER_SEED = 20.0
