@@ -101,20 +101,31 @@ def test_pca_finds_the_direction_of_most_variance():
 def test_compare_holds_every_label_free_method(tiny_causal, tiny_task, tmp_path):
     out = tmp_path / "run"
     args = ["--task", str(tiny_task), "--weak", "tfidf", "--strong", str(tiny_causal), "--seeds", "2",
-            "--sizes", "10,10,6,10", "--methods", "probe,ccs,crc,pca,random", "--ccs-tries", "2",
+            "--sizes", "10,10,6,10", "--methods", "probe,ccs,crc,pca,random,prompt_random", "--ccs-tries", "2",
+            "--random-ks", "2",
             "--n-boot", "20", "--cache-dir", str(tmp_path / "c"), "--quiet", "--out", str(out)]
     assert compare.main(args) == 0
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary.method) == {"probe", "ccs", "crc", "pca", "random"}
+    assert set(summary.method) == {"probe", "ccs", "crc", "pca", "random", "prompt_random"}
     report = (out / "report.md").read_text()
-    assert all(f"`{m}`" in report for m in ("ccs", "crc", "pca", "random"))
+    assert all(f"`{m}`" in report for m in ("ccs", "crc", "pca", "random", "prompt_random"))
     results = pd.read_csv(out / "results.csv")
     layers = results[(results.method == "ccs") & results.setting.str.startswith("layer=")]
     assert layers.setting.nunique() > 1  # the layer curve is in the results
 
 
+def test_random_demonstration_labels_are_balanced_seeded_and_not_the_gold():
+    from toolkit.prompt_random import random_labels
+
+    a = random_labels(101, 0)
+    assert (a == random_labels(101, 0)).all() and not (a == random_labels(101, 1)).all()
+    assert a.sum() == 50  # half per class, the odd one 0
+    gold = np.arange(101) % 2
+    assert 0.3 < (a == gold).mean() < 0.7  # about half agree with any fixed labelling
+
+
 def test_the_unsupervised_preset_runs_every_label_free_method_found_by_the_registry():
-    assert compare.preset("unsupervised").methods == ("probe", "ccs", "crc", "pca", "random")
+    assert compare.preset("unsupervised").methods == ("probe", "ccs", "crc", "pca", "random", "prompt_random")
 
 
 def test_no_other_module_names_the_label_free_methods():
@@ -123,7 +134,7 @@ def test_no_other_module_names_the_label_free_methods():
     import ast
 
     root = Path(compare.__file__).parent
-    modules = {"ccs", "crc", "pca", "random_direction"}
+    modules = {"ccs", "crc", "pca", "random_direction", "prompt_random"}
     for path in root.glob("*.py"):
         if path.stem in modules | {"directions"}:
             continue
@@ -134,4 +145,4 @@ def test_no_other_module_names_the_label_free_methods():
         imported |= {n.module.split(".")[-1] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
         assert not imported & modules, (path.name, imported & modules)
-        assert not strings & {"ccs", "crc", "pca", "random_direction"}, path.name
+        assert not strings & {"ccs", "crc", "pca", "random_direction", "prompt_random"}, path.name

@@ -8,7 +8,7 @@ from pathlib import Path
 ORDER = ["_util", "_archives", "_paper_datasets", "_suite", "tasks", "models", "config", "cache", "encoding", "extract",
          "losses", "_linear_cpu",
          "linear", "metrics", "records", "weak", "methods", "probe", "prompt", "finetune",
-         "directions", "ccs", "crc", "pca", "random_direction", "chain", "diagnostics",
+         "directions", "ccs", "crc", "pca", "random_direction", "prompt_random", "chain", "diagnostics",
          "plots", "plan", "report", "compare"]
 ROOT = Path(__file__).resolve().parents[1] / "toolkit"
 

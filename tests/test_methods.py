@@ -215,11 +215,12 @@ def _context(model, task_path, cache):
                            progress=False)
 
 
-@pytest.mark.parametrize("name", [*BUILTIN, "ccs", "crc", "pca", "random"])
+@pytest.mark.parametrize("name", [*BUILTIN, "ccs", "crc", "pca", "random", "prompt_random"])
 def test_every_builtin_method_passes_the_conformance_check(name, tiny_causal, tiny_task, tmp_path):
     ctx = _context(tiny_causal, tiny_task, tmp_path / "cache")
     opts = {"prompt": methods.get("prompt").Options(ks=(0, 2)), "finetune": methods.get("finetune").Options(epochs=1),
-            "ccs": methods.get("ccs").Options(ccs_tries=2, ccs_max_iter=50)}
+            "ccs": methods.get("ccs").Options(ccs_tries=2, ccs_max_iter=50),
+            "prompt_random": methods.get("prompt_random").Options(random_ks=(2,))}
     methods.conformance(name, ctx, opts.get(name))
 
 

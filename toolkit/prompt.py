@@ -393,7 +393,8 @@ def setting_label(k: int, calibrated: bool) -> str:
     return f"k={k},cal" if calibrated else f"k={k}"
 
 
-def _records(cfg: PromptConfig, sup, role: str, k: int, logp: dict, extra: dict) -> list[Predictions]:
+def _records(cfg: PromptConfig, sup, role: str, k: int, logp: dict, extra: dict,
+             method: str = "prompt") -> list[Predictions]:
     """Raw and calibrated records on val and test from id -> (2,) log-probs."""
     rate = float(np.mean(sup.soft("val") > 0.5))
     diff = {s: np.array([logp[i][1] - logp[i][0] for i in sup.splits[s].ids]) for s in ("val", "test")}
@@ -401,7 +402,7 @@ def _records(cfg: PromptConfig, sup, role: str, k: int, logp: dict, extra: dict)
     out = []
     for cal, shift in ((False, 0.0), (True, t)):
         for s in ("val", "test"):
-            out.append(Predictions(task=sup.splits[s].name, weak=cfg.weak, strong=cfg.strong, method="prompt",
+            out.append(Predictions(task=sup.splits[s].name, weak=cfg.weak, strong=cfg.strong, method=method,
                                    role=role, loss="none", setting=setting_label(k, cal), seed=sup.seed, split=s,
                                    ids=sup.splits[s].ids, p=_sigmoid(diff[s] - shift),
                                    extra={**extra, "threshold": shift}, params={"k": k, "calibrated": cal}))
@@ -435,10 +436,20 @@ def run_records(cfg: PromptConfig = PromptConfig(), *, progress: bool = True, su
     return [r for sup in sups for r in sup.weak] + recs, task.gold
 
 
-def prompt_records(cfg: PromptConfig, task, info, sups, progress: bool) -> tuple[list[Predictions], int]:
-    """The prompt records of every seed of `sups` and k of `cfg.ks` (zero-shot baseline, gold-demonstration
-    ceiling, weak-demonstration student; raw and calibrated), and how many prompts were run through the model
-    rather than read from the store."""
+def conditions(sup) -> list[tuple[str, np.ndarray, str]]:
+    """(role, the labels strong_train's demonstrations are shown with, what they are) of each k-shot condition:
+    gold for the ceiling, the weak supervisor's hard labels for the student."""
+    st = sup.splits.strong_train
+    return [("ceiling", st.labels, "strong_train (gold labels)"),
+            ("student", sup.soft("strong_train") > 0.5, "strong_train (weak labels)")]
+
+
+def prompt_records(cfg: PromptConfig, task, info, sups, progress: bool, *, shown=conditions,
+                   method: str = "prompt") -> tuple[list[Predictions], int]:
+    """The prompt records of every seed of `sups` and k of `cfg.ks` (zero-shot baseline, and each condition of
+    `shown(sup)`: by default the gold-demonstration ceiling and the weak-demonstration student; raw and
+    calibrated) under `method`'s name, and how many prompts were run through the model rather than read from
+    the store."""
     strong = _Strong(cfg, info, task)
     recs = []
     zero = _zero_shot(cfg, sups, strong, task, info) if 0 in cfg.ks else None
@@ -446,24 +457,23 @@ def prompt_records(cfg: PromptConfig, task, info, sups, progress: bool) -> tuple
         queries = sup.splits.val.texts + sup.splits.test.texts
         qids = sup.splits.val.ids + sup.splits.test.ids
         if zero is not None:
-            recs += _records(cfg, sup, "baseline", 0, zero["logp"], {"source": zero["source"]})
+            recs += _records(cfg, sup, "baseline", 0, zero["logp"], {"source": zero["source"]}, method)
         st = sup.splits.strong_train
         for k in (k for k in cfg.ks if k > 0):
-            for role, shown, what in (("ceiling", st.labels, "strong_train (gold labels)"),
-                                      ("student", sup.soft("strong_train") > 0.5, "strong_train (weak labels)")):
+            for role, labels, what in shown(sup):
                 t0 = time.perf_counter()
-                pos = select_demos(shown, k, sup.seed, f"{what}, seed {sup.seed},")
-                demos = [(st.texts[i], int(shown[i])) for i in pos]
+                pos = select_demos(labels, k, sup.seed, f"{what}, seed {sup.seed},")
+                demos = [(st.texts[i], int(labels[i])) for i in pos]
                 logp = dict(zip(qids, strong.score(queries, demos,
                                                    f"prompt seed {sup.seed} k={k} {role}" if progress else None)))
                 # what was run, in the results: prompts longer than the context keep fewer demonstrations
                 kept = demos_kept(strong.tok, task.template, task.label_words, queries, demos, strong.limit())
                 recs += _records(cfg, sup, role, k, logp, {"demos": [st.ids[i] for i in pos],
-                                                           "demo_labels": [int(shown[i]) for i in pos],
+                                                           "demo_labels": [int(labels[i]) for i in pos],
                                                            "k_kept_min": int(kept.min()),
-                                                           "prompts_cut": int((kept < k).sum())})
+                                                           "prompts_cut": int((kept < k).sum())}, method)
                 if progress:
-                    print(f"[prompt] seed {sup.seed} k={k} {role}: {len(queries)} queries in "
+                    print(f"[{method}] seed {sup.seed} k={k} {role}: {len(queries)} queries in "
                           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return recs, strong.scored
 
