@@ -264,8 +264,8 @@ def _human(n: float) -> str:
 
 
 def layer_curves(curves_df: pd.DataFrame, roles=("student", "ceiling")) -> Figure:
-    """Probe accuracy by layer from `diagnostics.layer_curves`: against gold (solid, ±1 std band) and
-    against the weak labels (dashed; on `val` when the frame has it: what selects a student's layer),
+    """Accuracy by layer from `diagnostics.layer_curves` (probes, label-free directions): against gold (solid,
+    ±1 std band) and against the weak labels (dashed; on `val` when the frame has it: what selects a student's layer),
     per role/loss (`roles`; add "control" for the noise controls). Stars mark layers chosen by `select`
     (size grows with the number of seeds). One panel per task, weak → strong pair and method."""
     df = _need(curves_df, "layer_curves", ("role", "loss", "layer", "gold_acc", "weak_label_acc"))
@@ -306,7 +306,7 @@ def layer_curves(curves_df: pd.DataFrame, roles=("student", "ceiling")) -> Figur
                      fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    fig.suptitle("Probe accuracy by layer (mean over seeds)")
+    fig.suptitle("Accuracy by layer (mean over seeds)")
     return fig
 
 

@@ -96,7 +96,9 @@ def figures(result) -> dict:
         figs["accuracy_vs_size"] = plots.accuracy_vs_size(summ, {k: v for k, v in result.sizes.items() if v},
                                                            settings=settings)
     by_task = {t: [r for r in result.records if r.task == t] for t in result.labels}
-    layers = pd.concat([diagnostics.layer_curves([r for r in recs if r.method == "probe"], result.labels[t],
+    # every method whose records carry a layer (`params["layer"]`: probes, label-free directions), against gold and
+    # against its supervisor (which the records hold whatever its method: a probe, tfidf or a fine-tune)
+    layers = pd.concat([diagnostics.layer_curves(recs, result.labels[t],
                                                  split=("val", "test")) for t, recs in by_task.items()],
                        ignore_index=True)
     if len(layers):  # the weak supervisor alone (a fine-tune-only run) has no layer sweep
