@@ -31,7 +31,7 @@ from toolkit.probe import STUDENT_SPLITS, ProbeOptions, ceiling_records, layer_r
 from toolkit.records import Predictions
 from toolkit.weak import Supervision, solver
 
-__all__ = ["DirectionMethod", "contrast_configs", "platt", "select_layer"]
+__all__ = ["DirectionMethod", "contrast_configs", "platt", "projections", "select_layer"]
 
 FORMAT_VERSION = 1
 """Part of every stored label-free fit's key; bump it with any change to what a hit returns."""
@@ -75,6 +75,12 @@ def calibrated(raw: dict[str, np.ndarray], weak_val: np.ndarray) -> dict[str, np
     """P(y=1) per split (L, n) from raw direction scores: Platt-scaled on val's weak labels, layer by layer."""
     a, b = platt(raw["val"], weak_val)
     return {s: 1 / (1 + np.exp(-(a[:, None] * _standardise(v, raw["val"]) + b[:, None]))) for s, v in raw.items()}
+
+
+def projections(train: np.ndarray, evals: dict, W: np.ndarray) -> dict[str, np.ndarray]:
+    """Scores (L, n) per split: each split's plain features, centred by strong_train's mean, on directions W (L, d)."""
+    mean = train.astype(np.float64).mean(1, keepdims=True)
+    return {s: np.einsum("lnd,ld->ln", X - mean, W) for s, X in evals.items()}
 
 
 def select_layer(p_val: np.ndarray, weak_val: np.ndarray) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolkit.directions import DirectionMethod
+from toolkit.directions import DirectionMethod, projections
 from toolkit.methods import register
 
 __all__ = ["PcaOptions", "top_direction"]
@@ -33,6 +33,4 @@ class PcaMethod(DirectionMethod):
     Options = PcaOptions
 
     def scores(self, train, evals, opts: PcaOptions, seed: int, device: str) -> dict[str, np.ndarray]:
-        mean = train.astype(np.float64).mean(1, keepdims=True)
-        W = np.stack([top_direction(layer) for layer in train])  # (L, d)
-        return {s: np.einsum("lnd,ld->ln", X - mean, W) for s, X in evals.items()}
+        return projections(train, evals, np.stack([top_direction(layer) for layer in train]))

@@ -570,12 +570,16 @@ class PromptMethod(Method):
     def describe(self, opts: PromptOptions, job, sizes) -> list[str]:
         return [f"Prompting weights on this machine: {dtype_name(job.dtype, pick_device(job.device))}."]
 
-    def summary_settings(self, opts: PromptOptions) -> tuple[str, ...]:
-        k = max(opts.ks)
+    def ks(self, opts) -> tuple[int, ...]:
+        """The demonstration counts of `opts` (a subclass's options may name them otherwise)."""
+        return opts.ks
+
+    def summary_settings(self, opts) -> tuple[str, ...]:
+        k = max(self.ks(opts))
         return (setting_label(k, False), setting_label(k, True))
 
-    def student_setting(self, opts: PromptOptions) -> str:
-        return setting_label(max(opts.ks), True)
+    def student_setting(self, opts) -> str:
+        return setting_label(max(self.ks(opts)), True)
 
     def caveat(self, students: list[Predictions], ceilings: list[Predictions]) -> str:
         return caveat(students, ceilings)

@@ -16,9 +16,8 @@ import numpy as np
 
 from toolkit._util import ToolkitError, rng
 from toolkit.config import as_numbers, ints
-from toolkit.methods import Context, Method, MethodResult, register
-from toolkit.prompt import COST_PER_TOKEN, PromptConfig, caveat, prompt_records, setting_label
-from toolkit.records import Predictions
+from toolkit.methods import Context, MethodResult, register
+from toolkit.prompt import COST_PER_TOKEN, PromptConfig, PromptMethod, prompt_records
 
 __all__ = ["PromptRandomOptions", "random_labels"]
 
@@ -49,23 +48,23 @@ def _shown(sup) -> list[tuple[str, np.ndarray, str]]:
 
 
 @register
-class PromptRandomMethod(Method):
-    """k demonstrations with random labels (student) or gold labels (ceiling), raw and calibrated."""
+class PromptRandomMethod(PromptMethod):
+    """k demonstrations with random labels (student) or gold labels (ceiling), raw and calibrated; the rest (what
+    it skips, its summary rows, its caveats) is `prompt`'s."""
 
     name = "prompt_random"
     order = 14
     label_free = True
     Options = PromptRandomOptions
+    plan_stage = None
+
+    def ks(self, opts: PromptRandomOptions) -> tuple[int, ...]:
+        return opts.random_ks
 
     def check(self, job, opts: PromptRandomOptions, losses) -> None:
         if not opts.random_ks or any(k <= 0 or k % 2 for k in opts.random_ks):
             raise ToolkitError(f"random_ks must be even numbers > 0 (half the demonstrations per class), got "
                                f"{opts.random_ks}")
-
-    def skip(self, info) -> str | None:
-        if info.arch != "causal":
-            return f"prompting skipped for {info.name}: an encoder has no language-model head to prompt"
-        return None
 
     def run(self, ctx: Context, opts: PromptRandomOptions) -> MethodResult:
         cfg = PromptConfig(**ctx.run_fields(), seeds=tuple(s.seed for s in ctx.sups), ks=opts.random_ks,
@@ -83,13 +82,3 @@ class PromptRandomMethod(Method):
     def describe(self, opts: PromptRandomOptions, job, sizes) -> list[str]:
         return ["`prompt_random` shows its demonstrations with random labels (half per class, from the seed): no "
                 "label reaches the student but val's weak labels, which set its calibrated threshold."]
-
-    def summary_settings(self, opts: PromptRandomOptions) -> tuple[str, ...]:
-        k = max(opts.random_ks)
-        return (setting_label(k, False), setting_label(k, True))
-
-    def student_setting(self, opts: PromptRandomOptions) -> str:
-        return setting_label(max(opts.random_ks), True)
-
-    def caveat(self, students: list[Predictions], ceilings: list[Predictions]) -> str:
-        return caveat(students, ceilings)

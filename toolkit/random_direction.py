@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from toolkit._util import rng
-from toolkit.directions import DirectionMethod
+from toolkit.directions import DirectionMethod, projections
 from toolkit.methods import register
 
 __all__ = ["RandomOptions"]
@@ -33,6 +33,4 @@ class RandomMethod(DirectionMethod):
 
     def scores(self, train, evals, opts: RandomOptions, seed: int, device: str) -> dict[str, np.ndarray]:
         n_layers, _, d = train.shape
-        W = rng(seed, DIRECTION_SALT).standard_normal((n_layers, d))
-        mean = train.astype(np.float64).mean(1, keepdims=True)
-        return {s: np.einsum("lnd,ld->ln", X - mean, W) for s, X in evals.items()}
+        return projections(train, evals, rng(seed, DIRECTION_SALT).standard_normal((n_layers, d)))
