@@ -180,5 +180,5 @@ class DirectionMethod(Method):
     def describe(self, opts, job, sizes) -> list[str]:
         pairs = " on contrast pairs (the prompt completed with each label word)" if self.contrast else ""
         return [f"`{self.name}` finds one direction per layer without labels{pairs}; its sign and scale are fitted "
-                "on val's weak labels and its layer chosen by agreement with them; its ceiling is the gold probe's (with the "
-                "probe method's default C grid)."]
+                "on val's weak labels and its layer chosen by agreement with them; its ceiling is the gold "
+                "probe's (with the probe method's default C grid)."]
