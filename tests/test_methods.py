@@ -247,6 +247,28 @@ def test_the_conformance_check_names_what_a_method_breaks(registered, tiny_causa
     methods.conformance("knn", ctx)  # the test file's own method passes
 
 
+def test_the_conformance_check_catches_a_label_free_method_that_sees_gold(registered, tiny_causal, tiny_task, tmp_path):
+    ctx = _context(tiny_causal, tiny_task, tmp_path / "cache")
+
+    @toolkit.register_method
+    class Peeking(KnnMethod):
+        name, label_free = "peeking", True
+
+        def run(self, ctx, opts):
+            res = super().run(ctx, opts)
+            gold = {s.seed: s.splits for s in ctx.sups}
+            for r in res.records:
+                if r.role == "student":
+                    r.p[:] = 0.25 + 0.5 * gold[r.seed][r.split].subset(r.ids).labels  # leans towards gold
+            return res
+
+    try:
+        with pytest.raises(ToolkitError, match="label-free, yet its student .* moved when the gold labels"):
+            methods.conformance("peeking", ctx)
+    finally:
+        methods.unregister("peeking")
+
+
 def test_plugin_loads_a_module_file_by_hand(tmp_path, capsys):
     import sys
 

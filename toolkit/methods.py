@@ -23,7 +23,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import sys
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -256,7 +256,9 @@ def conformance(name: str, ctx: Context, opts=None) -> None:
     a `ToolkitError` naming every rule it breaks: typed, frozen options whose names collide with no other
     method's or the job's; summary settings that include its headline; records of its own roles, models, seeds
     and splits, with every id of the split and P(y=1) in [0, 1]; a student and a ceiling record on test for every
-    summary setting, seed and loss (what the summary pairs); the same numbers on a second run."""
+    summary setting, seed and loss (what the summary pairs); the same numbers on a second run; and for a
+    `label_free` method, the same students when every gold label outside weak_train is flipped (no gold reaches
+    them)."""
     method = get(name)
     problems = []
     if not (is_dataclass(method.Options) and method.Options.__dataclass_params__.frozen):
@@ -304,8 +306,25 @@ def conformance(name: str, ctx: Context, opts=None) -> None:
         if other is None or not np.allclose(other.aligned(r.ids), r.p, atol=1e-6):
             problems.append(f"a second run changed ({r.role}, {r.loss}, {r.setting}, seed {r.seed}, {r.split})")
             break
+    if method.label_free:
+        blind = method.run(_with_sups(ctx, tuple(_gold_flipped(s) for s in sups)), opts).records
+        flipped = {(r.loss, r.setting, r.seed, r.split): r for r in blind if r.role == "student"}
+        for r in (r for r in result.records if r.role == "student"):
+            other = flipped.get((r.loss, r.setting, r.seed, r.split))
+            if other is None or not np.allclose(other.aligned(r.ids), r.p, atol=1e-9):
+                problems.append(f"label-free, yet its student ({r.loss}, {r.setting}, seed {r.seed}, {r.split}) "
+                                "moved when the gold labels outside weak_train were flipped")
+                break
     if problems:
         raise ToolkitError(f"method {name} breaks the protocol: " + "; ".join(dict.fromkeys(problems)))
+
+
+def _gold_flipped(sup):
+    """`sup` (a `weak.Supervision`) with every gold label outside weak_train flipped; its weak labels, which the
+    supervisor learnt from weak_train, kept."""
+    flip = {s: replace(sup.splits[s], data=sup.splits[s].data.assign(label=1 - sup.splits[s].data["label"]))
+            for s in ("strong_train", "val", "test")}
+    return replace(sup, splits=replace(sup.splits, **flip))
 
 
 def _with_sups(ctx: Context, sups) -> Context:
