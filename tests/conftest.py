@@ -63,3 +63,34 @@ def real_models_cache(tmp_path_factory):
     data still come from the project's cache."""
     return tmp_path_factory.mktemp("real_models_cache")
 
+
+
+class RunSpy:
+    """Every fine-tuning run of one test, as `finetune.train_run` returned it (the `finetune_runs` fixture)."""
+
+    def __init__(self):
+        self.runs = []
+
+    @property
+    def trainings(self) -> int:
+        return sum(not r.loaded for r in self.runs)
+
+    @property
+    def loaded(self) -> int:
+        return sum(r.loaded for r in self.runs)
+
+
+@pytest.fixture
+def finetune_runs(monkeypatch):
+    """Counts fine-tuning runs trained and loaded in this test by watching `finetune.train_run`, through which
+    every run goes (students, ceilings, a fine-tuned weak supervisor): no counter in the library."""
+    from toolkit import finetune
+
+    spy, real = RunSpy(), finetune.train_run
+
+    def watched(*args, **kwargs):
+        spy.runs.append(real(*args, **kwargs))
+        return spy.runs[-1]
+
+    monkeypatch.setattr(finetune, "train_run", watched)
+    return spy

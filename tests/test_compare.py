@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import save_tiny_causal
 
-from toolkit import compare, extract, finetune, probe, prompt, report, tasks
+from toolkit import compare, finetune, prompt, report, tasks
 from toolkit._util import ToolkitError
 from toolkit.tasks import SplitSizes
 
@@ -78,7 +78,6 @@ def test_summary_rows_and_files(first, models):
 
 def test_a_rerun_trains_nothing_and_gives_the_same_tables(first, models, tiny_task, monkeypatch, tmp_path):
     result, out, cache = first
-    before = (dict(probe.STATS), dict(finetune.STATS), dict(prompt.STATS), dict(extract.STATS))
 
     def no_model(*a, **k):
         raise AssertionError("a rerun must not load a model")
@@ -90,7 +89,6 @@ def test_a_rerun_trains_nothing_and_gives_the_same_tables(first, models, tiny_ta
     assert not list(tmp_path.glob("*.png")) and "## Figures" not in (tmp_path / "report.md").read_text()
     assert again.stats == {"probe_seeds_fitted": 0, "prompts_scored": 0, "finetunes_trained": 0,
                            "models_built_for_extraction": 0}
-    assert probe.STATS["fitted"] == before[0]["fitted"] and finetune.STATS["trainings"] == before[1]["trainings"]
     pd.testing.assert_frame_equal(again.summary, result.summary)
     pd.testing.assert_frame_equal(again.results, result.results)
     assert (tmp_path / "summary.csv").read_bytes() == (out / "summary.csv").read_bytes()
@@ -296,32 +294,32 @@ def test_presets_resolve_and_cli_options_override_them(monkeypatch):
     assert seen["cfg"].seeds == (0, 1) and seen["cfg"].strong == compare.LADDER and seen["cfg"].limit == 2000
 
 
-def test_one_method_alone_writes_its_tables_and_figures(first, models, tiny_task, tmp_path):
+def test_one_method_alone_writes_its_tables_and_figures(first, models, tiny_task, tmp_path, finetune_runs):
     """A fine-tune-only comparison (the ladder-finetune preset) has no layer sweep or prompt: the figures
     that need them are left out, the rest are written. Every run is loaded from the first call's cache."""
     _, _, cache = first
-    before = finetune.STATS["trainings"]
+    before = finetune_runs.trainings
     result = compare.run(str(tiny_task), weak=models[0], strong=models[0], methods=("finetune",), seeds=2,
                          finetune_seeds=1, sizes=SIZES, epochs=1, n_boot=50, cache_dir=str(cache), out=tmp_path,
                          progress=False)
-    assert finetune.STATS["trainings"] == before
+    assert finetune_runs.trainings == before
     assert set(result.summary.method) == {"finetune"}
     names = {p.name for p in tmp_path.iterdir()}
     assert {"summary.csv", "report.md", "pgr_accuracy.png", "finetune_curves.png"} <= names
     assert "layers.png" not in names and "fine-tuning: fp32 weights" in (tmp_path / "report.md").read_text()
 
 
-def test_a_fine_tuned_weak_supervisor_runs_end_to_end(first, models, tiny_task, tmp_path, capsys):
+def test_a_fine_tuned_weak_supervisor_runs_end_to_end(first, models, tiny_task, tmp_path, capsys, finetune_runs):
     """--weak-method finetune: the weak model is fine-tuned on each seed's weak_train gold and its final model
     labels the other splits; the students train on those labels, and a rerun trains nothing."""
     _, _, cache = first
     args = ["--task", str(tiny_task), "--weak", models[0], "--strong", models[1], "--weak-method", "finetune",
             "--seeds", "2", "--finetune-seeds", "1", "--sizes", "10,10,6,10", "--methods", "probe,finetune",
             "--epochs", "1", "--n-boot", "20", "--cache-dir", str(cache), "--quiet", "--no-figures"]
-    before = finetune.STATS["trainings"]
+    before = finetune_runs.trainings
     assert compare.main(args + ["--out", str(tmp_path / "a")]) == 0
     # the weak model per seed and seed 0's two students; the ceiling sees gold only: the first comparison's, loaded
-    assert finetune.STATS["trainings"] - before == 2 + 2
+    assert finetune_runs.trainings - before == 2 + 2
     preds = pd.read_csv(tmp_path / "a" / "predictions.csv.gz", dtype={"id": str})
     weak = preds[preds.role == "weak"]
     assert set(weak.method) == {"finetune"} and set(weak.setting) == {"final"} and set(weak.strong) == {models[0]}
@@ -333,15 +331,15 @@ def test_a_fine_tuned_weak_supervisor_runs_end_to_end(first, models, tiny_task, 
     probe_weak = [r for r in first[0].records if r.role == "weak" and r.seed == 0 and r.split == "test"][0]
     ours = weak[(weak.seed == 0) & (weak.split == "test")].set_index("id").p
     assert not np.allclose(ours.loc[list(probe_weak.ids)].to_numpy(), probe_weak.p)
-    before = finetune.STATS["trainings"]
+    before = finetune_runs.trainings
     assert compare.main(args + ["--out", str(tmp_path / "b")]) == 0
-    assert finetune.STATS["trainings"] == before
+    assert finetune_runs.trainings == before
     assert (tmp_path / "a" / "summary.csv").read_bytes() == (tmp_path / "b" / "summary.csv").read_bytes()
     assert compare.main(args + ["--weak", "tfidf"]) == 2 and "not a model to fine-tune" in capsys.readouterr().err
     # the paper's shape: --recipe paper for the weak model and the strong one; every run is trained anew
-    before = finetune.STATS["trainings"]
+    before = finetune_runs.trainings
     assert compare.main(args + ["--recipe", "paper", "--out", str(tmp_path / "paper")]) == 0
-    assert finetune.STATS["trainings"] - before == 2 + 3
+    assert finetune_runs.trainings - before == 2 + 3
     report_md = (tmp_path / "paper" / "report.md").read_text()
     assert "fine-tuning recipe `paper`" in report_md and "fine-tuned on weak_train gold" in report_md
     paper = pd.read_csv(tmp_path / "paper" / "predictions.csv.gz", dtype={"id": str})

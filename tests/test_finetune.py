@@ -219,18 +219,18 @@ def _flipped(task):
     return replace(task, data=task.data.assign(label=1 - task.data["label"]))
 
 
-def test_gold_never_enters_student_training_or_selection(cfg, sup, tmp_path):
+def test_gold_never_enters_student_training_or_selection(cfg, sup, tmp_path, finetune_runs):
     """Flip every gold label of strong_train and val: students are bit-identical, the ceiling is not."""
     poisoned = Supervision(sup.seed, replace(sup.splits, strong_train=_flipped(sup.splits.strong_train),
                                              val=_flipped(sup.splits.val)), sup.weak)
     accumulate = replace(cfg, micro_batch=4)  # logconf with gradient caching
     runs = {}
     for name, s, cache in (("clean", sup, tmp_path / "a"), ("poisoned", poisoned, tmp_path / "b")):
-        before = ft.STATS["trainings"]
+        before = finetune_runs.trainings
         c = replace(accumulate, cache_dir=str(cache))
         runs[name] = [ft.train_run(s, c, role="student", loss="logconf"),
                       ft.train_run(s, c, role="ceiling")]
-        assert ft.STATS["trainings"] == before + 2  # both trained, none loaded
+        assert finetune_runs.trainings == before + 2  # both trained, none loaded
     (student, ceiling), (student_p, ceiling_p) = runs["clean"], runs["poisoned"]
     assert student.key == student_p.key and ceiling.key != ceiling_p.key
     for a, b in zip(student.records, student_p.records):
@@ -238,11 +238,11 @@ def test_gold_never_enters_student_training_or_selection(cfg, sup, tmp_path):
     assert any(not np.array_equal(a.p, b.p) for a, b in zip(ceiling.records, ceiling_p.records))
 
 
-def test_finished_run_is_reused_and_joins_the_results_table(cfg, sup, capsys):
+def test_finished_run_is_reused_and_joins_the_results_table(cfg, sup, capsys, finetune_runs):
     first, labels = ft.run_records(cfg, progress=False)
-    trained, loaded = ft.STATS["trainings"], ft.STATS["loaded"]
+    trained, loaded = finetune_runs.trainings, finetune_runs.loaded
     again, _ = ft.run_records(cfg, progress=False)
-    assert ft.STATS["trainings"] == trained and ft.STATS["loaded"] == loaded + 3  # 2 students + ceiling
+    assert finetune_runs.trainings == trained and finetune_runs.loaded == loaded + 3  # 2 students + ceiling
     assert [r.key() for r in again] == [r.key() for r in first]
     assert all(np.array_equal(a.p, b.p) for a, b in zip(first, again))
 
@@ -272,25 +272,25 @@ def test_finished_run_is_reused_and_joins_the_results_table(cfg, sup, capsys):
     assert "auroc" in out and "pgr" not in out and "0 trained, 1 loaded" in out
 
 
-def test_keep_weights_retrains_a_run_stored_without_them(cfg, sup):
+def test_keep_weights_retrains_a_run_stored_without_them(cfg, sup, finetune_runs):
     ft.train_run(sup, cfg, role="ceiling")
-    before = ft.STATS["trainings"]
+    before = finetune_runs.trainings
     run = ft.train_run(sup, replace(cfg, keep_weights=True), role="ceiling")
-    assert ft.STATS["trainings"] == before + 1
+    assert finetune_runs.trainings == before + 1
     assert {"best.safetensors", "final.safetensors"} <= {p.name for p in run.path.iterdir()}
     ft.train_run(sup, replace(cfg, keep_weights=True), role="ceiling")
-    assert ft.STATS["trainings"] == before + 1
+    assert finetune_runs.trainings == before + 1
 
 
-def test_a_damaged_run_is_trained_again_never_used(cfg, sup):
+def test_a_damaged_run_is_trained_again_never_used(cfg, sup, finetune_runs):
     run = ft.train_run(sup, cfg, role="ceiling")
     blob = bytearray((run.path / "predictions.npz").read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     (run.path / "predictions.npz").write_bytes(bytes(blob))
-    before = ft.STATS["trainings"]
+    before = finetune_runs.trainings
     with pytest.warns(UserWarning, match="training again"):
         again = ft.train_run(sup, cfg, role="ceiling")
-    assert ft.STATS["trainings"] == before + 1 and not again.loaded
+    assert finetune_runs.trainings == before + 1 and not again.loaded
     assert all(np.array_equal(a.p, b.p) for a, b in zip(run.records, again.records))  # the same numbers again
 
 
@@ -394,7 +394,7 @@ def test_a_lora_base_is_held_in_bf16_and_trains(cfg):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("batch", [8, 5, 6])
-def test_two_processes_match_one(cfg, tmp_path, batch):
+def test_two_processes_match_one(cfg, tmp_path, batch, finetune_runs):
     """The same runs under `torchrun` with 2 CPU processes (gloo; what `accelerate launch` starts on GPUs):
     each global batch is split across processes, logconf's loss still sees the whole batch, and the
     predictions match the single-process ones (same keys, float-rounding differences only). At batch 5 the
@@ -409,9 +409,9 @@ def test_two_processes_match_one(cfg, tmp_path, batch):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29541", "-m", "toolkit.finetune", *argv],
                    check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, capture_output=True)
-    trained = ft.STATS["trainings"]
+    trained = finetune_runs.trainings
     two, _ = ft.run_records(replace(cfg, micro_batch=2, cache_dir=str(two_dir)), progress=False)
-    assert ft.STATS["trainings"] == trained  # loaded: the 2-process job stored them
+    assert finetune_runs.trainings == trained  # loaded: the 2-process job stored them
     assert [r.key() for r in two] == [r.key() for r in one]
     bad = [(a.key(), float(np.abs(a.p - b.p).max())) for a, b in zip(one, two) if np.abs(a.p - b.p).max() > 1e-6]
     assert not bad, [(k[4:], d) for k, d in bad]

@@ -89,7 +89,7 @@ from toolkit.weak import (
 )
 
 __all__ = ["FinetuneConfig", "Classifier", "Trainer", "make_batches", "train", "train_run", "run_records",
-           "run_with_curves", "run", "weak_supervision", "STATS", "main"]
+           "run_with_curves", "run", "weak_supervision", "main"]
 
 FORMAT_VERSION = 4
 """Part of every stored run's key. 2: dropout masks drawn per seed (1 drew the same masks for every seed);
@@ -98,8 +98,6 @@ texts (`tasks.content_hash`), not their ids alone."""
 PREDICTIONS = "predictions.npz"
 DROPOUT_SALT = 0xD209  # `derive_seed` salt of the dropout masks
 INIT_SALT = 0x1417  # `derive_seed` salt of the LoRA initialisation
-STATS = {"trainings": 0, "loaded": 0}
-"""Counters the tests read: a finished run is loaded (`loaded`), not retrained (`trainings`)."""
 _EVAL_TOKENS = 8192  # padded tokens per inference batch; only speed depends on it
 
 
@@ -720,7 +718,6 @@ def train_run(sup, cfg: FinetuneConfig, *, role: str = "student", loss: str = "x
     if (path / "manifest.json").exists() and (not cfg.keep_weights or (path / "best.safetensors").exists()):
         try:
             recs = [r.with_(**names) for r in rec.from_bytes((path / PREDICTIONS).read_bytes())]
-            STATS["loaded"] += 1
             return FinetuneRun(recs, pd.read_csv(path / "curve.csv"), path, key, loaded=True)
         except (OSError, ToolkitError) as e:  # a damaged run is trained again, never used
             warnings.warn(f"fine-tuning run {path}: {e}; training again", stacklevel=2)
@@ -728,7 +725,6 @@ def train_run(sup, cfg: FinetuneConfig, *, role: str = "student", loss: str = "x
         raise ToolkitError("fine-tuning needs val examples (weak-labelled) for early stopping; set sizes.val > 0")
     t0 = time.perf_counter()
     result, trainer, stats = _train_fresh(sup, cfg, info, spec_x, targets, select, loss, progress, role)
-    STATS["trainings"] += 1
     recs = [rec.Predictions(task=sup.splits.test.name, weak=cfg.weak, strong=cfg.strong, method="finetune",
                             role=role, loss=loss, setting=setting, seed=sup.seed, split=split,
                             ids=sup.splits[split].ids, p=p) for (setting, split), p in sorted(result.p.items())]
@@ -931,19 +927,20 @@ def run_records(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = True
 
     Splits and weak labels come from `weak.supervise`, so they are exactly those of the probe path (or
     from `sups`, already supervised, when several methods share them)."""
-    records, _, labels = run_with_curves(cfg, progress=progress, sups=sups)
+    records, _, labels, _ = run_with_curves(cfg, progress=progress, sups=sups)
     return records, labels
 
 
 def run_with_curves(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = True, sups=None):
     """`run_records` plus the training curves of every run (one DataFrame: step, epoch, lr, train_loss,
-    val_agreement, test_acc, best, with task, weak, strong, role, loss and seed columns)."""
+    val_agreement, test_acc, best, with task, weak, strong, role, loss and seed columns), and how many runs were
+    trained rather than loaded from the store."""
     task = tasks.load(cfg.task, cfg.cache_dir, limit=cfg.limit)
     if sups is None:
         sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(model=cfg.weak), limit=cfg.limit,
                          cache_dir=cfg.cache_dir, progress=progress)
-    records, curve, _ = train_seeds(cfg, sups, progress)
-    return [r for sup in sups for r in sup.weak] + records, curve, task.gold
+    records, curve, trained = train_seeds(cfg, sups, progress)
+    return [r for sup in sups for r in sup.weak] + records, curve, task.gold, trained
 
 
 def train_seeds(cfg: FinetuneConfig, sups, progress: bool) -> tuple[list, pd.DataFrame, int]:
@@ -1025,13 +1022,13 @@ def _report(records, labels, ceiling: bool) -> str:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     cfg, args = config.parse(FinetuneConfig, argv, "python -m toolkit.finetune", __doc__.split("\n")[0], extra=Quiet)
-    t0, before = time.perf_counter(), dict(STATS)
-    records, labels = run_records(cfg, progress=not args.quiet)
+    t0 = time.perf_counter()
+    records, _, labels, trained = run_with_curves(cfg, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
             print(_report(records, labels, cfg.ceiling))
-        print(f"({STATS['trainings'] - before['trainings']} trained, {STATS['loaded'] - before['loaded']} loaded, "
-              f"{time.perf_counter() - t0:.0f} s)")
+        runs = len(cfg.seeds) * (len(cfg.losses) + bool(cfg.ceiling))
+        print(f"({trained} trained, {runs - trained} loaded, {time.perf_counter() - t0:.0f} s)")
     return 0
 
 

@@ -182,10 +182,6 @@ def fit_seeds(feats, sups, cfg: ProbeRunConfig, progress: bool) -> tuple[list[Pr
     return out, fitted
 
 
-STATS = {"fitted": 0, "loaded": 0}
-"""Seeds whose probes were fitted (`fitted`) or read from the run store (`loaded`) in this process."""
-
-
 FORMAT_VERSION = 3
 """Part of every stored probe fit's key. Bump it with any change to the solver, the losses, the selection or
 the records that changes what a hit returns (1 hashed the source text instead, so that a docstring edit dropped
@@ -208,9 +204,7 @@ def stored_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> tuple[list[
             "cfg": {k: v for k, v in asdict(cfg).items() if k in ("losses", "Cs", "control", "control_per_class")}}
     path = cache.run_path("probe", spec, cfg.cache_dir)
     names = {"weak": cfg.weak, "strong": cfg.strong, "task": splits.test.name}
-    recs, loaded = records.stored(path, lambda: probe_students(feats, sup, cfg), what="probe run store", names=names)
-    STATS["loaded" if loaded else "fitted"] += 1
-    return recs, loaded
+    return records.stored(path, lambda: probe_students(feats, sup, cfg), what="probe run store", names=names)
 
 
 SUMMARY_SETTINGS = ("select",)  # the chosen layer

@@ -324,8 +324,6 @@ def cached_zero_shot(cfg: PromptConfig, task, info, tokenizer) -> dict[str, np.n
 
 
 PROMPT_CACHE_VERSION = 2  # 2: one `cache.pack` blob (1: an npz with its own crc32)
-STATS = {"scored": 0}
-"""Prompts run through a model in this process (not served by the score cache)."""
 
 
 class _Strong:
@@ -382,7 +380,6 @@ class _Strong:
                                     reuse_prefix=self.cfg.reuse_prefix, device=self.device, progress=progress),
                               dtype=np.float64)
             self.scored += len(texts)
-            STATS["scored"] += len(texts)
             cache.write_blob(path, {"logp": logp})
         self.memo[key] = logp
         return logp
