@@ -186,3 +186,9 @@ def test_random_label_prompting_sees_no_gold(tiny_causal, tiny_task, tmp_path):
     students = [(x, y) for x, y in zip(a, b) if x.role == "student"]
     assert students and all(np.array_equal(x.p, y.p) and x.extra == y.extra for x, y in students)
     assert all(x.method == "prompt_random" for x in a)
+
+
+def test_bad_ccs_options_fail_in_one_line(capsys, tiny_task, tmp_path):
+    args = ["--task", str(tiny_task), "--methods", "ccs", "--ccs-tries", "0", "--cache-dir", str(tmp_path)]
+    assert compare.main(args) == 2
+    assert "ccs needs ccs_tries >= 1" in capsys.readouterr().err

@@ -44,6 +44,11 @@ class CcsOptions:
     ccs_bias: bool = flag(True)
     """Fit a bias beside the direction."""
 
+    def __post_init__(self) -> None:
+        if self.ccs_tries < 1 or self.ccs_max_iter < 1 or self.ccs_weight_decay < 0:
+            raise ToolkitError(f"ccs needs ccs_tries >= 1, ccs_max_iter >= 1 and ccs_weight_decay >= 0, got "
+                               f"{self.ccs_tries}, {self.ccs_max_iter} and {self.ccs_weight_decay}")
+
 
 def ccs_loss(logit0, logit1):
     """The CCS loss of contrast-pair logits (torch tensors): consistency plus confidence, both squared."""
