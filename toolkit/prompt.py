@@ -462,7 +462,7 @@ def prompt_records(cfg: PromptConfig, task, info, sups, progress: bool, *, shown
                 pos = select_demos(labels, k, sup.seed, f"{what}, seed {sup.seed},")
                 demos = [(st.texts[i], int(labels[i])) for i in pos]
                 logp = dict(zip(qids, strong.score(queries, demos,
-                                                   f"prompt seed {sup.seed} k={k} {role}" if progress else None)))
+                                                   f"{method} seed {sup.seed} k={k} {role}" if progress else None)))
                 # what was run, in the results: prompts longer than the context keep fewer demonstrations
                 kept = demos_kept(strong.tok, task.template, task.label_words, queries, demos, strong.limit())
                 recs += _records(cfg, sup, role, k, logp, {"demos": [st.ids[i] for i in pos],
