@@ -338,6 +338,30 @@ def test_the_paper_recipe_takes_openais_learning_rate_by_model_size(cfg):
     assert ft.for_model(replace(cfg, recipe="paper", lr=3e-6), info).lr == 3e-6
 
 
+def test_a_model_known_by_its_config_alone_gets_its_size(cfg, tmp_path):
+    """A hub id has no local weights: its size for the paper recipe's learning rate and for the memory fit comes
+    from its config (built on the meta device); it used to be unknown, so an 8B hub model got the small models'
+    5e-5 and full fine-tuning. The size is the body's, what fine-tuning trains: an untied LM head is not in it."""
+    import json
+
+    from transformers import AutoModel
+
+    from toolkit.models import ModelInfo, body_params
+
+    folder = tmp_path / "llama-8b-shape"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+        "tie_word_embeddings": False}))
+    hub = ModelInfo("meta-llama/Llama-3.1-8B", str(folder), {"hub": "meta-llama/Llama-3.1-8B"}, "causal")
+    assert 7.4e9 < body_params(hub) < 7.6e9  # 8.03B less its 0.53B LM head
+    paper = replace(cfg, strong=str(folder), recipe="paper", lr=None, lora=None, device="cpu")
+    assert ft.for_model(paper, hub).lr == 1e-5 and ft.fit_memory(paper, hub).lora == ft.AUTO_LORA_RANK
+    tiny = resolve(cfg.strong)
+    assert body_params(tiny) == sum(p.numel() for p in AutoModel.from_pretrained(tiny.path).parameters())
+
+
 def test_weak_options_override_the_strong_models_for_a_fine_tuned_supervisor():
     opts = ft.FinetuneOptions(lr=2e-5, epochs=3, weak_options="lr=1e-4, epochs=1, bucket=false")
     weak, strong = opts.weak_training(), opts.training()

@@ -42,7 +42,7 @@ from toolkit._util import ToolkitError, cli_main
 from toolkit.config import JobConfig, csv, flag
 from toolkit.losses import parse as parse_loss
 from toolkit.methods import Context
-from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK, load_tokenizer, n_params, resolve
+from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK, body_params, load_tokenizer, n_params, resolve
 from toolkit.records import CHAIN_SEP, Predictions
 from toolkit.tasks import load as load_task
 from toolkit.weak import TFIDF as WEAK_TFIDF
@@ -479,7 +479,7 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
     summary = _headline(_order(pd.concat(summaries, ignore_index=True), cfg), cfg)
     baseline = _order(pd.concat(baselines, ignore_index=True), cfg) if baselines else pd.DataFrame()
     timings["summary"] = time.perf_counter() - t0
-    sizes = {m: n_params(resolve(m, cfg.cache_dir)) for m in cfg.models()}
+    sizes = {m: _size(resolve(m, cfg.cache_dir)) for m in cfg.models()}
     result = Comparison(cfg, all_recs, labels, pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
                         summary, pd.concat(results, ignore_index=True), timings, stats, notes, sizes, baseline,
                         split_sizes)
@@ -489,6 +489,15 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
         result.write(out, figures)
         timings["diagnostics, figures, files"] = time.perf_counter() - t0
     return result
+
+
+def _size(info) -> int | None:
+    """Parameters stored in a local model's weights; for a hub id, which has none here, its body's from its config
+    (`models.body_params`), so that report.md and the size figure have every model."""
+    n = n_params(info)
+    if n is None and info.identity.get("hub"):
+        n = body_params(info)
+    return n
 
 
 def _headline(summary: pd.DataFrame, cfg: CompareConfig) -> pd.DataFrame:

@@ -71,9 +71,9 @@ from toolkit.losses import parse as parse_loss
 from toolkit.methods import Context, Method, MethodResult, register
 from toolkit.models import (
     ModelInfo,
+    body_params,
     cpu_native_bf16,
     load_tokenizer,
-    n_params,
     pick_device,
     read_config,
     resolve,
@@ -370,8 +370,7 @@ def fit_memory(cfg: FinetuneConfig, info: ModelInfo) -> FinetuneConfig:
     result (neither is in the run's key); LoRA, only when `lora` is unset, changes the method. Said in one line
     when anything changes."""
     device = pick_device(cfg.device)
-    if not (n := n_params(info)):
-        return cfg if cfg.lora is not None else replace(cfg, lora=0)
+    n = body_params(info)
     conf = read_config(info)
     heads = 0 if device.startswith("cuda") else int(conf.get("num_attention_heads") or 0)  # SDPA stores none there
     shape = dict(max_length=cfg.max_length, hidden=int(conf["hidden_size"]), layers=int(conf["num_hidden_layers"]),
@@ -396,7 +395,7 @@ def for_model(cfg: FinetuneConfig, info: ModelInfo) -> FinetuneConfig:
     """`cfg` with what depends on the model resolved: LoRA or full (`fit_memory`) and the learning rate
     (`default_lr` by the model's size where `lr` is unset). The resolved values go into the run's key."""
     cfg = fit_memory(cfg, info)
-    return cfg if cfg.lr is not None else replace(cfg, lr=default_lr(cfg.recipe, n_params(info)))
+    return cfg if cfg.lr is not None else replace(cfg, lr=default_lr(cfg.recipe, body_params(info)))
 
 
 def eval_points(n_batches: int, per_epoch: int) -> set[int]:

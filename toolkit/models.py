@@ -432,6 +432,22 @@ def n_params(info: ModelInfo) -> int | None:
     return total
 
 
+def body_params(info: ModelInfo) -> int:
+    """Parameters of the model's body, the `AutoModel` without a language-model head: what fine-tuning trains and
+    holds in memory. Built on the meta device from the config alone, so no weights are read and a hub id needs only
+    its config.json. Not `n_params`, which counts the stored tensors: a checkpoint with an untied LM head (the
+    offline qwen2.5-0.5b stores one: 630M against 494M) would read larger than the model fine-tuned, and a hub id
+    has no local files at all (None), which left the paper recipe's learning rate and the memory fit without a
+    size."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(info.path)
+    with torch.device("meta"):
+        model = AutoModel.from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
 def read_config(info: ModelInfo) -> dict:
     """The model's config.json as a dict (text part for multimodal configs), without importing
     transformers; falls back to AutoConfig for hub ids."""
