@@ -156,8 +156,6 @@ def test_no_other_module_names_the_label_free_methods():
 def test_a_label_free_student_sees_no_gold(name, tiny_causal, tiny_task, tmp_path):
     """Flip every gold label outside weak_train (the weak labels stay, since the supervisor learns on weak_train):
     the students' records do not move; only the gold ceiling does."""
-    from dataclasses import replace
-
     from test_methods import _context
 
     ctx = _context(tiny_causal, tiny_task, tmp_path / "cache")
@@ -165,10 +163,7 @@ def test_a_label_free_student_sees_no_gold(name, tiny_causal, tiny_task, tmp_pat
     opts = method.Options(ccs_tries=2, ccs_max_iter=50) if name == "ccs" else method.Options()
     feats = method._features(ctx)
     sup = ctx.sups[0]
-    flip = {s: replace(sup.splits[s], data=sup.splits[s].data.assign(label=1 - sup.splits[s].data["label"]))
-            for s in ("strong_train", "val", "test")}
-    flipped = replace(sup, splits=replace(sup.splits, **flip))
-    a, b = (method.fit_seed(ctx, feats, s, opts) for s in (sup, flipped))
+    a, b = (method.fit_seed(ctx, feats, s, opts) for s in (sup, compare.methods_mod._gold_flipped(sup)))
     students = [(x, y) for x, y in zip(a, b) if x.role == "student"]
     assert students and all(np.array_equal(x.p, y.p) for x, y in students)
     ceilings = [(x, y) for x, y in zip(a, b) if x.role == "ceiling"]  # every layer's: the gold did reach them
@@ -183,9 +178,7 @@ def test_random_label_prompting_sees_no_gold(tiny_causal, tiny_task, tmp_path):
     ctx = _context(tiny_causal, tiny_task, tmp_path / "cache")
     method = compare.methods_mod.get("prompt_random")
     sup = ctx.sups[0]
-    flip = {s: replace(sup.splits[s], data=sup.splits[s].data.assign(label=1 - sup.splits[s].data["label"]))
-            for s in ("strong_train", "val", "test")}
-    flipped = replace(ctx, sups=(replace(sup, splits=replace(sup.splits, **flip)),))
+    flipped = replace(ctx, sups=(compare.methods_mod._gold_flipped(sup),))
     a, b = (method.run(c, method.Options(random_ks=(2,))).records for c in (replace(ctx, sups=(sup,)), flipped))
     students = [(x, y) for x, y in zip(a, b) if x.role == "student"]
     assert students and all(np.array_equal(x.p, y.p) and x.extra == y.extra for x, y in students)

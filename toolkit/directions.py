@@ -23,9 +23,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from toolkit import cache, linear, records, tasks
+from toolkit import cache, linear, records
 from toolkit._util import stable_hash
-from toolkit.extract import ExtractConfig, extract, for_job
+from toolkit.extract import ExtractConfig, for_job, held
 from toolkit.methods import Context, Method, MethodResult
 from toolkit.probe import STUDENT_SPLITS, ProbeOptions, ceiling_records, layer_records
 from toolkit.records import Predictions
@@ -96,7 +96,6 @@ class DirectionMethod(Method):
     """Whether `scores` takes contrast pairs (two extractions) instead of the plain features."""
     loss_label: ClassVar[str] = "none"
     """The records' `loss` column: the method trains no student on a loss of `toolkit.losses`."""
-    _memo: ClassVar[dict] = {}
 
     def scores(self, train, evals: dict, opts, seed: int, device: str) -> dict[str, np.ndarray]:
         """Raw scores (L, n) per split of `evals` (split -> features), from directions found on `train` alone
@@ -113,13 +112,8 @@ class DirectionMethod(Method):
         return {"plain": ex, "neg": neg, "pos": pos}
 
     def _features(self, ctx: Context) -> dict:
-        """The entries of `configs`, loaded once per task content and strong model for `prepare` and `run`."""
-        key = (tuple(self.configs(ctx).values()), tasks.content_hash(ctx.task))
-        memo = DirectionMethod._memo
-        if key not in memo:
-            memo.clear()  # one task's features at a time
-            memo[key] = {k: extract(ex, progress=ctx.progress) for k, ex in self.configs(ctx).items()}
-        return memo[key]
+        """The entries of `configs`, loaded once for `prepare`, `run` and the probes (`extract.held`)."""
+        return {k: held(ex, ctx.task, progress=ctx.progress) for k, ex in self.configs(ctx).items()}
 
     def prepare(self, ctx: Context, opts) -> str:
         self._features(ctx)

@@ -454,6 +454,25 @@ def extract(cfg: ExtractConfig = ExtractConfig(), *, progress: bool = True, laye
     return feats
 
 
+_HELD: dict = {}
+"""`held`'s entries: (task content, model) -> {ExtractConfig: Features}, one key at a time."""
+
+
+def held(cfg: ExtractConfig, task, *, progress: bool = True) -> cache.Features:
+    """`extract(cfg)`, loaded once for every stage of a comparison that reads it (a method's `prepare` and `run`,
+    the probes and the label-free methods on the same plain entry): each load reads and checks every shard, seconds
+    at 8B. Only the latest task content and model's entries are held (lazily mapped, so held cheaply); keyed by the
+    task's content, not its name, so a file whose texts changed is extracted anew."""
+    key = (tasks.content_hash(task), cfg.model)
+    if key not in _HELD:
+        _HELD.clear()
+        _HELD[key] = {}
+    entries = _HELD[key]
+    if cfg not in entries:
+        entries[cfg] = extract(cfg, progress=progress)
+    return entries[cfg]
+
+
 def truncated_note(manifest: dict) -> str:
     """How many of an entry's inputs were truncated, in a line ("" if none): every extraction, cache hit or not,
     says it, and a comparison's report.md lists it (`toolkit.compare`)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import json
 import math
@@ -438,13 +439,17 @@ def body_params(info: ModelInfo) -> int:
     its config.json. Not `n_params`, which counts the stored tensors: a checkpoint with an untied LM head (the
     offline qwen2.5-0.5b stores one: 630M against 494M) would read larger than the model fine-tuned, and a hub id
     has no local files at all (None), which left the paper recipe's learning rate and the memory fit without a
-    size."""
+    size. Counted once per model and process: every fine-tuning run asks (its learning rate, its memory fit)."""
+    return _body_params(info.path)
+
+
+@functools.cache
+def _body_params(path: str) -> int:
     import torch
     from transformers import AutoConfig, AutoModel
 
-    config = AutoConfig.from_pretrained(info.path)
     with torch.device("meta"):
-        model = AutoModel.from_config(config)
+        model = AutoModel.from_config(AutoConfig.from_pretrained(path))
     return sum(p.numel() for p in model.parameters())
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toolkit import cache, config, linear, records, tasks
+from toolkit import cache, config, linear, records
 from toolkit._util import ToolkitError, cli_main, stable_hash
 from toolkit.config import RunConfig, as_numbers, csv, flag, floats, parse_seeds, seeds_field
-from toolkit.extract import ExtractConfig, extract, for_job, load_task
+from toolkit.extract import ExtractConfig, extract, for_job, held, load_task
 from toolkit.linear import DEFAULT_CS, LogisticProbe, fit_many, predict_proba_many
 from toolkit.losses import parse as parse_loss
 from toolkit.methods import Context, Method, MethodResult, register
@@ -243,17 +243,9 @@ class ProbeMethod(Method):
             raise ToolkitError(f"strong_train={job.sizes.strong_train} is too small: the probe ceiling chooses its C "
                                f"by 3-fold cross-validation on it and needs strong_train >= {MIN_CEILING_TRAIN}")
 
-    _last: tuple | None = None
-
     def _features(self, ctx: Context):
-        """The strong model's features, loaded once for `prepare` and every phase's `run` (each load reads and
-        checks every shard: seconds at 8B); only the last entry is held. Keyed by the task's content, not its
-        name: a file whose texts changed is extracted anew."""
-        ex = for_job(ctx.job, ctx.strong, ctx.task_spec)
-        key = (ex, tasks.content_hash(ctx.task))
-        if self._last is None or self._last[0] != key:
-            self._last = (key, extract(ex, progress=ctx.progress))
-        return self._last[1]
+        """The strong model's features, loaded once for `prepare` and every phase's `run` (`extract.held`)."""
+        return held(for_job(ctx.job, ctx.strong, ctx.task_spec), ctx.task, progress=ctx.progress)
 
     def prepare(self, ctx: Context, opts) -> str:
         self._features(ctx)  # timed apart from the fits, so that seed 0's probe time (and the ETA) is fitting only
