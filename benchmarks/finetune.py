@@ -21,6 +21,7 @@ import torch
 
 from toolkit import finetune as ft
 from toolkit import tasks
+from toolkit.config import JobConfig
 from toolkit.encoding import tokenize
 from toolkit.losses import get_loss
 from toolkit.models import load_tokenizer, resolve
@@ -57,8 +58,8 @@ def main(argv=None) -> None:
     side = "left" if info.arch == "causal" else "right"
     seqs, _ = tokenize(tok, [template.replace("{text}", t) for t in task.texts], 512, side)
     lengths = np.array([len(s) for s in seqs])
-    cfg = ft.FinetuneConfig(strong=args.model, batch_size=args.batch_size, micro_batch=args.micro_batch, lr=1e-6,
-                            dtype=args.dtype)
+    cfg = ft.FinetuneConfig(job=JobConfig(dtype=args.dtype), model=args.model, batch_size=args.batch_size,
+                            micro_batch=args.micro_batch, lr=1e-6)
     trainer = ft.Trainer(ft.build_classifier(info, "last" if info.arch == "causal" else "mean"), cfg,
                          total_steps=10_000, pad_id=tok.pad_token_id, side=side)
     plans = {arm: ft.make_batches(lengths, args.batch_size, np.random.default_rng(0), bucket=arm == "bucket")

@@ -45,11 +45,12 @@ sys.path[:0] = [str(ROOT), str(CARRY / "site")]
 from toolkit import finetune, probe, prompt, tasks  # noqa: E402
 from toolkit._util import cache_root  # noqa: E402
 from toolkit.cache import _size as entry_size  # noqa: E402
+from toolkit.config import JobConfig  # noqa: E402
 from toolkit.encoding import batch_budget  # noqa: E402
 from toolkit.extract import ExtractConfig, extract, extract_arrays  # noqa: E402
 from toolkit.losses import get_loss  # noqa: E402
 from toolkit.models import load_model, load_tokenizer, resolve  # noqa: E402
-from toolkit.weak import WeakConfig, supervise  # noqa: E402
+from toolkit.weak import WeakConfig, solver, supervise  # noqa: E402
 
 SHAPES = {  # Llama shapes: hidden, MLP, layers, heads, KV heads, tied embeddings
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -166,23 +167,23 @@ def stage_probes(feats, task, sizes, device, sklearn_layers: int) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     (sup,) = supervise(task, [0], sizes, WeakConfig(model="tfidf"), progress=False)
-    cfg = probe.ProbeRunConfig(task=task.name, sizes=sizes, device=device)
+    opts = probe.ProbeOptions()
     sync(device)
     t0 = time.perf_counter()
-    probe.probe_students(feats, sup, cfg)
+    probe.probe_students(feats, sup, opts, ("xent", "logconf"), solver(device), {"weak": "tfidf", "strong": "s"})
     sync(device)
     ours = time.perf_counter() - t0
     # the same solves by count: per layer, each C for 2 losses x (student + control), the ceiling's 3-fold CV at
     # each C, and its final fit
-    n_fits = len(feats.layers) * (len(cfg.Cs) * 2 * 2 + 3 * len(cfg.Cs) + 1)
+    n_fits = len(feats.layers) * (len(opts.Cs) * 2 * 2 + 3 * len(opts.Cs) + 1)
     X = feats.take(sup.splits.strong_train.ids)
     y = sup.soft("strong_train") > 0.5
     picked = np.linspace(0, len(feats.layers) - 1, min(sklearn_layers, len(feats.layers))).astype(int)
     t0 = time.perf_counter()
     for li in picked:
-        for C in cfg.Cs:
+        for C in opts.Cs:
             LogisticRegression(C=C, max_iter=1000).fit(X[li], y)
-    per_fit = (time.perf_counter() - t0) / (len(picked) * len(cfg.Cs))
+    per_fit = (time.perf_counter() - t0) / (len(picked) * len(opts.Cs))
     return {"probe_seed_s": ours, "sklearn_seed_s_est": per_fit * n_fits, "probe_fits": n_fits}
 
 
@@ -207,7 +208,7 @@ def stage_finetune(info, tok, texts, device, lora: int, steps: int, batch: int, 
             import peft  # noqa: F401
         except ImportError:
             return {"finetune": "skipped: LoRA needs peft (pip install peft)"}
-    cfg = finetune.FinetuneConfig(device=device, batch_size=batch, micro_batch=batch, lora=lora,
+    cfg = finetune.FinetuneConfig(job=JobConfig(device=device), batch_size=batch, micro_batch=batch, lora=lora,
                                   checkpointing=checkpointing)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -261,7 +262,7 @@ def measure_shape(name: str, res: dict, save, *, args, device, dtype, peak, tokd
 
     def full() -> bool:
         if args.full_max == "auto":
-            cfg = finetune.FinetuneConfig(device=device, micro_batch=batch)
+            cfg = finetune.FinetuneConfig(job=JobConfig(device=device), micro_batch=batch)
             return finetune.fit_memory(cfg, state["info"]).lora == 0
         return args.full_max != "none" and SIZE_RANK.index(name) <= SIZE_RANK.index(args.full_max)
 

@@ -20,6 +20,7 @@ import torch
 
 from toolkit import linear, probe, weak
 from toolkit.extract import ExtractConfig, extract, load_task
+from toolkit.tasks import SplitSizes
 
 
 def main(argv=None):
@@ -31,12 +32,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    cfg = probe.ProbeRunConfig(task=args.task, strong=args.strong, seeds=1)
-    sup = weak.supervise(load_task(ExtractConfig(task=cfg.task)), 1, cfg.sizes, weak.WeakConfig(cfg.weak))[0]
-    feats = extract(ExtractConfig(task=cfg.task, model=cfg.strong))
+    opts, losses = probe.ProbeOptions(), ("xent", "logconf")  # the comparison's defaults
+    sup = weak.supervise(load_task(ExtractConfig(task=args.task)), 1, SplitSizes(), weak.WeakConfig())[0]
+    feats = extract(ExtractConfig(task=args.task, model=args.strong))
     n = len(sup.splits.strong_train.ids)
-    print(f"{cfg.task} / {cfg.strong}: {len(feats.layers)} layers x {len(cfg.Cs)} C, strong_train n={n}, "
-          f"d={feats.hidden.shape[2]}, losses {', '.join(cfg.losses)} + controls + ceiling; torch threads "
+    print(f"{args.task} / {args.strong}: {len(feats.layers)} layers x {len(opts.Cs)} C, strong_train n={n}, "
+          f"d={feats.hidden.shape[2]}, losses {', '.join(losses)} + controls + ceiling; torch threads "
           f"{torch.get_num_threads()}; best of {args.repeats}")
 
     times, probs = {}, {}
@@ -45,7 +46,8 @@ def main(argv=None):
             fit = functools.partial(linear.fit_many, engine=engine)
             probe.fit_many, weak.fit_many = fit, fit
             t0 = time.perf_counter()
-            recs = probe.probe_students(feats, sup, cfg)
+            recs = probe.probe_students(feats, sup, opts, losses, weak.solver("cpu"),
+                                        {"weak": "weak", "strong": args.strong})
             times[engine] = min(times.get(engine, np.inf), time.perf_counter() - t0)
             probs[engine] = np.concatenate([r.p for r in recs])
     probe.fit_many = weak.fit_many = linear.fit_many

@@ -17,7 +17,8 @@ import numpy as np
 
 from toolkit import probe, records
 from toolkit.extract import ExtractConfig, extract, load_task
-from toolkit.weak import WeakConfig, supervise
+from toolkit.tasks import SplitSizes
+from toolkit.weak import WeakConfig, solver, supervise
 
 
 def main() -> None:
@@ -31,12 +32,13 @@ def main() -> None:
     ex = ExtractConfig(model=args.strong, task=args.task, limit=args.limit)
     feats = {dt: extract(replace(ex, store_dtype=dt)) for dt in ("float32", "float16")}
     task = load_task(ex)
-    cfg = probe.ProbeRunConfig(task=args.task, weak=args.weak, strong=args.strong, limit=args.limit)
-    sups = supervise(task, args.seeds, cfg.sizes, WeakConfig(args.weak), limit=args.limit)
+    opts, losses, names = probe.ProbeOptions(), ("xent", "logconf"), {"weak": args.weak, "strong": args.strong}
+    sups = supervise(task, args.seeds, SplitSizes(), WeakConfig(args.weak), limit=args.limit)
     labels = dict(zip(task.ids, (int(v) for v in task.labels)))
     acc = {}
     for dt, f in feats.items():
-        recs = [r for s in sups for r in probe.probe_students(f, s, cfg) if r.split == "test"]
+        recs = [r for s in sups for r in probe.probe_students(f, s, opts, losses, solver("cpu"), names)
+                if r.split == "test"]
         tab = records.table(recs, labels)
         tab = tab[tab.metric == "accuracy"]
         acc[dt] = tab.set_index(["role", "loss", "setting", "seed"])["value"]

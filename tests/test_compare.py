@@ -123,7 +123,7 @@ def test_a_task_too_small_for_the_default_splits_gets_them_scaled(models, tiny_t
     result = compare.run(str(tiny_task), weak=models[0], strong=models[0], methods=("probe",), seeds=1, n_boot=20,
                          losses=("xent",), control=False, cache_dir=str(tmp_path / "cache"), out=tmp_path / "out",
                          progress=False, figures=False)
-    assert result.config.sizes is None and list(result.split_sizes.values()) == [SplitSizes(10, 10, 4, 10)]
+    assert result.config.job.sizes is None and list(result.split_sizes.values()) == [SplitSizes(10, 10, 4, 10)]
     assert "weak_train=10, strong_train=10, val=4, test=10 (each task's default)" in \
         (tmp_path / "out" / "report.md").read_text()
 
@@ -153,7 +153,7 @@ def test_records_keep_the_one_pass_order(first):
     order of one pass over the methods, seed by seed."""
     result, _, _ = first
     rank = {m: i for i, m in enumerate(result.config.methods)}
-    for strong in result.config.strong:
+    for strong in result.config.job.strong:
         keys = [(rank[r.method], r.seed) for r in result.records if r.role != "weak" and r.strong == strong]
         assert keys == sorted(keys)
 
@@ -205,19 +205,18 @@ def test_probes_with_the_torch_engine_match_the_numpy_engine(first, models, tiny
 
 
 def test_every_fine_tuning_field_is_a_compare_option():
-    """Every `FinetuneConfig` field can be set from `compare` (issue #34): its training fields through the
-    fine-tuning options, the rest through the job. Only `ceiling` is not: a comparison always has one."""
+    """Every `FinetuneConfig` field can be set from `compare` (issue #34): its training fields are the method's
+    options, and the rest is the job itself (one config per method, issue #36)."""
     import dataclasses
 
-    names = {f.name for f in dataclasses.fields(compare.CompareConfig) if f.name not in ("job", "options")}
-    names |= {f.name for f in dataclasses.fields(compare.JobConfig)}
-    names |= {f.name for f in dataclasses.fields(finetune.FinetuneOptions)}
-    missing = {f.name for f in dataclasses.fields(finetune.FinetuneConfig)} - names - {"ceiling", "task"}
-    assert not missing and "tasks" in names
-    cfg = compare.CompareConfig.make(lr=2e-5, batch_size=16, weak_options="lr=1e-4")
-    run = finetune.options_config(cfg.job.run_fields("t", "s"), cfg.opts("finetune"), cfg.dtype)
-    weak = finetune.options_config(cfg.job.run_fields("t", "w"), cfg.opts("finetune"), cfg.dtype, weak=True)
+    train = {f.name for f in dataclasses.fields(finetune.TrainOptions)}
+    assert {f.name for f in dataclasses.fields(finetune.FinetuneConfig)} == train | {"job", "model"}
+    assert train <= {f.name for f in dataclasses.fields(finetune.FinetuneOptions)}
+    cfg = compare.CompareConfig.make(lr=2e-5, batch_size=16, weak_options="lr=1e-4", dtype="float32")
+    run = finetune.options_config(cfg.job, cfg.opts("finetune"), "s")
+    weak = finetune.options_config(cfg.job, cfg.opts("finetune"), "w", weak=True)
     assert (run.lr, run.batch_size, weak.lr, weak.batch_size) == (2e-5, 16, 1e-4, 16)
+    assert (run.model, weak.model, run.job.dtype) == ("s", "w", "float32")
 
 
 def test_config_errors_are_clear():
@@ -226,7 +225,7 @@ def test_config_errors_are_clear():
     with pytest.raises(ToolkitError, match="at least one task"):
         compare.CompareConfig.make(tasks=())
     cfg = compare.CompareConfig.make(tasks="a,b", strong="x, y", ks="0,4")
-    assert cfg.tasks == ("a", "b") and cfg.strong == ("x", "y") and cfg.ks == (0, 4)
+    assert cfg.job.tasks == ("a", "b") and cfg.job.strong == ("x", "y") and cfg.opts("prompt").ks == (0, 4)
     assert cfg.summary_settings() == {"probe": ("select",), "prompt": ("k=4", "k=4,cal"), "finetune": ("best", "final")}
     assert cfg.baseline_settings() == {"probe": ("layer=0",)}
 
@@ -270,11 +269,14 @@ def test_a_bootstrapped_run_sits_beside_the_direct_one(first, models, tiny_task,
 
 def test_presets_resolve_and_cli_options_override_them(monkeypatch):
     cfg = compare.preset("ladder")
-    assert cfg.strong == compare.LADDER and cfg.tasks == compare.STUDY_TASKS and cfg.limit == 2000
-    assert compare.preset("bootstrap").strong == ("gemma3-270m",)
+    assert cfg.job.strong == compare.LADDER and cfg.job.tasks == compare.STUDY_TASKS and cfg.job.limit == 2000
+    assert compare.preset("bootstrap").job.strong == ("gemma3-270m",)
     nlp = compare.preset("openai-nlp")  # openai's sweep: needs a GPU and the network to run, resolves anywhere
-    assert nlp.protocol == "paper" and nlp.recipe == "paper" and nlp.headline == "final" and nlp.limit is None
-    assert nlp.weak == "openai-community/gpt2" and nlp.tasks[0] == "openai:sciq" and nlp.max_length == 1024
+    ft = nlp.opts("finetune")
+    assert nlp.job.protocol == "paper" and ft.recipe == "paper" and ft.headline == "final" and nlp.job.limit is None
+    assert nlp.job.weak == "openai-community/gpt2" and nlp.job.tasks[0] == "openai:sciq" and ft.max_length == 1024
+    assert nlp.opts("prompt").max_length == 0  # the preset's max_length is fine-tuning's, keyed by method
+    assert compare.preset("openai-nlp", finetune={"lr": 1e-5}).opts("finetune").max_length == 1024  # added to
     # quick is the default comparison without fine-tuning, its expensive arm
     assert compare.preset("quick") == compare.CompareConfig.make(methods=("probe", "prompt"))
     with pytest.raises(ToolkitError, match="unknown preset 'huge'"):
@@ -291,7 +293,8 @@ def test_presets_resolve_and_cli_options_override_them(monkeypatch):
     monkeypatch.setattr(compare, "run_config", capture)
     with pytest.raises(Stop):
         compare.main(["--preset", "ladder", "--seeds", "2", "--quiet"])
-    assert seen["cfg"].seeds == (0, 1) and seen["cfg"].strong == compare.LADDER and seen["cfg"].limit == 2000
+    job = seen["cfg"].job
+    assert job.seeds == (0, 1) and job.strong == compare.LADDER and job.limit == 2000
 
 
 def test_one_method_alone_writes_its_tables_and_figures(first, models, tiny_task, tmp_path, finetune_runs):
@@ -396,7 +399,7 @@ def test_a_run_repeats_from_its_config_yaml(first, tmp_path, capsys):
     again = tmp_path / "again"
     assert compare.main(["--config", str(out / "config.yaml"), "--out", str(again), "--quiet", "--no-figures"]) == 0
     assert (again / "summary.csv").read_bytes() == (out / "summary.csv").read_bytes()
-    assert compare.parse_args(["--config", str(out / "config.yaml"), "--seeds", "1"])[0].seeds == (0,)
+    assert compare.parse_args(["--config", str(out / "config.yaml"), "--seeds", "1"])[0].job.seeds == (0,)
     (tmp_path / "bad.yaml").write_text("just: [text")
     assert compare.main(["--config", str(tmp_path / "bad.yaml")]) == 2
     assert "is not valid YAML" in capsys.readouterr().err

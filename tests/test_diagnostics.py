@@ -72,7 +72,8 @@ def synthetic_comparison(seeds: int = 2, n: int = 60, strongs=("s-small", "s-lar
                 curves.append(pd.DataFrame({"step": steps, "epoch": steps / 50, "lr": 1e-4, "train_loss": 0.7,
                                             "val_agreement": val, "test_acc": 0.8 - 0.01 * steps / 10 + 0.02 * s,
                                             "best": val == val.max(), "task": "toy", "weak": "w-tiny",
-                                            "strong": strong, "role": "student", "loss": loss, "seed": s}))
+                                            "strong": strong, "method": "finetune", "role": "student",
+                                            "loss": loss, "seed": s}))
             for sp in ("strong_train", "val", "test"):
                 out.append(rec("probe", "ceiling", "xent", "select", sp, 0, 0.05 - bonus / 2, {"layer": 3, "C": 1.0}))
             for k in range(layers):
@@ -267,8 +268,8 @@ def test_table_and_summary_on_a_comparison():
 
 def test_table_curves_best_vs_final():
     curve = pd.DataFrame({"step": [10, 20, 30], "val_agreement": [0.6, 0.8, 0.7], "test_acc": [0.7, 0.9, 0.75],
-                          "best": [False, True, False], "task": "t", "weak": "w", "strong": "s", "role": "student",
-                          "loss": "xent", "seed": 0})
+                          "best": [False, True, False], "task": "t", "weak": "w", "strong": "s", "method": "finetune",
+                          "role": "student", "loss": "xent", "seed": 0})
     d = dg.table([], {}, curves=curve).set_index("diagnostic")["value"]
     assert d["best_step"] == 20 and d["final_step"] == 30
     assert d["best_minus_final_test_acc"] == pytest.approx(0.15)

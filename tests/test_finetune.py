@@ -15,12 +15,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from toolkit import compare, records, tasks
 from toolkit import finetune as ft
-from toolkit import records, tasks
 from toolkit._util import ToolkitError
+from toolkit.config import JobConfig
 from toolkit.encoding import pad_batch, tokenize
 from toolkit.extract import extract_arrays
 from toolkit.losses import get_loss
@@ -31,6 +33,26 @@ from toolkit.weak import Supervision, WeakConfig, supervise
 # The tiny task's batches of 8 are below logconf's reliable size on purpose (speed); it warns, as it should.
 pytestmark = pytest.mark.filterwarnings("ignore:logconf on a batch")
 SIZES = SplitSizes(weak_train=8, strong_train=16, val=8, test=8)
+JOB_FIELDS = {f for f in JobConfig.__dataclass_fields__}
+
+
+def _with(cfg: ft.FinetuneConfig, **changes) -> ft.FinetuneConfig:
+    """`cfg` with `changes`: training fields on it, the job's fields (device, dtype, cache_dir) on its job."""
+    job = {k: changes.pop(k) for k in list(changes) if k in JOB_FIELDS}
+    return replace(cfg, **changes, **({"job": replace(cfg.job, **job)} if job else {}))
+
+
+def _comparison(cfg: ft.FinetuneConfig, **more) -> compare.CompareConfig:
+    """The comparison with fine-tuning alone on `cfg`'s job and training fields (what `python -m toolkit.finetune`
+    runs), every seed fine-tuned."""
+    opts = ft.FinetuneOptions(**cfg.training(), finetune_seeds=0)
+    return replace(compare.CompareConfig.make(methods="finetune", **more), job=cfg.job,
+                   options={**compare.CompareConfig.make().options, "finetune": opts})
+
+
+def _run_records(cfg: ft.FinetuneConfig):
+    result = compare.run_config(_comparison(cfg), progress=False)
+    return result.records, next(iter(result.labels.values()))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,22 +70,23 @@ def cfg(tiny_causal, tiny_task, tmp_path_factory):
     from conftest import save_tiny_causal
 
     weak = save_tiny_causal(tmp_path_factory.mktemp("tiny_weak"), seed=1, n_layers=1)
-    return ft.FinetuneConfig(task=str(tiny_task), weak=str(weak), strong=str(tiny_causal), seeds=(0,),
-                             sizes=SIZES, batch_size=8, micro_batch=8, lr=1e-3, evals_per_epoch=100,
-                             dtype="float32",  # exactness checks below; bf16 autocast is tested on its own
-                             cache_dir=str(tmp_path_factory.mktemp("cache")))
+    job = JobConfig(tasks=str(tiny_task), weak=str(weak), strong=str(tiny_causal), seeds=(0,), sizes=SIZES, limit=0,
+                    dtype="float32",  # exactness checks below; bf16 autocast is tested on its own
+                    cache_dir=str(tmp_path_factory.mktemp("cache")))
+    return ft.FinetuneConfig(job=job, model=str(tiny_causal), batch_size=8, micro_batch=8, lr=1e-3,
+                             evals_per_epoch=100)
 
 
 @pytest.fixture(scope="module")
 def sup(cfg):
-    task = tasks.load(cfg.task)
-    return supervise(task, [0], SIZES, WeakConfig(model=cfg.weak), cache_dir=cfg.cache_dir, progress=False)[0]
+    task = tasks.load(cfg.job.tasks[0])
+    return supervise(task, [0], SIZES, WeakConfig(model=cfg.job.weak), cache_dir=cfg.job.cache_dir, progress=False)[0]
 
 
 def _encoded(cfg, texts):
-    info = resolve(cfg.strong)
+    info = resolve(cfg.model)
     tok = load_tokenizer(info)
-    seqs, _ = tokenize(tok, [tasks.load(cfg.task).template.replace("{text}", t) for t in texts], 512, "left")
+    seqs, _ = tokenize(tok, [tasks.load(cfg.job.tasks[0]).template.replace("{text}", t) for t in texts], 512, "left")
     return info, tok, seqs
 
 
@@ -78,10 +101,10 @@ def _xent(p, y):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_one_step_lowers_the_loss(cfg, dtype):
-    task = tasks.load(cfg.task)
+    task = tasks.load(cfg.job.tasks[0])
     info, tok, seqs = _encoded(cfg, task.texts[:16])
     y = task.labels[:16].astype(float)
-    trainer = _trainer(replace(cfg, batch_size=16, micro_batch=16, warmup_frac=0.0, dtype=dtype), info, tok)
+    trainer = _trainer(_with(cfg, batch_size=16, micro_batch=16, warmup_frac=0.0, dtype=dtype), info, tok)
     assert trainer.precision == ("bf16" if dtype == "bfloat16" else "no")
     before = _xent(trainer.predict(seqs), y)
     step_loss = trainer.step(seqs, y, get_loss("xent"), step=0)
@@ -92,13 +115,13 @@ def test_one_step_lowers_the_loss(cfg, dtype):
 def test_gradient_caching_equals_one_big_batch_for_logconf(cfg):
     """logconf over a batch of 32 in micro-batches of 8: the same update as one forward of 32, and no
     small-batch warning (the threshold sees all 32)."""
-    task = tasks.load(cfg.task)
+    task = tasks.load(cfg.job.tasks[0])
     info, tok, seqs = _encoded(cfg, task.texts[:32])
     w1 = np.random.default_rng(0).uniform(size=32)
     loss = get_loss("logconf")
     states = []
     for micro in (32, 8):
-        trainer = _trainer(replace(cfg, batch_size=32, micro_batch=micro, warmup_frac=0.0), info, tok)
+        trainer = _trainer(_with(cfg, batch_size=32, micro_batch=micro, warmup_frac=0.0), info, tok)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             for step in (0, 5):  # step 5 of 10: logconf's confidence weight is on
@@ -111,7 +134,7 @@ def test_gradient_caching_equals_one_big_batch_for_logconf(cfg):
 def test_gradient_checkpointing_gives_the_same_update(cfg):
     """Recomputing activations in the backward pass changes memory and time, not the step: the weights after two
     steps agree with and without it (so it is rightly left out of a run's store key)."""
-    task = tasks.load(cfg.task)
+    task = tasks.load(cfg.job.tasks[0])
     info, tok, seqs = _encoded(cfg, task.texts[:16])
     y = task.labels[:16].astype(float)
     states = []
@@ -119,7 +142,7 @@ def test_gradient_checkpointing_gives_the_same_update(cfg):
         torch.manual_seed(0)
         model = ft.build_classifier(info, "last", checkpointing=checkpointing)
         assert model.backbone.is_activation_checkpointing == checkpointing
-        trainer = ft.Trainer(model, replace(cfg, batch_size=16, micro_batch=16), 10, pad_id=tok.pad_token_id,
+        trainer = ft.Trainer(model, _with(cfg, batch_size=16, micro_batch=16), 10, pad_id=tok.pad_token_id,
                              side="left")
         for step in (0, 1):
             trainer.step(seqs, y, get_loss("xent"), step=step)
@@ -134,7 +157,7 @@ def test_pooled_representation_is_extractions_last_layer(cfg):
     texts = ["!", "good fine great", "bad " * 20]
     info, tok, seqs = _encoded(cfg, texts)
     ref = extract_arrays(AutoModelForCausalLM.from_pretrained(info.path).eval(), tok,
-                         [tasks.load(cfg.task).template.replace("{text}", t) for t in texts], layers=[2],
+                         [tasks.load(cfg.job.tasks[0]).template.replace("{text}", t) for t in texts], layers=[2],
                          pool="last", causal=True)["hidden"][0]
     model = ft.build_classifier(info, "last").eval()
     ids, mask = pad_batch(seqs, tok.pad_token_id, "left")
@@ -145,11 +168,11 @@ def test_pooled_representation_is_extractions_last_layer(cfg):
 def test_early_stopping_picks_the_eval_with_best_weak_agreement(cfg, sup):
     """Selection labels only choose: with val labels equal to the hard predictions of an intermediate eval,
     training is unchanged and that eval (the earliest with those predictions) becomes `best`."""
-    info = resolve(cfg.strong)
+    info = resolve(cfg.model)
     tok = load_tokenizer(info)
     data = {s: tokenize(tok, [sup.splits[s].template.replace("{text}", t) for t in sup.splits[s].texts], 512,
                         "left")[0] for s in ("strong_train", "val", "test")}
-    run_cfg = replace(cfg, batch_size=4, micro_batch=4, lr=3e-3, train_preds=False)
+    run_cfg = _with(cfg, batch_size=4, micro_batch=4, lr=3e-3, train_preds=False)
 
     def fit(select):
         trainer = _trainer(run_cfg, info, tok, total_steps=8)
@@ -172,12 +195,12 @@ def test_early_stopping_picks_the_eval_with_best_weak_agreement(cfg, sup):
 def test_the_default_schedule_evaluates_four_times_an_epoch(cfg, sup):
     assert ft.eval_points(16, 4) == {4, 8, 12, 16} and ft.eval_points(15, 4) == {4, 8, 12, 15}
     assert ft.eval_points(2, 4) == {1, 2} and ft.eval_points(15, 1) == {15}
-    info = resolve(cfg.strong)
+    info = resolve(cfg.model)
     tok = load_tokenizer(info)
     data = {s: tokenize(tok, [sup.splits[s].template.replace("{text}", t) for t in sup.splits[s].texts], 512,
                         "left")[0] for s in ("strong_train", "val", "test")}
     default = ft.FinetuneConfig().evals_per_epoch
-    run_cfg = replace(cfg, batch_size=2, micro_batch=2, epochs=2, evals_per_epoch=default, train_preds=False)
+    run_cfg = _with(cfg, batch_size=2, micro_batch=2, epochs=2, evals_per_epoch=default, train_preds=False)
     trainer = _trainer(run_cfg, info, tok, total_steps=16)  # 16 strong_train examples: 8 batches an epoch
     res = ft.train(trainer, data, sup.soft("strong_train"), sup.soft("val") > 0.5, sup.splits.test.labels,
                    get_loss("xent"), seed=0)
@@ -189,7 +212,7 @@ def test_the_default_schedule_evaluates_four_times_an_epoch(cfg, sup):
     agree = res.curve["val_agreement"].to_numpy()
     needed = [a > max(agree[:i], default=-1) or i == len(agree) - 1 for i, a in enumerate(agree)]
     assert res.curve["test_acc"].notna().tolist() == needed and not all(needed)
-    full = ft.train(_trainer(replace(run_cfg, test_curve=True), info, tok, total_steps=16), data,
+    full = ft.train(_trainer(_with(run_cfg, test_curve=True), info, tok, total_steps=16), data,
                     sup.soft("strong_train"), sup.soft("val") > 0.5, sup.splits.test.labels, get_loss("xent"), seed=0)
     assert full.curve["test_acc"].notna().all()  # test_curve: every eval
     for key in res.p:  # the same training: every stored prediction is the same
@@ -200,11 +223,11 @@ def test_the_best_evals_other_splits_are_the_best_models_and_no_full_copy_is_kep
     """With train_preds, the best eval's strong_train predictions are taken at that eval (no host copy of the
     model to predict them later); they equal a prediction by the best weights reloaded. Kept weights are the
     trainable ones only."""
-    info = resolve(cfg.strong)
+    info = resolve(cfg.model)
     tok = load_tokenizer(info)
     data = {s: tokenize(tok, [sup.splits[s].template.replace("{text}", t) for t in sup.splits[s].texts], 512,
                         "left")[0] for s in ("strong_train", "val", "test")}
-    run_cfg = replace(cfg, batch_size=4, micro_batch=4, lr=3e-3, train_preds=True)
+    run_cfg = _with(cfg, batch_size=4, micro_batch=4, lr=3e-3, train_preds=True)
     trainer = _trainer(run_cfg, info, tok, total_steps=8)
     res = ft.train(trainer, data, sup.soft("strong_train"), np.zeros(8, dtype=int), sup.splits.test.labels,
                    get_loss("xent"), seed=0, keep_states=True)
@@ -223,11 +246,11 @@ def test_gold_never_enters_student_training_or_selection(cfg, sup, tmp_path, fin
     """Flip every gold label of strong_train and val: students are bit-identical, the ceiling is not."""
     poisoned = Supervision(sup.seed, replace(sup.splits, strong_train=_flipped(sup.splits.strong_train),
                                              val=_flipped(sup.splits.val)), sup.weak)
-    accumulate = replace(cfg, micro_batch=4)  # logconf with gradient caching
+    accumulate = _with(cfg, micro_batch=4)  # logconf with gradient caching
     runs = {}
     for name, s, cache in (("clean", sup, tmp_path / "a"), ("poisoned", poisoned, tmp_path / "b")):
         before = finetune_runs.trainings
-        c = replace(accumulate, cache_dir=str(cache))
+        c = _with(accumulate, cache_dir=str(cache))
         runs[name] = [ft.train_run(s, c, role="student", loss="logconf"),
                       ft.train_run(s, c, role="ceiling")]
         assert finetune_runs.trainings == before + 2  # both trained, none loaded
@@ -238,10 +261,10 @@ def test_gold_never_enters_student_training_or_selection(cfg, sup, tmp_path, fin
     assert any(not np.array_equal(a.p, b.p) for a, b in zip(ceiling.records, ceiling_p.records))
 
 
-def test_finished_run_is_reused_and_joins_the_results_table(cfg, sup, capsys, finetune_runs):
-    first, labels = ft.run_records(cfg, progress=False)
+def test_finished_run_is_reused_and_joins_the_results_table(cfg, sup, capsys, finetune_runs, tmp_path):
+    first, labels = _run_records(cfg)
     trained, loaded = finetune_runs.trainings, finetune_runs.loaded
-    again, _ = ft.run_records(cfg, progress=False)
+    again, _ = _run_records(cfg)
     assert finetune_runs.trainings == trained and finetune_runs.loaded == loaded + 3  # 2 students + ceiling
     assert [r.key() for r in again] == [r.key() for r in first]
     assert all(np.array_equal(a.p, b.p) for a, b in zip(first, again))
@@ -261,24 +284,24 @@ def test_finished_run_is_reused_and_joins_the_results_table(cfg, sup, capsys, fi
     assert run.loaded and [r.key() for r in run.records] == [r.key() for r in first if r.role == "ceiling"]
     assert {"step", "val_agreement", "test_acc", "best"} <= set(run.curve.columns)
 
-    argv = ["--task", cfg.task, "--weak", cfg.weak, "--strong", cfg.strong, "--seeds", "1", "--sizes", "8,16,8,8",
-            "--batch-size", "8", "--micro-batch", "8", "--lr", "1e-3", "--evals-per-epoch", "100", "--cache-dir",
-            cfg.cache_dir, "--dtype", "float32", "--quiet"]
-    assert ft.main(argv) == 0
-    out = capsys.readouterr().out
-    assert "pgr_acc" in out and "logconf" in out and "0 trained, 3 loaded" in out
-    assert ft.main([*argv, "--no-ceiling", "--losses", "xent"]) == 0  # no ceiling: no PGR, accuracies only
-    out = capsys.readouterr().out
-    assert "auroc" in out and "pgr" not in out and "0 trained, 1 loaded" in out
+    # `python -m toolkit.finetune` is the comparison with fine-tuning alone: it loads the same three runs
+    argv = ["--task", cfg.job.tasks[0], "--weak", cfg.job.weak, "--strong", cfg.model, "--seeds", "1", "--sizes",
+            "8,16,8,8", "--limit", "0", "--batch-size", "8", "--micro-batch", "8", "--lr", "1e-3", "--evals-per-epoch",
+            "100", "--cache-dir", cfg.job.cache_dir, "--dtype", "float32", "--quiet", "--no-figures", "--out",
+            str(tmp_path)]
+    assert compare.method_main("finetune", argv) == 0
+    out, err = capsys.readouterr()
+    assert "PGR" in out and "logconf" in out and "finetunes_trained 0" in err
+    assert set(pd.read_csv(tmp_path / "summary.csv").method) == {"finetune"}
 
 
 def test_keep_weights_retrains_a_run_stored_without_them(cfg, sup, finetune_runs):
     ft.train_run(sup, cfg, role="ceiling")
     before = finetune_runs.trainings
-    run = ft.train_run(sup, replace(cfg, keep_weights=True), role="ceiling")
+    run = ft.train_run(sup, _with(cfg, keep_weights=True), role="ceiling")
     assert finetune_runs.trainings == before + 1
     assert {"best.safetensors", "final.safetensors"} <= {p.name for p in run.path.iterdir()}
-    ft.train_run(sup, replace(cfg, keep_weights=True), role="ceiling")
+    ft.train_run(sup, _with(cfg, keep_weights=True), role="ceiling")
     assert finetune_runs.trainings == before + 1
 
 
@@ -306,25 +329,24 @@ def test_seeds_draw_their_own_dropout_masks():
 def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
     for native, expected in ((True, "bf16"), (False, "no")):
         monkeypatch.setattr(ft, "cpu_native_bf16", lambda native=native: native)
-        assert ft.mixed_precision(ft.FinetuneConfig(device="cpu")) == expected
-        assert ft.mixed_precision(ft.FinetuneConfig(device="cpu", dtype="float32")) == "no"
-        assert ft.mixed_precision(ft.FinetuneConfig(device="cpu", dtype="bfloat16")) == "bf16"
+        assert ft.mixed_precision(JobConfig(device="cpu")) == expected
+        assert ft.mixed_precision(JobConfig(device="cpu", dtype="float32")) == "no"
+        assert ft.mixed_precision(JobConfig(device="cpu", dtype="bfloat16")) == "bf16"
     with pytest.raises(ToolkitError, match="dtype"):
-        ft.mixed_precision(ft.FinetuneConfig(dtype="float16"))
+        ft.mixed_precision(JobConfig(dtype="float16"))
 
 
 def test_config_parsing_and_errors(cfg):
-    c = ft.FinetuneConfig(seeds="0, 2", losses="xent,logconf:alpha=0.75")
-    assert c.seeds == (0, 2) and c.losses == ("xent", "logconf:alpha=0.75")
-    assert ft.FinetuneConfig(seeds=3).seeds == (0, 1, 2)
+    c = compare.CompareConfig.make(methods="finetune", seeds="0, 2", losses="xent,logconf:alpha=0.75")
+    assert c.job.seeds == (0, 2) and c.losses == ("xent", "logconf:alpha=0.75")
     assert ft.parse_loss("logconf:alpha=0.75") == ("logconf", {"alpha": 0.75})
     with pytest.raises(ToolkitError, match="unknown loss"):
-        ft.FinetuneConfig(losses="nope")
+        compare.CompareConfig.make(methods="finetune", losses="nope")
     with pytest.raises(ToolkitError, match="schedule"):
         ft.FinetuneConfig(schedule="step")
     if importlib.util.find_spec("peft") is None:
         with pytest.raises(ToolkitError, match="peft"):
-            ft.build_classifier(resolve(cfg.strong), "last", lora=4)
+            ft.build_classifier(resolve(cfg.model), "last", lora=4)
 
 
 def test_the_paper_recipe_takes_openais_learning_rate_by_model_size(cfg):
@@ -333,9 +355,9 @@ def test_the_paper_recipe_takes_openais_learning_rate_by_model_size(cfg):
     assert [ft.default_lr("paper", n) for n in (124e6, 355e6, 410e6, 774e6, 1.8e9, 14e9)] == \
         [5e-5, 5e-5, 5e-5, 1e-5, 1e-5, 1e-5]
     assert ft.default_lr("toolkit", 14e9) == 5e-5
-    info = resolve(cfg.strong)  # a tiny model: the small models' rate
-    assert ft.for_model(replace(cfg, recipe="paper", lr=None), info).lr == 5e-5
-    assert ft.for_model(replace(cfg, recipe="paper", lr=3e-6), info).lr == 3e-6
+    info = resolve(cfg.model)  # a tiny model: the small models' rate
+    assert ft.for_model(_with(cfg, recipe="paper", lr=None), info).lr == 5e-5
+    assert ft.for_model(_with(cfg, recipe="paper", lr=3e-6), info).lr == 3e-6
 
 
 def test_a_model_known_by_its_config_alone_gets_its_size(cfg, tmp_path):
@@ -356,9 +378,9 @@ def test_a_model_known_by_its_config_alone_gets_its_size(cfg, tmp_path):
         "tie_word_embeddings": False}))
     hub = ModelInfo("meta-llama/Llama-3.1-8B", str(folder), {"hub": "meta-llama/Llama-3.1-8B"}, "causal")
     assert 7.4e9 < body_params(hub) < 7.6e9  # 8.03B less its 0.53B LM head
-    paper = replace(cfg, strong=str(folder), recipe="paper", lr=None, lora=None, device="cpu")
+    paper = _with(cfg, model=str(folder), recipe="paper", lr=None, lora=None, device="cpu")
     assert ft.for_model(paper, hub).lr == 1e-5 and ft.fit_memory(paper, hub).lora == ft.AUTO_LORA_RANK
-    tiny = resolve(cfg.strong)
+    tiny = resolve(cfg.model)
     assert body_params(tiny) == sum(p.numel() for p in AutoModel.from_pretrained(tiny.path).parameters())
 
 
@@ -393,23 +415,23 @@ def test_the_memory_estimate_picks_lora_for_8b_and_full_for_1_7b_on_80_gb(cfg):
     gb = ft.memory_bytes(8.0e9, lora=True, checkpointing=True, hidden=4096, layers=32, **shape) / 1e9
     assert 16 < gb < 30 and ft.memory_bytes(8.0e9, lora=False, checkpointing=True, hidden=4096, layers=32,
                                             **shape) > 128e9
-    assert ft.fit_memory(replace(cfg, lora=None, device="cpu"), resolve(cfg.strong)).lora == 0
+    assert ft.fit_memory(_with(cfg, lora=None, device="cpu"), resolve(cfg.model)).lora == 0
 
 
 @pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="LoRA needs the optional extra lora (peft)")
 def test_a_lora_base_is_held_in_bf16_and_trains(cfg):
     """With bf16 autocast, LoRA's frozen base is bf16 (half the memory), its adapters and the head fp32; a step
     trains them and only them."""
-    info = resolve(cfg.strong)
+    info = resolve(cfg.model)
     tok = load_tokenizer(info)
     model = ft.build_classifier(info, "last", lora=4, bf16_base=True)
     frozen = [p for p in model.parameters() if not p.requires_grad]
     trained = [p for p in model.parameters() if p.requires_grad]
     assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
     assert trained and all(p.dtype == torch.float32 for p in trained)
-    trainer = ft.Trainer(model, replace(cfg, lora=4, dtype="bfloat16"), 2, pad_id=tok.pad_token_id, side="left")
+    trainer = ft.Trainer(model, _with(cfg, lora=4, dtype="bfloat16"), 2, pad_id=tok.pad_token_id, side="left")
     before = [p.detach().clone() for p in trained]
-    _, _, seqs = _encoded(cfg, tasks.load(cfg.task).texts[:8])
+    _, _, seqs = _encoded(cfg, tasks.load(cfg.job.tasks[0]).texts[:8])
     trainer.step(seqs, np.linspace(0, 1, 8), get_loss("xent"), 0)
     trainer.step(seqs, np.linspace(0, 1, 8), get_loss("xent"), 1)
     assert any(not torch.equal(a, b) for a, b in zip(before, trained))
@@ -423,18 +445,19 @@ def test_two_processes_match_one(cfg, tmp_path, batch, finetune_runs):
     each global batch is split across processes, logconf's loss still sees the whole batch, and the
     predictions match the single-process ones (same keys, float-rounding differences only). At batch 5 the
     processes hold 3 and 2 rows of a batch, so one runs a padding micro-batch (FSDP needs equal counts)."""
-    cfg = replace(cfg, batch_size=batch)
-    one, _ = ft.run_records(replace(cfg, micro_batch=2), progress=False)
+    cfg = _with(cfg, batch_size=batch)
+    one, _ = _run_records(_with(cfg, micro_batch=2))
     two_dir = tmp_path / "two"
-    shutil.copytree(os.path.join(cfg.cache_dir, "features"), two_dir / "features")  # the weak model's features
-    argv = ["--task", cfg.task, "--weak", cfg.weak, "--strong", cfg.strong, "--seeds", "1", "--sizes", "8,16,8,8",
-            "--batch-size", str(batch), "--micro-batch", "2", "--lr", "1e-3", "--evals-per-epoch", "100",
-            "--device", "cpu", "--dtype", "float32", "--cache-dir", str(two_dir), "--quiet"]
+    shutil.copytree(os.path.join(cfg.job.cache_dir, "features"), two_dir / "features")  # the weak model's features
+    argv = ["--task", cfg.job.tasks[0], "--weak", cfg.job.weak, "--strong", cfg.model, "--seeds", "1", "--sizes",
+            "8,16,8,8", "--batch-size", str(batch), "--micro-batch", "2", "--lr", "1e-3", "--evals-per-epoch", "100",
+            "--device", "cpu", "--dtype", "float32", "--cache-dir", str(two_dir), "--limit", "0", "--quiet",
+            "--no-figures", "--out", str(tmp_path / "out")]
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29541", "-m", "toolkit.finetune", *argv],
                    check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, capture_output=True)
     trained = finetune_runs.trainings
-    two, _ = ft.run_records(replace(cfg, micro_batch=2, cache_dir=str(two_dir)), progress=False)
+    two, _ = _run_records(_with(cfg, micro_batch=2, cache_dir=str(two_dir)))
     assert finetune_runs.trainings == trained  # loaded: the 2-process job stored them
     assert [r.key() for r in two] == [r.key() for r in one]
     bad = [(a.key(), float(np.abs(a.p - b.p).max())) for a, b in zip(one, two) if np.abs(a.p - b.p).max() > 1e-6]
@@ -458,7 +481,7 @@ def test_fsdp_config_is_one_accelerate_reads_for_these_models(tiny_causal):
 def test_the_paper_recipe_is_openais_train_simple(cfg, capsys):
     from transformers import BertConfig, GPT2Config
 
-    paper = replace(cfg, recipe="paper")
+    paper = _with(cfg, recipe="paper")
     hp = paper.hp
     assert (hp["weight_decay"], hp["warmup_frac"], hp["schedule"], hp["max_grad_norm"]) == (0.0, 0.0, "cosine", 0.0)
     assert not hp["dropout"] and not hp["head_bias"] and cfg.hp["dropout"] and cfg.hp["head_bias"]
@@ -472,13 +495,13 @@ def test_the_paper_recipe_is_openais_train_simple(cfg, capsys):
     for argv, message in ((["--weight-decay", "0.01"], "weight_decay=0.0"),
                           (["--schedule", "linear"], "schedule=cosine"),
                           (["--dropout"], "dropout=False")):
-        assert ft.main(["--recipe", "paper", *argv]) == 2
+        assert compare.method_main("finetune", ["--recipe", "paper", *argv]) == 2
         assert message in capsys.readouterr().err
     assert ft.FinetuneConfig(recipe="paper", schedule="cosine").hp["schedule"] == "cosine"
     assert ft.FinetuneConfig(weight_decay=0.05).hp["weight_decay"] == 0.05  # the toolkit recipe takes any value
     with pytest.raises(ToolkitError, match="recipe must be one of"):
         ft.FinetuneConfig(recipe="openai")
-    info = resolve(cfg.strong)
+    info = resolve(cfg.model)
     tok = load_tokenizer(info)
     model = ft.build_classifier(info, "last", head_bias=hp["head_bias"], dropout=hp["dropout"])
     assert model.head.bias is None and not model.head.weight.any()  # bias-free, zero-initialised

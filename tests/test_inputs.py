@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from toolkit import compare, metrics, models, probe, prompt, records, tasks, weak
+from toolkit import compare, metrics, models, prompt, records, tasks, weak
 from toolkit._util import ToolkitError
 from toolkit.tasks import SplitSizes
 
@@ -225,11 +225,10 @@ def test_csv_labels_as_pandas_writes_them_and_empty_texts(tmp_path):
 
 @pytest.mark.parametrize("cli", ["probe", "prompt"])
 def test_negative_seeds_fail_in_one_line_and_write_nothing(cli, tiny_causal, tiny_task, tmp_path, capsys):
-    main = {"probe": probe.main, "prompt": prompt.main}[cli]
     args = ["--task", str(tiny_task), "--weak", str(tiny_causal), "--strong", str(tiny_causal), "--seeds", "-1",
             "--sizes", "10,10,6,10", "--cache-dir", str(tmp_path / "cache")]
     out = tmp_path / "out"
-    assert main(args + (["--out", str(out)] if cli == "probe" else ["--ks", "0,2"])) == 2
+    assert compare.method_main(cli, args + ["--out", str(out)] + (["--ks", "0,2"] if cli == "prompt" else [])) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "seeds must be" in err
     assert not out.exists() and not (tmp_path / "cache" / "features").exists()  # no file, no model work
@@ -293,21 +292,38 @@ def test_loss_parameters_work_wherever_a_loss_is_named(tiny_causal, tiny_task, t
     assert compare.main(args + ["--losses", "xent,logconf:alpha=0.75", "--out", str(tmp_path / "a")]) == 0
     summ = pd.read_csv(tmp_path / "a" / "summary.csv")
     assert set(summ.loss) == {"xent", "logconf:alpha=0.75"}
-    assert probe.main(["--task", str(tiny_task), "--weak", str(tiny_causal), "--strong", str(tiny_causal),
-                       "--seeds", "1", "--sizes", "10,10,6,10", "--losses", "window:radius=0.1",
-                       "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert compare.method_main("probe", ["--task", str(tiny_task), "--weak", str(tiny_causal), "--strong",
+                                         str(tiny_causal), "--seeds", "1", "--sizes", "10,10,6,10", "--losses",
+                                         "window:radius=0.1", "--no-figures", "--out", str(tmp_path / "p"),
+                                         "--cache-dir", str(tmp_path / "cache")]) == 0
     assert "window:radius=0.1" in capsys.readouterr().out
     assert compare.main(args + ["--losses", "logconf:beta=2", "--out", str(tmp_path / "b")]) == 2
     assert "loss 'logconf' takes no parameter beta" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("module", ["compare", "extract", "probe", "prompt", "finetune"])
+@pytest.mark.parametrize("module", ["compare", "extract"])
 def test_every_command_has_help(module, capsys):
     import importlib
 
     with pytest.raises(SystemExit) as info:
         importlib.import_module(f"toolkit.{module}").main(["--help"])
     assert info.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("module", ["probe", "prompt", "finetune"])
+def test_each_method_is_a_command_of_its_own_options(module):
+    """`python -m toolkit.probe` (and prompt, finetune) is the comparison with that method alone: the job's
+    options and that method's, under plain names (the comparison's command keys a shared name by method)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", f"toolkit.{module}", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and f"usage: python -m toolkit.{module}" in out.stdout, out.stderr[-2000:]
+    own = {"probe": "--Cs", "prompt": "--max-length", "finetune": "--max-length"}[module]
+    others = {"probe": "--ks", "prompt": "--epochs", "finetune": "--ks"}[module]
+    assert own in out.stdout and others not in out.stdout and "--weak-layer" in out.stdout
+    assert "--prompt.max-length" not in out.stdout
 
 
 @pytest.mark.parametrize("module", ["weak", "chain", "metrics", "records", "diagnostics", "losses"])

@@ -6,8 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from toolkit import probe, records, tasks
+from toolkit import compare, probe, records, tasks
 from toolkit._util import ToolkitError, cache_root
+from toolkit.weak import solver
+
+NAMES = {"weak": "minilm-l6", "strong": "smollm2-135m"}
 
 pytestmark = pytest.mark.slow
 
@@ -17,16 +20,22 @@ def probe_run(real_models_cache):
     for name in ("minilm-l6", "smollm2-135m"):
         if not (cache_root() / "models" / name).exists():
             pytest.skip(f"{name} not installed (run `make setup`)")
-    cfg = probe.ProbeRunConfig(task="sentiment", seeds=2, limit=160, sizes=tasks.SplitSizes(40, 48, 24, 40),
-                               Cs=(0.01, 1.0), cache_dir=str(real_models_cache))
-    store = cache_root(cfg.cache_dir) / "runs" / "probe"
+    cfg = compare.CompareConfig.make(tasks="sentiment", methods="probe", seeds=2, limit=160,
+                                     sizes=tasks.SplitSizes(40, 48, 24, 40), Cs=(0.01, 1.0),
+                                     cache_dir=str(real_models_cache))
+    store = cache_root(cfg.job.cache_dir) / "runs" / "probe"
     before = set(store.glob("*.npz"))  # the shared cache may hold other tests' probe runs
-    recs, labels = probe.run_records(cfg, progress=False)
-    return cfg, recs, labels, sorted(set(store.glob("*.npz")) - before)
+    result = compare.run_config(cfg, progress=False)
+    return cfg, result, result.labels["sentiment"], sorted(set(store.glob("*.npz")) - before)
+
+
+def _rerun(cfg):
+    return compare.run_config(cfg, progress=False).records
 
 
 def test_every_role_on_the_same_fixed_test_pool(probe_run):
-    cfg, recs, labels, _ = probe_run
+    cfg, result, labels, _ = probe_run
+    recs = result.records
     test = [r for r in recs if r.split == "test"]
     assert {r.role for r in test} == {"weak", "student", "ceiling", "control"}
     assert {r.loss for r in test if r.role == "student"} == set(cfg.losses)
@@ -37,15 +46,17 @@ def test_every_role_on_the_same_fixed_test_pool(probe_run):
 
 
 def test_tidy_table_and_summary(probe_run, tmp_path):
-    cfg, recs, labels, _ = probe_run
+    cfg, result, labels, _ = probe_run
+    recs = result.records
     table = records.table(recs, labels)
     assert list(table.columns) == records.ROW_COLUMNS
     chosen = table[(table.setting == "select") & (table.metric == "layer")]
     assert chosen.value.between(0, 30).all()
     per_layer = [r for r in recs if r.method == "probe" and r.role != "weak" and r.setting != "select"]
     assert per_layer and all(r.setting == f"layer={r.params['layer']}" for r in per_layer)
-    summ = probe.write_outputs(recs, labels, tmp_path)
+    result.write(tmp_path, figures=False)
     assert {"results.csv", "summary.csv", "baselines.csv", "predictions.csv.gz"} <= {p.name for p in tmp_path.iterdir()}
+    summ = pd.read_csv(tmp_path / "summary.csv")
     sel = summ[summ.setting == "select"]
     assert len(sel) == len(cfg.losses) and sel.ceiling_acc.between(0, 1).all()
     # Layer 0 pools the embedding of the template's last token, the same for every example:
@@ -59,21 +70,23 @@ def test_tidy_table_and_summary(probe_run, tmp_path):
 def test_students_never_see_gold(probe_run):
     """Student records are a function of the weak labels only: flipping strong_train gold changes
     the ceiling, never a student."""
-    cfg, recs, labels, _ = probe_run
-    task = tasks.subsample(tasks.load("sentiment"), cfg.limit, seed=0)
+    cfg, _, labels, _ = probe_run
+    job = cfg.job
+    task = tasks.subsample(tasks.load("sentiment"), job.limit, seed=0)
     from toolkit.extract import ExtractConfig, extract
     from toolkit.weak import WeakConfig, supervise
 
-    (sup,) = supervise(task, [0], cfg.sizes, WeakConfig(), limit=cfg.limit, cache_dir=cfg.cache_dir, progress=False)
-    feats = extract(ExtractConfig(model=cfg.strong, task="sentiment", limit=cfg.limit, cache_dir=cfg.cache_dir),
+    (sup,) = supervise(task, [0], job.sizes, WeakConfig(), limit=job.limit, cache_dir=job.cache_dir, progress=False)
+    feats = extract(ExtractConfig(model=job.strong[0], task="sentiment", limit=job.limit, cache_dir=job.cache_dir),
                     progress=False)
     flipped = sup.splits.strong_train.data.assign(label=1 - sup.splits.strong_train.data.label)
     poisoned_splits = tasks.Splits(sup.splits.weak_train, tasks.Task(**{**sup.splits.strong_train.__dict__,
                                                                       "data": flipped}),
                                    sup.splits.val, sup.splits.test, sup.seed, sup.splits.sizes)
     poisoned = type(sup)(sup.seed, poisoned_splits, sup.weak)
-    a = probe.probe_students(feats, sup, cfg)
-    b = probe.probe_students(feats, poisoned, cfg)
+    args = (cfg.opts("probe"), cfg.losses, solver("cpu"), NAMES)
+    a = probe.probe_students(feats, sup, *args)
+    b = probe.probe_students(feats, poisoned, *args)
     for ra, rb in zip(a, b):
         assert ra.key() == rb.key()
         if ra.role == "student":
@@ -83,11 +96,12 @@ def test_students_never_see_gold(probe_run):
 
 def test_noise_control_has_the_supervisors_error_count(probe_run):
     """The control is trained on gold flipped at random with exactly the supervisor's number of errors."""
-    cfg, recs, labels, _ = probe_run
-    task = tasks.subsample(tasks.load("sentiment"), cfg.limit, seed=0)
+    cfg, result, labels, _ = probe_run
+    recs, job = result.records, cfg.job
+    task = tasks.subsample(tasks.load("sentiment"), job.limit, seed=0)
     from toolkit.weak import WeakConfig, supervise
 
-    for sup in supervise(task, [0, 1], cfg.sizes, WeakConfig(), limit=cfg.limit, cache_dir=cfg.cache_dir,
+    for sup in supervise(task, [0, 1], job.sizes, WeakConfig(), limit=job.limit, cache_dir=job.cache_dir,
                          progress=False):
         for split in ("strong_train", "val"):
             gold = sup.splits[split].labels
@@ -104,20 +118,21 @@ def test_noise_control_has_the_supervisors_error_count(probe_run):
 
 
 def test_a_rerun_loads_the_stored_probes_and_a_damaged_store_is_refitted(probe_run, monkeypatch):
-    cfg, recs, labels, store = probe_run
+    cfg, result, labels, store = probe_run
+    recs = result.records
     fits = []  # every probe fit goes through probe_students; a store hit does not
     real = probe.probe_students
     monkeypatch.setattr(probe, "probe_students", lambda *a, **k: fits.append(1) or real(*a, **k))
-    again, _ = probe.run_records(cfg, progress=False)
+    again = _rerun(cfg)
     assert not fits
     assert [r.key() for r in again] == [r.key() for r in recs]
     for a, b in zip(again, recs):
         np.testing.assert_array_equal(a.p, b.p)
         assert a.extra == b.extra
-    assert len(store) == len(cfg.seeds)
+    assert len(store) == len(cfg.job.seeds)
     store[0].write_bytes(store[0].read_bytes()[:-100])
     with pytest.warns(UserWarning, match="probe run store"):
-        third, _ = probe.run_records(cfg, progress=False)
+        third = _rerun(cfg)
     assert len(fits) == 1
     for a, b in zip(third, recs):
         np.testing.assert_allclose(a.p, b.p, atol=1e-9)
@@ -125,7 +140,7 @@ def test_a_rerun_loads_the_stored_probes_and_a_damaged_store_is_refitted(probe_r
 
 def test_bad_loss_fails_before_any_work():
     with pytest.raises(ToolkitError, match="unknown loss"):
-        probe.run_records(probe.ProbeRunConfig(losses=("xent", "nope")))
+        compare.CompareConfig.make(methods="probe", losses=("xent", "nope"))
 
 
 def _synthetic_seed(n_layers: int, d: int = 24, seed: int = 0):
@@ -177,13 +192,13 @@ def test_probes_send_each_splits_features_to_the_device_once_per_seed(monkeypatc
             return _orig(self, *a, **k)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-    cfg = probe.ProbeRunConfig(losses=("xent", "logconf"), Cs=(0.1, 1.0), engine="torch", device="cpu")
+    opts = probe.ProbeOptions(Cs=(0.1, 1.0))
     by_layers = {}
     for n_layers in (2, 6):
         sent.clear()
         syncs[0] = 0
         feats, sup = _synthetic_seed(n_layers)
-        recs = probe.probe_students(feats, sup, cfg)
+        recs = probe.probe_students(feats, sup, opts, ("xent", "logconf"), solver("cpu", "torch"), NAMES)
         assert {r.role for r in recs} == {"student", "control", "ceiling"}
         big = sorted(s for s in sent if len(s) == 3)  # one (L, n, d) transfer per split: strong_train, val, test
         assert big == sorted([(n_layers, 40, 24), (n_layers, 20, 24), (n_layers, 40, 24)])

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from toolkit import prompt, records
+from toolkit import compare, prompt, records
 from toolkit._util import ToolkitError
-from toolkit.prompt import PromptConfig, fit_demos, score, select_demos, threshold
+from toolkit.prompt import fit_demos, score, select_demos, threshold
 from toolkit.records import summary, table
 from toolkit.tasks import FILE_LABEL_WORDS, FILE_TEMPLATE, SplitSizes
 
@@ -153,20 +154,35 @@ def test_zero_shot_from_the_cache_equals_direct_scoring(tiny, tiny_causal, tiny_
     task = tasks.load(str(tiny_task))
     direct = score(model, tok, FILE_TEMPLATE, FILE_LABEL_WORDS, task.texts)
     np.testing.assert_allclose(feats.label_logprobs[feats.index(task.ids)], direct, atol=1e-4)
-    cfg = PromptConfig(task=str(tiny_task), strong=str(tiny_causal), cache_dir=str(tmp_path))
-    info = resolve(cfg.strong, cfg.cache_dir)
-    assert prompt.cached_zero_shot(cfg, task, info, load_tokenizer(info)) is None  # layers="0" is another entry
+    from toolkit.config import JobConfig
+    from toolkit.methods import Context
+
+    info = resolve(str(tiny_causal), str(tmp_path))
+    ctx = Context(task=task, task_spec=str(tiny_task), sups=(), weak="w", strong=str(tiny_causal), info=info,
+                  job=JobConfig(tasks=str(tiny_task), strong=str(tiny_causal), limit=0, cache_dir=str(tmp_path)))
+    assert prompt.cached_zero_shot(ctx, load_tokenizer(info)) is None  # layers="0" is another entry
     extract(ExtractConfig(model=str(tiny_causal), task=str(tiny_task), cache_dir=str(tmp_path)), progress=False)
-    cached = prompt.cached_zero_shot(cfg, task, info, load_tokenizer(info))
+    cached = prompt.cached_zero_shot(ctx, load_tokenizer(info))
     np.testing.assert_allclose(np.stack([cached[i] for i in task.ids]), direct, atol=1e-4)
+
+
+def _config(tiny_causal, tiny_task, cache_dir, **options):
+    """The comparison with prompting alone on the tiny task (`python -m toolkit.prompt` runs the same)."""
+    return compare.CompareConfig.make(tasks=str(tiny_task), weak=str(tiny_causal), strong=str(tiny_causal),
+                                      methods="prompt", sizes=SplitSizes(16, 12, 4, 8), limit=0,
+                                      cache_dir=str(cache_dir), **options)
+
+
+def _records(cfg):
+    result = compare.run_config(cfg, progress=False)
+    return result.records, next(iter(result.labels.values()))
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_causal, tiny_task, tmp_path_factory):
-    cfg = PromptConfig(task=str(tiny_task), weak=str(tiny_causal), strong=str(tiny_causal), seeds=2, ks=(0, 2),
-                       sizes=SplitSizes(16, 12, 4, 8), batch_tokens=512,
-                       cache_dir=str(tmp_path_factory.mktemp("cache")))
-    return cfg, *prompt.run_records(cfg, progress=False)
+    cfg = _config(tiny_causal, tiny_task, tmp_path_factory.mktemp("cache"), seeds=2, ks=(0, 2),
+                  prompt={"batch_tokens": 512})
+    return cfg, *_records(cfg)
 
 
 def test_records_join_a_probe_like_table(tiny_run):
@@ -180,7 +196,7 @@ def test_records_join_a_probe_like_table(tiny_run):
     assert len(ours) == 2 * 2 * 2 * 3  # seeds x splits x (raw, cal) x roles
     assert {(r.setting, r.params["k"], r.params["calibrated"]) for r in ours} == {
         ("k=0", 0, False), ("k=0,cal", 0, True), ("k=2", 2, False), ("k=2,cal", 2, True)}  # typed, not parsed
-    assert all(r.loss == "none" and r.strong == cfg.strong and r.weak == cfg.weak for r in ours)
+    assert all(r.loss == "none" and (r.strong,) == cfg.job.strong and r.weak == cfg.job.weak for r in ours)
     tests = [r for r in ours if r.split == "test"]
     assert len({r.ids for r in tests}) == 1  # a fixed test pool
     base = [r for r in tests if r.setting == "k=0"]
@@ -198,7 +214,7 @@ def test_records_join_a_probe_like_table(tiny_run):
 
 def test_a_rerun_is_served_by_the_score_cache_and_a_damaged_file_is_rescored(tiny_run, monkeypatch):
     cfg, recs, _ = tiny_run
-    store = Path(cfg.cache_dir) / "runs" / "prompt"
+    store = Path(cfg.job.cache_dir) / "runs" / "prompt"
     files = sorted(store.glob("*.npz"))
     assert len(files) == 2 * 2  # seeds x (gold, weak) demonstrations; zero-shot came from the extraction cache
 
@@ -207,44 +223,48 @@ def test_a_rerun_is_served_by_the_score_cache_and_a_damaged_file_is_rescored(tin
 
     with monkeypatch.context() as m:
         m.setattr(prompt, "load_model", no_model)
-        again, _ = prompt.run_records(cfg, progress=False)
+        again, _ = _records(cfg)
     assert [r.key() for r in again] == [r.key() for r in recs]
     for a, b in zip(again, recs):
         np.testing.assert_array_equal(a.p, b.p)
     files[0].write_bytes(files[0].read_bytes()[:-20])  # a damaged file is scored again, never used
     with pytest.warns(UserWarning, match="prompt score cache"):
-        third, _ = prompt.run_records(cfg, progress=False)
+        third, _ = _records(cfg)
     for a, b in zip(third, recs):
         np.testing.assert_allclose(a.p, b.p, atol=1e-6)
 
 
-def test_cli_prints_the_summary(tiny_run, capsys):
+def test_cli_prints_the_summary(tiny_run, capsys, tmp_path):
     cfg = tiny_run[0]
-    rc = prompt.main(["--task", cfg.task, "--weak", cfg.weak, "--strong", cfg.strong, "--seeds", "0,1",
-                      "--ks", "0,2", "--sizes", "16,12,4,8", "--cache-dir", cfg.cache_dir, "--quiet"])
+    job = cfg.job
+    rc = compare.method_main("prompt", ["--task", job.tasks[0], "--weak", job.weak, "--strong", job.strong[0],
+                                        "--seeds", "0,1", "--ks", "0,2", "--sizes", "16,12,4,8", "--limit", "0",
+                                        "--batch-tokens", "512", "--cache-dir", job.cache_dir, "--quiet",
+                                        "--no-figures", "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert rc == 0 and "k=2,cal" in out and "pgr_acc" in out and "baseline" in out
+    assert rc == 0 and "k=2,cal" in out and "PGR" in out and "prompt" in out
+    summ = pd.read_csv(tmp_path / "summary.csv")  # the comparison's outputs, from the same stores
+    assert set(summ.method) == {"prompt"} and set(summ.setting) == {"k=2", "k=2,cal"}
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "report.md").exists()
 
 
-def test_errors_for_an_encoder_and_bad_k(tiny_causal, monkeypatch, capsys):
+def test_errors_for_an_encoder_and_bad_k(tiny_causal, tiny_task, tmp_path, monkeypatch, capsys):
     from toolkit.models import ModelInfo
 
     with pytest.raises(ToolkitError, match="even"):
-        prompt.run_records(PromptConfig(strong=str(tiny_causal), ks=(0, 3)))
-    monkeypatch.setattr(prompt, "resolve", lambda name, cache_dir=None: ModelInfo(name, name, {}, "encoder"))
-    with pytest.raises(ToolkitError, match="model my-bert has no causal LM head; prompting needs a decoder"):
-        prompt.run_records(PromptConfig(strong="my-bert"))
-    assert prompt.main(["--strong", "my-bert", "--quiet"]) == 2
-    assert "no causal LM head" in capsys.readouterr().err
+        _config(tiny_causal, tiny_task, tmp_path, ks=(0, 3))
+    monkeypatch.setattr(compare, "resolve", lambda name, cache_dir=None: ModelInfo(name, name, {}, "encoder"))
+    argv = ["--task", str(tiny_task), "--weak", "tfidf", "--strong", "my-bert", "--quiet", "--out", str(tmp_path)]
+    assert compare.method_main("prompt", argv) == 2
+    assert "an encoder has no language-model head to prompt" in capsys.readouterr().err
 
 
 def test_a_cut_k_is_in_the_results_and_the_summary(tiny_causal, tiny_task, tmp_path):
     """Prompts longer than max_length keep fewer demonstrations: the records say how many (numeric extras, so
     results.csv has them as metric rows) and the summary row's caveat says so, not only a warning on stderr."""
-    cfg = PromptConfig(task=str(tiny_task), weak=str(tiny_causal), strong=str(tiny_causal), seeds=1, ks=(0, 2),
-                       sizes=SplitSizes(16, 12, 4, 8), max_length=40, cache_dir=str(tmp_path))
+    cfg = _config(tiny_causal, tiny_task, tmp_path, seeds=1, ks=(0, 2), prompt={"max_length": 40})
     with pytest.warns(UserWarning, match=r"exceed max_length=40"):
-        recs, labels = prompt.run_records(cfg, progress=False)
+        recs, labels = _records(cfg)
     shots = [r for r in recs if r.method == "prompt" and r.role in ("student", "ceiling")]
     assert all(r.extra["prompts_cut"] > 0 and r.extra["k_kept_min"] < 2 for r in shots)
     tab = table(recs, labels)

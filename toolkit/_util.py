@@ -101,9 +101,9 @@ def cli_main(fn):
     import sys
 
     @functools.wraps(fn)
-    def wrapper(argv=None):
+    def wrapper(argv=None, *args, **kwargs):
         try:
-            return fn(argv)
+            return fn(argv, *args, **kwargs)
         except ToolkitError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -48,7 +49,7 @@ from toolkit.tasks import load as load_task
 from toolkit.weak import TFIDF as WEAK_TFIDF
 from toolkit.weak import check_sizes, solver
 
-__all__ = ["CompareConfig", "Comparison", "PRESETS", "preset", "run", "run_config", "main"]
+__all__ = ["CompareConfig", "Comparison", "PRESETS", "preset", "run", "run_config", "main", "method_main"]
 
 LADDER = ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b")
 STUDY_TASKS = ("sentiment", "fever", "strategyqa", "multiemo", "tweets")
@@ -67,7 +68,8 @@ PRESETS: dict[str, dict] = {
     "openai-nlp": {"tasks": tuple(f"openai:{d}" for d in OPENAI_NLP), "weak": f"{GPT2}gpt2",
                    "strong": tuple(f"{GPT2}{m}" for m in ("gpt2-medium", "gpt2-large", "gpt2-xl")),
                    "weak_method": "finetune", "methods": ("finetune",), "losses": ("xent", "logconf"),
-                   "protocol": "paper", "recipe": "paper", "max_length": 1024, "finetune_seeds": 0, "seeds": 3},
+                   "protocol": "paper", "recipe": "paper", "finetune": {"max_length": 1024}, "finetune_seeds": 0,
+                   "seeds": 3},
     # the registry says which methods are label-free (`Method.label_free`): this module names none of them
     "unsupervised": {"methods": lambda: ("probe", *label_free()), "seeds": 3},
 }
@@ -95,9 +97,9 @@ BUILTIN = ("probe", "prompt", "finetune")
 class CompareConfig:
     """A side-by-side comparison: tasks x strong models x methods x losses x seeds.
 
-    Built from flat options with `CompareConfig.make(tasks=..., ks=..., epochs=...)`: each name goes to the
-    shared `JobConfig`, to this class, or to the options of the registered method that declares it. Every
-    option also reads as an attribute (`cfg.seeds`, `cfg.ks`)."""
+    Built from options by name with `CompareConfig.make(tasks=..., ks=..., epochs=...)`: each name goes to the
+    shared `JobConfig`, to this class, or to the options of the registered method that declares it (`job` holds
+    the shared settings, `opts(method)` a method's, keyed by method: two methods may each have a `max_length`)."""
 
     job: JobConfig = field(default_factory=JobConfig)
     """Task(s), models, splits, seeds, device: what every method shares."""
@@ -136,31 +138,34 @@ class CompareConfig:
         if self.job.sizes is not None:  # auto sizes are checked per task, before any model work too
             check_sizes(self.job.sizes, self.job.weak)  # before any model work, as every check here
         solver(self.job.device, self.job.probe_engine)
+        weak_mod.supervisor(self.job.weak_method).check(self.job)  # an unknown name fails here too
         for m in self.methods:
             known[m].check(self.job, self.options[m], self.losses)
 
     @classmethod
     def make(cls, **options) -> CompareConfig:
-        """A config from flat options: `JobConfig` fields, this class's fields and every registered method's
-        options, by name (an unknown name is an error listing the known ones)."""
-        opts = methods_mod.registered()
-        classes = [JobConfig, cls] + [m.Options for m in opts.values()]
-        parts = config.split_kwargs(options, *classes)
-        own = {k: v for k, v in parts[1].items() if k not in ("job", "options")}
-        return cls(job=JobConfig(**parts[0]), **own,
-                   options={name: m.Options(**part) for (name, m), part in zip(opts.items(), parts[2:])})
-
-    def __getattr__(self, name: str):
-        # Only reached for names that are not fields: the shared job's fields and the methods' options.
-        if name.startswith("_") or name in ("job", "options"):
-            raise AttributeError(name)
-        job, options = self.__dict__.get("job"), self.__dict__.get("options", {})
-        if job is not None and name in config.field_names(JobConfig):
-            return getattr(job, name)
-        for method, opts in options.items():
-            if name in config.field_names(type(opts)):
-                return getattr(self.opts(method), name)
-        raise AttributeError(f"CompareConfig has no option '{name}'")
+        """A config from options by name: `JobConfig` fields, this class's fields, and the registered methods'
+        options. A method's option is given by its plain name where no other method has one of that name
+        (`ks=(0, 8)`), or under the method's name, which always works (`prompt={"max_length": 2048}`, or the
+        method's `Options` instance)."""
+        known = methods_mod.registered()
+        by_method = {m: options.pop(m) for m in list(options) if m in known}
+        job_names, own_names = config.field_names(JobConfig), config.field_names(cls) - {"job", "options"}
+        job = {k: v for k, v in options.items() if k in job_names}
+        own = {k: v for k, v in options.items() if k in own_names}
+        plain: dict[str, dict] = {m: {} for m in known}
+        for key in options.keys() - job.keys() - own.keys():
+            owners = [m for m, method in known.items() if key in config.field_names(method.Options)]
+            if not owners:
+                names = sorted(job_names | own_names | set().union(*(config.field_names(m.Options)
+                                                                      for m in known.values())))
+                raise ToolkitError(f"unknown option '{key}': choose from {', '.join(names)}")
+            if len(owners) > 1:
+                raise ToolkitError(f"'{key}' is an option of {' and '.join(owners)}: give it under the method's "
+                                   f"name, e.g. {owners[0]}={{'{key}': ...}}")
+            plain[owners[0]][key] = options[key]
+        opts = {m: _method_options(m, known[m].Options, by_method.get(m), plain[m]) for m in known}
+        return cls(job=JobConfig(**job), **own, options=opts)
 
     def all_opts(self) -> dict[str, Any]:
         """Every registered method's options, settled for the job (`opts`), by method name."""
@@ -172,11 +177,14 @@ class CompareConfig:
         return methods_mod.get(method).for_job(self.options[method], self.job)
 
     def flat(self) -> dict[str, Any]:
-        """Every option by name, for the report: the job's, this config's and the chosen methods'."""
+        """Every option by name, for the report: the job's, this config's and the chosen methods' (a name that
+        two chosen methods have is written `method.name`, as on the command line)."""
         own = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("job", "options")}
         out = {f.name: getattr(self.job, f.name) for f in fields(JobConfig)} | own | {"limit": self.job.subsample}
+        names = [f.name for m in self.methods for f in fields(self.options[m])]
         for m in self.methods:
-            out |= {f.name: getattr(self.opts(m), f.name) for f in fields(self.options[m])}
+            out |= {(f.name if names.count(f.name) == 1 else f"{m}.{f.name}"): getattr(self.opts(m), f.name)
+                    for f in fields(self.options[m])}
         return out
 
     def summary_settings(self) -> dict[str, tuple[str, ...]]:
@@ -187,7 +195,7 @@ class CompareConfig:
     def models(self) -> tuple[str, ...]:
         """The job's neural models, each once, in order: the weak one, the chain's, the strong ones (tfidf is
         not a model)."""
-        return tuple(m for m in dict.fromkeys((self.weak, *self.chain, *self.strong)) if m != WEAK_TFIDF)
+        return tuple(m for m in dict.fromkeys((self.job.weak, *self.chain, *self.job.strong)) if m != WEAK_TFIDF)
 
     def baseline_settings(self) -> dict[str, tuple[str, ...]]:
         """Method -> its sanity baselines' settings (`Method.baseline_settings`), for the methods that have any."""
@@ -201,6 +209,21 @@ class CompareConfig:
     def student_settings(self) -> dict[str, str]:
         """Method -> the setting that represents it in cross-method views."""
         return {m: methods_mod.get(m).student_setting(self.opts(m)) for m in self.methods}
+
+
+def _method_options(name: str, cls: type, given, plain: dict):
+    """Method `name`'s options (dataclass `cls`): `given` (an instance, a dict of fields or None) with the plain
+    options `plain` on top; a field it does not have is a one-line error."""
+    if given is None or isinstance(given, dict):
+        fields_given = {**(given or {}), **plain}
+        unknown = sorted(fields_given.keys() - config.field_names(cls))
+        if unknown:
+            raise ToolkitError(f"method {name} has no option {', '.join(map(repr, unknown))}: choose from "
+                               f"{', '.join(sorted(config.field_names(cls)))}")
+        return cls(**fields_given)
+    if not isinstance(given, cls):
+        raise ToolkitError(f"{name}= takes a dict of its options or a {cls.__name__}, got {type(given).__name__}")
+    return dataclasses.replace(given, **plain) if plain else given
 
 
 def _chain_job(chain: tuple[str, ...], job: JobConfig) -> JobConfig:
@@ -235,10 +258,9 @@ def load_config(path: str | Path) -> CompareConfig:
     if unknown:
         raise ToolkitError(f"--config {path} has options of methods not registered here: {', '.join(unknown)}; "
                            "pass --plugin <module> or install the package that provides them")
-    flat = {**data["job"], **{k: v for k, v in data.items() if k not in ("job", "options")}}
-    for opts in (data.get("options") or {}).values():
-        flat |= opts
-    return CompareConfig.make(**{k: tuple(v) if isinstance(v, list) else v for k, v in flat.items()})
+    plain = lambda d: {k: tuple(v) if isinstance(v, list) else v for k, v in (d or {}).items()}
+    given = {**data["job"], **{k: v for k, v in data.items() if k not in ("job", "options")}}
+    return CompareConfig.make(**plain(given), **{m: plain(o) for m, o in (data.get("options") or {}).items()})
 
 
 def preset(name: str, **overrides) -> CompareConfig:
@@ -246,7 +268,10 @@ def preset(name: str, **overrides) -> CompareConfig:
     if name not in PRESETS:
         raise ToolkitError(f"unknown preset '{name}': choose from {', '.join(PRESETS)}")
     settings = {k: v() if callable(v) else v for k, v in PRESETS[name].items()}
-    return CompareConfig.make(**{**settings, **overrides})
+    for key, value in overrides.items():  # a method's options given by its name add to the preset's
+        settings[key] = {**settings[key], **value} if isinstance(settings.get(key), dict) and \
+            isinstance(value, dict) else value
+    return CompareConfig.make(**settings)
 
 
 @dataclass
@@ -329,8 +354,8 @@ def _strong_runs(cfg: CompareConfig, ctx: Context, methods: tuple[str, ...], sta
             stats[k] = stats.get(k, 0) + v
         notes += [n for n in out.notes if n not in notes]
         recs += [r.with_(chain=ctx.chain) for r in out.records] if ctx.chain else out.records
-        if len(out.curves):
-            curves.append(out.curves.assign(chain=ctx.chain))
+        if len(out.curves):  # the method's name, where its curves do not carry it
+            curves.append(out.curves.assign(method=out.curves.get("method", name), chain=ctx.chain))
         via = f"{CHAIN_SEP}{ctx.chain}" if ctx.chain else ""
         times[f"{name} {ctx.task.name} {ctx.weak}{via} -> {ctx.strong}"] = time.perf_counter() - t0
     return recs, curves, times
@@ -348,7 +373,7 @@ def run(tasks: str | tuple[str, ...] = "sentiment", *, out: str | Path | None = 
 
 def _token_counters(cfg: CompareConfig) -> list:
     """texts -> token counts, one per neural model of the job (its tokenizer, loaded once)."""
-    toks = [load_tokenizer(resolve(m, cfg.cache_dir)) for m in cfg.models()]
+    toks = [load_tokenizer(resolve(m, cfg.job.cache_dir)) for m in cfg.models()]
     return [lambda texts, tok=tok: [len(ids) for ids in tok(texts)["input_ids"]] for tok in toks]
 
 
@@ -368,7 +393,7 @@ def _check_names(cfg: CompareConfig, out, notes: list[str] | None = None) -> dic
     """Every task and model name, the output folder and the method/model pairs, checked before any long work
     (a bad name fails in a second, not after extraction). Returns the loaded tasks (under `--protocol paper`
     without their over-long examples; what it did is added to `notes`)."""
-    loaded = {t: load_task(t, cfg.cache_dir, limit=cfg.job.subsample) for t in cfg.tasks}
+    loaded = {t: load_task(t, cfg.job.cache_dir, limit=cfg.job.subsample) for t in cfg.job.tasks}
     if cfg.job.protocol == "paper":
         counters = _token_counters(cfg)
         for name, task in loaded.items():
@@ -377,15 +402,15 @@ def _check_names(cfg: CompareConfig, out, notes: list[str] | None = None) -> dic
                 notes += lines
     for task in loaded.values():  # each task's own sizes (`--sizes auto` scales them) meet every method's needs
         job = cfg.job.for_task(task)
-        check_sizes(job.sizes, cfg.weak)
+        check_sizes(job.sizes, cfg.job.weak)
         for m in cfg.methods:
             methods_mod.get(m).check(job, cfg.opts(m), cfg.losses)
     for m in cfg.models():
-        resolve(m, cfg.cache_dir)
+        resolve(m, cfg.job.cache_dir)
     if out is not None:
         _check_writable(Path(out))
         report.check_out(Path(out))
-    infos = [resolve(s, cfg.cache_dir) for s in cfg.strong]
+    infos = [resolve(s, cfg.job.cache_dir) for s in cfg.job.strong]
     if all(methods_mod.get(m).skip(i) for m in cfg.methods for i in infos):
         why = "; ".join(dict.fromkeys(methods_mod.get(m).skip(i) for m in cfg.methods for i in infos))
         raise ToolkitError(f"nothing to run: {why}; add --methods probe or pass a decoder as --strong")
@@ -394,8 +419,8 @@ def _check_names(cfg: CompareConfig, out, notes: list[str] | None = None) -> dic
 
 def _supervise(cfg: CompareConfig, job: JobConfig, task, task_name: str, progress: bool) -> list:
     """Each seed's splits (of `job`'s sizes, resolved for this task) and weak labels, from the weak supervisor
-    `cfg.weak_method` builds (`weak.Supervisor`)."""
-    return weak_mod.supervisor(cfg.weak_method).supervise(task, task_name, job, cfg.all_opts(), progress)
+    `cfg.job.weak_method` builds (`weak.Supervisor`)."""
+    return weak_mod.supervisor(cfg.job.weak_method).supervise(task, task_name, job, cfg.all_opts(), progress)
 
 
 def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: bool = True,
@@ -412,7 +437,7 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
     split_sizes: dict[str, tasks_mod.SplitSizes] = {}
     loaded = _check_names(cfg, out, notes)
     plans = _print_plan(cfg, loaded) if progress else {}
-    for task_name in cfg.tasks:
+    for task_name in cfg.job.tasks:
         t0 = time.perf_counter()
         task = loaded[task_name]
         if task.name in labels:
@@ -428,15 +453,15 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
             t0 = time.perf_counter()
             inter = [(m, extract_mod.extract(extract_mod.for_job(cfg.job, m, task_name, strong=False),
                                              progress=progress)) for m in cfg.chain[1:-1]]
-            chain_sups, inter_recs, via = chain_mod.bootstrap(sups, inter, first=cfg.weak,
-                                                                     fit=solver(cfg.device, cfg.probe_engine),
-                                                                     cache_dir=cfg.cache_dir)
+            chain_sups, inter_recs, via = chain_mod.bootstrap(sups, inter, first=cfg.job.weak,
+                                                                     fit=solver(cfg.job.device, cfg.job.probe_engine),
+                                                                     cache_dir=cfg.job.cache_dir)
             all_recs += inter_recs
             runs.append((chain_sups, via))
-            timings[f"chain {task.name} {cfg.weak}>{via}"] = time.perf_counter() - t0
-        for strong in cfg.strong:
-            base = Context(task=task, task_spec=task_name, sups=tuple(sups), weak=cfg.weak, strong=strong,
-                           info=resolve(strong, cfg.cache_dir), job=job, losses=cfg.losses, progress=progress)
+            timings[f"chain {task.name} {cfg.job.weak}>{via}"] = time.perf_counter() - t0
+        for strong in cfg.job.strong:
+            base = Context(task=task, task_spec=task_name, sups=tuple(sups), weak=cfg.job.weak, strong=strong,
+                           info=resolve(strong, cfg.job.cache_dir), job=job, losses=cfg.losses, progress=progress)
             for name in cfg.methods:
                 method = methods_mod.get(name)
                 t0 = time.perf_counter()
@@ -447,7 +472,7 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
                 for i, (phase_sups, methods) in enumerate(_phases(cfg, tuple(run_sups))):
                     if progress:
                         _print_eta(cfg, methods, phase_sups, timings, plans.get((task.name, strong)), task.name,
-                                   f"{cfg.weak}{CHAIN_SEP}{via}" if via else cfg.weak, strong)
+                                   f"{cfg.job.weak}{CHAIN_SEP}{via}" if via else cfg.job.weak, strong)
                     ctx = Context(**{**vars(base), "sups": phase_sups, "chain": via})
                     recs, c, t = _strong_runs(cfg, ctx, methods, stats, notes)
                     block += recs
@@ -479,7 +504,7 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
     summary = _headline(_order(pd.concat(summaries, ignore_index=True), cfg), cfg)
     baseline = _order(pd.concat(baselines, ignore_index=True), cfg) if baselines else pd.DataFrame()
     timings["summary"] = time.perf_counter() - t0
-    sizes = {m: _size(resolve(m, cfg.cache_dir)) for m in cfg.models()}
+    sizes = {m: _size(resolve(m, cfg.job.cache_dir)) for m in cfg.models()}
     result = Comparison(cfg, all_recs, labels, pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
                         summary, pd.concat(results, ignore_index=True), timings, stats, notes, sizes, baseline,
                         split_sizes)
@@ -513,9 +538,9 @@ def _truncation_notes(cfg: CompareConfig) -> list[str]:
     """A line for each feature entry of the run (weak, intermediate and strong models, every task) whose inputs
     were truncated, for report.md (fine-tuning truncates the same texts at the same length)."""
     out = []
-    for task_name in cfg.tasks:
+    for task_name in cfg.job.tasks:
         for m in cfg.models():
-            ex = extract_mod.for_job(cfg.job, m, task_name, strong=m in cfg.strong)
+            ex = extract_mod.for_job(cfg.job, m, task_name, strong=m in cfg.job.strong)
             if (manifest := extract_mod.entry_manifest(ex)) and (note := extract_mod.truncated_note(manifest)):
                 out.append(note)
     return out
@@ -527,12 +552,12 @@ def _print_plan(cfg: CompareConfig, loaded: dict) -> dict:
     (task, strong)."""
     total, lines, plans = 0.0, [], {}
     for task_name, task in loaded.items():
-        for strong in cfg.strong:
+        for strong in cfg.job.strong:
             ex = extract_mod.for_job(cfg.job, strong, task_name)
             if extract_mod.is_cached(ex):
                 continue
             chosen = {m: (methods_mod.get(m), cfg.opts(m)) for m in cfg.methods}
-            p = plan.estimate(task, resolve(strong, cfg.cache_dir), chosen, seeds=len(cfg.seeds),
+            p = plan.estimate(task, resolve(strong, cfg.job.cache_dir), chosen, seeds=len(cfg.job.seeds),
                               sizes=cfg.job.for_task(task).sizes, losses=len(cfg.losses), job=cfg.job)
             total += p.total
             plans[task.name, strong] = p
@@ -582,7 +607,7 @@ def _print_eta(cfg: CompareConfig, methods, phase_sups, timings: dict, plan, tas
         if done is not None:
             timed.append(f"{m} ~{_duration(done * len(phase_sups))}")
         elif plan is not None and (stage := methods_mod.get(m).plan_stage) in plan.seconds:
-            n = len(methods_mod.get(m).seeds(cfg.opts(m), tuple(cfg.seeds), cfg.job))
+            n = len(methods_mod.get(m).seeds(cfg.opts(m), tuple(cfg.job.seeds), cfg.job))
             planned.append(f"{m} ~{_duration(plan.seconds[stage] * len(phase_sups) / n)}")
     eta = (f"; ETA at seed 0's pace: {', '.join(timed)}" if timed else "") + \
         (f"; ETA (estimate): {', '.join(planned)}" if planned else "")
@@ -615,7 +640,7 @@ def _order(summary: pd.DataFrame, cfg: CompareConfig) -> pd.DataFrame:
         return summary
     rank = {m: i for i, m in enumerate(cfg.methods)}
     key = summary.assign(_t=summary.task.map({t: i for i, t in enumerate(summary.task.unique())}),
-                         _s=summary.strong.map({s: i for i, s in enumerate(cfg.strong)}),
+                         _s=summary.strong.map({s: i for i, s in enumerate(cfg.job.strong)}),
                          _m=summary.method.map(rank))
     return key.sort_values(["_t", "_s", "_m", "loss", "setting"], kind="stable").drop(columns=["_t", "_s", "_m"]) \
         .reset_index(drop=True)
@@ -645,40 +670,65 @@ class RunArgs:
     packages' methods (entry-point group `toolkit.methods`) need no flag."""
 
 
-def parse_args(argv: list[str] | None) -> tuple[CompareConfig, RunArgs]:
-    """The command line as a `CompareConfig` (every registered method's options included) and `RunArgs`."""
+def parse_args(argv: list[str] | None, method: str | None = None) -> tuple[CompareConfig, RunArgs]:
+    """The command line as a `CompareConfig` (every registered method's options included) and `RunArgs`. With
+    `method`, the command of that method alone (`method_main`): its options only, `methods` fixed to it."""
+    argv = sys.argv[1:] if argv is None else argv
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("--preset", default=None)
     first.add_argument("--config", default=None)
     first.add_argument("--plugin", default=None)
-    known, _ = first.parse_known_args(sys.argv[1:] if argv is None else argv)
+    known, _ = first.parse_known_args(argv)
     for spec in config.as_tuple(known.plugin or ""):  # before the parser: their options become flags
         methods_mod.load_plugin(spec)
     if known.preset is not None and known.config is not None:
         raise ToolkitError("give --preset or --config, not both")
-    default = CompareConfig()
+    default = CompareConfig() if method is None else CompareConfig(methods=(method,))
     if known.preset is not None:
-        default = preset(known.preset)
+        default = preset(known.preset, **({} if method is None else {"methods": (method,)}))
     elif known.config is not None:
         default = load_config(known.config)
-    parser = config.parser("python -m toolkit.compare", __doc__.split("\n")[0])
+        default = default if method is None else dataclasses.replace(default, methods=(method,))
+    chosen = methods_mod.registered() if method is None else {method: methods_mod.get(method)}
+    prog = "python -m toolkit." + ("compare" if method is None else type(chosen[method]).__module__.split(".")[-1])
+    about = __doc__.split("\n")[0] if method is None else (
+        f"{(type(chosen[method]).__doc__ or method).strip().splitlines()[0]} Run alone, as in a comparison "
+        f"(`python -m toolkit.compare --methods {method}`): the same supervision, stores and outputs.")
+    shared = config.field_names(JobConfig) | config.field_names(CompareConfig) | config.field_names(RunArgs)
+    for name, m in chosen.items():  # a shared name would turn the shared option into a prefixed one
+        if clash := sorted(config.field_names(m.Options) & shared):
+            raise ToolkitError(f"method {name} has options named as the comparison's own ({', '.join(clash)}): "
+                               "rename them in its Options")
+    parser = config.parser(prog, about)
     parser.add_arguments(CompareConfig, dest="config", default=default)
-    for name, method in methods_mod.registered().items():
-        parser.add_arguments(method.Options, dest=f"options.{name}", default=default.options[name])
+    for name, m in chosen.items():
+        parser.add_arguments(m.Options, dest=f"options.{name}", default=default.options[name])
     parser.add_arguments(RunArgs, dest="run")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     cfg = args.config
-    options = {name: getattr(args, f"options.{name}") for name in methods_mod.registered()}
+    if method is not None and cfg.methods != (method,):
+        raise ToolkitError(f"{prog} runs {method} alone; for several methods use python -m toolkit.compare "
+                           f"--methods {','.join(cfg.methods)}")
+    options = {**default.options, **{name: getattr(args, f"options.{name}") for name in chosen}}
     return dataclasses.replace(cfg, options=options), args.run  # every field of the parsed config, the options attached
 
 
+def _rank() -> int:
+    """This process's rank under torchrun / accelerate launch (0 alone): only rank 0 writes and prints."""
+    return int(os.environ.get("RANK", "0"))
+
+
 @cli_main
-def main(argv: list[str] | None = None) -> int:
-    cfg, args = parse_args(argv)
+def main(argv: list[str] | None = None, method: str | None = None) -> int:
+    """`python -m toolkit.compare`; with `method`, that method's own command (`method_main`)."""
+    cfg, args = parse_args(argv, method)
     t_start = time.perf_counter()
-    out = Path(args.out) if args.out else Path("runs") / args.preset if args.preset else Path("runs") / "__".join(
-        ["+".join(Path(t).stem for t in cfg.tasks), Path(cfg.weak).name, "+".join(Path(s).name for s in cfg.strong)])
-    result = run_config(cfg, out=out, progress=not args.quiet, figures=args.figures)
+    stem = "__".join(["+".join(Path(t).stem for t in cfg.job.tasks), Path(cfg.job.weak).name,
+                      "+".join(Path(s).name for s in cfg.job.strong)] + ([method] if method else []))
+    out = Path(args.out) if args.out else Path("runs") / args.preset if args.preset else Path("runs") / stem
+    result = run_config(cfg, out=out if _rank() == 0 else None, progress=not args.quiet, figures=args.figures)
+    if _rank() != 0:
+        return 0
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 60):
         print(report.format_summary(result.summary).to_string(index=False))
     for n in result.notes:
@@ -688,6 +738,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {out}/ ({what}) in "
           f"{time.perf_counter() - t_start:.0f} s; not from a cache: {work}", file=sys.stderr)
     return 0
+
+
+def method_main(name: str, argv: list[str] | None = None) -> int:
+    """The command of one registered method (`python -m toolkit.probe`, `toolkit.prompt`, `toolkit.finetune`):
+    a comparison with that method alone, its `JobConfig` and its own options (no others), so it supervises,
+    stores and writes exactly as `python -m toolkit.compare --methods NAME` does."""
+    return main(argv, method=name)
 
 
 if __name__ == "__main__":

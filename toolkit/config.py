@@ -1,5 +1,5 @@
-"""What every job shares (`JobConfig` for a comparison, `RunConfig` for one method's run), and the command
-lines generated from the config dataclasses.
+"""What every job shares (`JobConfig`: a comparison's, and each method's command's, as each is a comparison), and
+the command lines generated from the config dataclasses.
 
 Every CLI of the toolkit is built here from frozen dataclasses by `simple_parsing` (the library EleutherAI/elk
 uses): one `--field-name` option per field, its help text the field's docstring. Lists are written with commas
@@ -25,7 +25,7 @@ from toolkit._util import ToolkitError
 from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK
 from toolkit.tasks import PROTOCOLS, SplitSizes, default_sizes, paper_sizes
 
-__all__ = ["JobConfig", "Quiet", "RunConfig", "Sizes", "csv", "flag", "floats", "ints", "parse", "parse_seeds",
+__all__ = ["JobConfig", "Quiet", "Sizes", "csv", "flag", "floats", "ints", "parse", "parse_seeds",
            "parse_sizes", "seeds_field", "sizes_field"]
 
 
@@ -123,9 +123,6 @@ def flag(default: bool) -> Any:
     return sp_flag(default=default, negative_prefix="--no-")
 
 
-WEAK_METHODS = ("probe", "tfidf", "finetune")
-"""How a weak supervisor can be built (`JobConfig.weak_method`)."""
-
 Sizes = NewType("Sizes", SplitSizes)
 """A `SplitSizes` field that the CLI takes as one `--sizes w,s,v,t` option (simple_parsing would otherwise
 spread a nested dataclass over one option per field)."""
@@ -143,6 +140,9 @@ class JobConfig:
     """How the weak supervisor is built from weak_train gold: `probe` (a logistic probe on the weak model's
     cached features), `tfidf` (bag of words, no model) or `finetune` (the weak model fine-tuned with the
     fine-tuning method's options, as in the paper; its final model labels the other splits)."""
+    weak_layer: str = "last"
+    """The weak probe's layer (`--weak-method probe`): `last`, a layer number, or `cv` (5-fold cross-validation
+    on weak_train gold picks it)."""
     strong: tuple[str, ...] = csv((DEFAULT_STRONG,))
     """Strong models (catalog names, folders or hub ids); several give PGR against strong-model size."""
     seeds: tuple[int, ...] = seeds_field(3)
@@ -186,13 +186,12 @@ class JobConfig:
                                f"subsample, so --limit {self.limit} does not apply; cap the splits with --sizes")
         if not self.tasks or not self.strong:
             raise ToolkitError("a job needs at least one task and one strong model")
-        if self.weak_method not in WEAK_METHODS:
-            raise ToolkitError(f"weak_method must be one of {', '.join(WEAK_METHODS)}, got '{self.weak_method}'")
-        if self.weak == "tfidf" or self.weak_method == "tfidf":
-            if self.weak_method == "finetune":
-                raise ToolkitError("tfidf is not a model to fine-tune: pass a model as --weak")
-            object.__setattr__(self, "weak", "tfidf")
+        if self.weak_layer not in ("last", "cv") and not str(self.weak_layer).isdigit():
+            raise ToolkitError(f"weak_layer must be `last`, `cv` or a layer number, got '{self.weak_layer}'")
+        if self.weak == "tfidf" and self.weak_method == "probe":  # `--weak tfidf` names the bag of words
             object.__setattr__(self, "weak_method", "tfidf")
+        if self.weak_method == "tfidf":  # which has no model: the name says what supervised
+            object.__setattr__(self, "weak", "tfidf")
 
     @property
     def subsample(self) -> int:
@@ -206,34 +205,6 @@ class JobConfig:
         if self.protocol == "paper":
             sizes = paper_sizes(task, self.sizes)
         return replace(self, sizes=sizes, limit=self.subsample)
-
-    def run_fields(self, task: str, strong: str) -> dict:
-        """The `RunConfig` fields of this job for one task and one strong model (how a method builds its own
-        run config from the job)."""
-        return {"task": task, "weak": self.weak, "strong": strong, "sizes": self.sizes, "limit": self.subsample,
-                "device": self.device, "cache_dir": self.cache_dir}
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """What one method's run on one task has: the task, the weak and strong models, the splits, and where it
-    runs. The run configs of the probe, prompting and fine-tuning (and their CLIs) extend it; `JobConfig`
-    gives its fields for each task and strong model of a comparison (`run_fields`)."""
-
-    task: str = "sentiment"
-    """Task name, `bigbench:<path>`, or a .jsonl/.csv file."""
-    weak: str = DEFAULT_WEAK
-    """Weak supervisor's model (a probe on its cached features, trained on weak_train gold), or `tfidf`."""
-    strong: str = DEFAULT_STRONG
-    """Strong model: catalog name, local folder or hub id."""
-    sizes: Sizes = sizes_field()
-    """Split sizes weak_train,strong_train,val,test (test is one fixed pool for every seed)."""
-    limit: int = 0
-    """Class-balanced subsample of the task before splitting (0 = all)."""
-    device: str = "auto"
-    """`auto`, `cpu` or `cuda`: where the run's work goes (`auto`: a GPU when there is one)."""
-    cache_dir: str | None = None
-    """Cache root (default `cache/` in the project, or $TOOLKIT_CACHE_DIR)."""
 
 
 def _plain(value):
@@ -254,21 +225,6 @@ def as_dict(cfg) -> dict:
 
 def field_names(cls) -> set[str]:
     return {f.name for f in fields(cls)}
-
-
-def split_kwargs(kwargs: dict, *classes) -> list[dict]:
-    """`kwargs` split by which dataclass of `classes` has each field (the first that has it); an unknown
-    name is a `ToolkitError` naming the options there are."""
-    out: list[dict] = [{} for _ in classes]
-    for key, value in kwargs.items():
-        for i, cls in enumerate(classes):
-            if key in field_names(cls):
-                out[i][key] = value
-                break
-        else:
-            known = sorted(set().union(*(field_names(c) for c in classes)))
-            raise ToolkitError(f"unknown option '{key}': choose from {', '.join(known)}")
-    return out
 
 
 @dataclass(frozen=True)

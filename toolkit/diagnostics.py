@@ -127,11 +127,12 @@ def _rows(rec: Predictions, values: dict, split: str | None = None) -> list[dict
 
 
 def _curve_rows(curves: pd.DataFrame) -> list[dict]:
-    """best-during-training vs final from fine-tune curves (one row per eval, `best` marks the chosen one)."""
-    need = {"task", "weak", "strong", "role", "loss", "seed", "step", "val_agreement", "test_acc", "best"}
+    """best-during-training vs final from training curves (one row per eval, `best` marks the chosen one; the
+    `method` column says whose: `compare` fills it in from the method that returned them)."""
+    need = {"task", "weak", "strong", "method", "role", "loss", "seed", "step", "val_agreement", "test_acc", "best"}
     if missing := need - set(curves.columns):
-        raise ToolkitError(f"fine-tune curves lack columns {sorted(missing)}")
-    c = curves.assign(method=curves.get("method", "finetune"), chain=curves.get("chain", ""), setting="curve")
+        raise ToolkitError(f"training curves lack columns {sorted(missing)}")
+    c = curves.assign(chain=curves.get("chain", ""), setting="curve")
     rows = []
     for key, g in c.groupby(KEYS[:9], sort=False):
         g = g.sort_values("step")

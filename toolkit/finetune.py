@@ -1,8 +1,9 @@
 """Full fine-tuning of the strong model with a 2-logit head, on weak labels (student) or gold (ceiling).
 
-`run_records(FinetuneConfig(...))` takes splits and weak labels from `weak.supervise` (exactly those of
-the probe path) and returns `Predictions` (method `finetune`, settings `best` and `final`) and gold labels
-by id; `python -m toolkit.finetune --task sentiment --seeds 0,1,2` prints the PGR summary. The same code
+`FinetuneMethod` trains on a comparison's splits and weak labels (exactly those of the probe path) and returns
+`Predictions` (method `finetune`, settings `best` and `final`); `python -m toolkit.finetune --task sentiment
+--seeds 0,1,2` is the comparison with fine-tuning alone (`toolkit.compare`), and `train_run` one stored run. The
+same code
 is a plain call on one CPU and runs under `accelerate launch --num_processes N` on N GPUs (DDP; FSDP2, for
 models whose weights and optimiser state do not fit one GPU, with `--config_file configs/accelerate_fsdp.yaml`),
 or `torchrun --nproc_per_node N` (also CPU, gloo): each global batch is split across processes, eval is sharded
@@ -45,31 +46,18 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from toolkit import cache, config, tasks
+from toolkit import cache, tasks
 from toolkit import records as rec
-from toolkit._util import (
-    ToolkitError,
-    cli_main,
-    derive_seed,
-    stable_hash,
-)
+from toolkit._util import ToolkitError, derive_seed, stable_hash
 from toolkit._util import rng as derive_rng
-from toolkit.config import (
-    Quiet,
-    RunConfig,
-    Sizes,  # noqa: F401  (simple_parsing resolves inherited annotations in this module)
-    as_tuple,
-    csv,
-    flag,
-    parse_seeds,
-    seeds_field,
-)
+from toolkit.config import JobConfig, flag
 from toolkit.encoding import pad_batch, plan_batches, pool_hidden, tokenize
 from toolkit.extract import ExtractConfig, entry_spec
 from toolkit.losses import get_loss
 from toolkit.losses import parse as parse_loss
 from toolkit.methods import Context, Method, MethodResult, register
 from toolkit.models import (
+    DEFAULT_STRONG,
     ModelInfo,
     body_params,
     cpu_native_bf16,
@@ -78,18 +66,10 @@ from toolkit.models import (
     read_config,
     resolve,
 )
-from toolkit.weak import (
-    LABEL_SPLITS,
-    Supervision,
-    Supervisor,
-    WeakConfig,
-    check_seeds,
-    register_supervisor,
-    supervise,
-)
+from toolkit.weak import LABEL_SPLITS, TFIDF, Supervision, Supervisor, check_seeds, register_supervisor
 
-__all__ = ["FinetuneConfig", "Classifier", "Trainer", "make_batches", "train", "train_run", "run_records",
-           "run_with_curves", "run", "weak_supervision", "main"]
+__all__ = ["FinetuneConfig", "FinetuneOptions", "TrainOptions", "Classifier", "Trainer", "make_batches", "train",
+           "train_run", "train_seeds", "weak_supervision"]
 
 FORMAT_VERSION = 4
 """Part of every stored run's key. 2: dropout masks drawn per seed (1 drew the same masks for every seed);
@@ -103,8 +83,8 @@ _EVAL_TOKENS = 8192  # padded tokens per inference batch; only speed depends on 
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """How a model is fine-tuned: every training field, shared by a run's `FinetuneConfig` and a comparison's
-    fine-tuning options (`FinetuneOptions`), so each is reachable from `compare` too."""
+    """How a model is fine-tuned: every training field, shared by a run's `FinetuneConfig` and the method's
+    options (`FinetuneOptions`), so each is reachable from `compare` and `python -m toolkit.finetune` alike."""
 
     epochs: int = 2
     """Passes over the training split."""
@@ -203,25 +183,15 @@ def default_lr(recipe: str, n: int | None) -> float:
 
 
 @dataclass(frozen=True)
-class FinetuneConfig(RunConfig, TrainOptions):
-    """Fine-tune the strong model: students (one per loss) and the gold ceiling, per seed."""
+class FinetuneConfig(TrainOptions):
+    """The training options of one model's runs, with the job they run in (device, dtype, cache root, the weak
+    model's name for the records) and the model trained: the strong one, or the weak supervisor itself. Not a
+    command's config: `FinetuneMethod` builds it from the job and its options."""
 
-    seeds: tuple[int, ...] = seeds_field((0,))
-    """Seeds (split + training): a number n means 0..n-1, or a list `0,1,2`."""
-    losses: tuple[str, ...] = csv(("xent", "logconf"))
-    """Student losses from `toolkit.losses`, as a tuple or `xent,logconf`; parameters as `logconf:alpha=0.75`."""
-    ceiling: bool = flag(True)
-    """Also train the ceiling: the same model on gold `strong_train` labels with loss xent."""
-    dtype: str = "auto"
-    """`auto` (bf16 autocast on a GPU or a CPU with native bf16, else fp32; see `mixed_precision`),
-    `float32`, or `bfloat16` (autocast); weights stay fp32."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "seeds", parse_seeds(self.seeds))
-        object.__setattr__(self, "losses", as_tuple(self.losses))
-        for spec in self.losses:
-            parse_loss(spec)
-        TrainOptions.__post_init__(self)
+    job: JobConfig = field(default_factory=JobConfig)
+    """Device, dtype and cache root; its `weak` names the weak model in the records."""
+    model: str = DEFAULT_STRONG
+    """The model trained: catalog name, local folder or hub id."""
 
     def loss(self, spec: str) -> tuple[str, dict]:
         """The loss `spec` (`logconf:alpha=0.75`) as (name, parameters), with the recipe's defaults for the
@@ -369,7 +339,7 @@ def fit_memory(cfg: FinetuneConfig, info: ModelInfo) -> FinetuneConfig:
     about 27 GB there and was killed by the kernel on 24 GB). A smaller micro batch or checkpointing keeps the
     result (neither is in the run's key); LoRA, only when `lora` is unset, changes the method. Said in one line
     when anything changes."""
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.job.device)
     n = body_params(info)
     conf = read_config(info)
     heads = 0 if device.startswith("cuda") else int(conf.get("num_attention_heads") or 0)  # SDPA stores none there
@@ -415,16 +385,16 @@ def make_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
     return [batches[i] for i in rng.permutation(len(batches))] if bucket else batches
 
 
-def mixed_precision(cfg: FinetuneConfig) -> str:
-    """accelerate's `mixed_precision` for `cfg.dtype`. `auto` is bf16 autocast where the hardware runs
+def mixed_precision(job: JobConfig) -> str:
+    """accelerate's `mixed_precision` for `job.dtype` on `job.device`. `auto` is bf16 autocast where the hardware runs
     bf16 natively: a GPU from Ampere on, or a CPU with AVX512-BF16/AMX (`models.cpu_native_bf16`; measured 1.45x faster
     than fp32 on the 2-core CI CPU, with the same accuracies to 0.004); fp32 on other CPUs, where bf16 is
     emulated and slow. It is part of a run's key, so fp32 and bf16 runs are stored apart."""
-    if cfg.dtype not in ("auto", "float32", "bfloat16"):
-        raise ToolkitError(f"dtype must be auto, float32 or bfloat16, got {cfg.dtype!r}")
-    if cfg.dtype != "auto":
-        return "bf16" if cfg.dtype == "bfloat16" else "no"
-    if pick_device(cfg.device) == "cpu":
+    if job.dtype not in ("auto", "float32", "bfloat16"):
+        raise ToolkitError(f"dtype must be auto, float32 or bfloat16, got {job.dtype!r}")
+    if job.dtype != "auto":
+        return "bf16" if job.dtype == "bfloat16" else "no"
+    if pick_device(job.device) == "cpu":
         return "bf16" if cpu_native_bf16() else "no"
     return "bf16" if torch.cuda.is_bf16_supported() else "no"  # pre-Ampere GPUs emulate bf16
 
@@ -447,8 +417,8 @@ class Trainer:
 
         # Autocast is ours, not accelerate's: its mixed_precision is process-global state that a second
         # Trainer with another precision (a notebook trying float32 after bf16) may not change.
-        self.acc = Accelerator(cpu=pick_device(cfg.device) == "cpu")
-        self.precision = mixed_precision(cfg)
+        self.acc = Accelerator(cpu=pick_device(cfg.job.device) == "cpu")
+        self.precision = mixed_precision(cfg.job)
         hp = cfg.hp
         decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
         rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
@@ -695,25 +665,25 @@ def run_spec(sup, cfg: FinetuneConfig, info: ModelInfo, role: str, loss: str, sp
             "train": train_split(role),
             "examples": {s: tasks.content_hash(sup.splits[s]) for s in _splits(role)},
             "train_targets": _hash_values(targets), "select_labels": _hash_values(select),
-            "curve_labels": _hash_values(sup.splits.test.labels), "mixed_precision": mixed_precision(cfg),
+            "curve_labels": _hash_values(sup.splits.test.labels), "mixed_precision": mixed_precision(cfg.job),
             "hparams": {**{k: getattr(cfg, k) for k in keep}, **cfg.hp}}
 
 
 def train_run(sup, cfg: FinetuneConfig, *, role: str = "student", loss: str = "xent",
               progress: bool = False) -> FinetuneRun:
-    """Fine-tune `cfg.strong` for one seed's `Supervision` (`toolkit.weak.supervise`), or load the stored
+    """Fine-tune `cfg.model` for one seed's `Supervision` (`toolkit.weak.supervise`), or load the stored
     run with the same key. The ceiling always uses loss xent on gold."""
     loss = "xent" if role in ("ceiling", "weak") else loss
-    info = resolve(cfg.strong, cfg.cache_dir)
+    info = resolve(cfg.model, cfg.job.cache_dir)
     cfg = for_model(cfg, info)
     targets, select = _inputs(sup, role, cfg)
-    xcfg = ExtractConfig(model=cfg.strong, max_length=cfg.max_length, cache_dir=cfg.cache_dir)
+    xcfg = ExtractConfig(model=cfg.model, max_length=cfg.max_length, cache_dir=cfg.job.cache_dir)
     spec_x = entry_spec(xcfg, sup.splits.test, info, 0)  # extraction's template, pooling and truncation
     spec = run_spec(sup, cfg, info, role, loss, spec_x, targets, select)
-    path = cache.run_path("finetune", spec, cfg.cache_dir, n=20, suffix="")
+    path = cache.run_path("finetune", spec, cfg.job.cache_dir, n=20, suffix="")
     key = path.name
     # The key is content; the model names are labels, so a stored run is relabelled with this call's names.
-    names = {"weak": cfg.weak, "strong": cfg.strong}
+    names = {"weak": cfg.job.weak, "strong": cfg.model}
     if (path / "manifest.json").exists() and (not cfg.keep_weights or (path / "best.safetensors").exists()):
         try:
             recs = [r.with_(**names) for r in rec.from_bytes((path / PREDICTIONS).read_bytes())]
@@ -724,7 +694,7 @@ def train_run(sup, cfg: FinetuneConfig, *, role: str = "student", loss: str = "x
         raise ToolkitError("fine-tuning needs val examples (weak-labelled) for early stopping; set sizes.val > 0")
     t0 = time.perf_counter()
     result, trainer, stats = _train_fresh(sup, cfg, info, spec_x, targets, select, loss, progress, role)
-    recs = [rec.Predictions(task=sup.splits.test.name, weak=cfg.weak, strong=cfg.strong, method="finetune",
+    recs = [rec.Predictions(task=sup.splits.test.name, weak=cfg.job.weak, strong=cfg.model, method="finetune",
                             role=role, loss=loss, setting=setting, seed=sup.seed, split=split,
                             ids=sup.splits[split].ids, p=p) for (setting, split), p in sorted(result.p.items())]
     if trainer.acc.is_main_process:
@@ -858,12 +828,10 @@ def _typed(text: str, kind: type, name: str):
         raise ToolkitError(f"--weak-options: {name}={text!r} is not a {kind.__name__}") from None
 
 
-def options_config(run_fields: dict, opts: FinetuneOptions, dtype: str, *, weak: bool = False,
-                   **more) -> FinetuneConfig:
-    """The `FinetuneConfig` of a comparison's fine-tuning options, for the strong model or (`weak`) a fine-tuned
-    weak supervisor, whose `weak_options` apply: `run_fields` from `JobConfig.run_fields`, `more` any other
-    field."""
-    return FinetuneConfig(**run_fields, **(opts.weak_training() if weak else opts.training()), dtype=dtype, **more)
+def options_config(job: JobConfig, opts: FinetuneOptions, model: str, *, weak: bool = False) -> FinetuneConfig:
+    """The `FinetuneConfig` of the method's options for `model` under `job`: the strong model's training fields,
+    or (`weak`) a fine-tuned weak supervisor's, whose `weak_options` apply."""
+    return FinetuneConfig(**(opts.weak_training() if weak else opts.training()), job=job, model=model)
 
 
 @register
@@ -886,12 +854,9 @@ class FinetuneMethod(Method):
             n = 0 if pick_device(job.device if job is not None else "auto").startswith("cuda") else 1
         return sups[: n or len(sups)]
 
-    def config(self, ctx: Context, opts: FinetuneOptions) -> FinetuneConfig:
-        return options_config(ctx.run_fields(), opts, ctx.job.dtype, seeds=tuple(s.seed for s in ctx.sups),
-                              losses=ctx.losses)
-
     def run(self, ctx: Context, opts: FinetuneOptions) -> MethodResult:
-        recs, curves, trained = train_seeds(self.config(ctx, opts), ctx.sups, ctx.progress)
+        cfg = options_config(ctx.job, opts, ctx.strong)
+        recs, curves, trained = train_seeds(cfg, ctx.sups, ctx.losses, ctx.progress)
         return MethodResult(recs, curves=curves, computed={"finetunes_trained": trained})
 
     def estimate(self, opts: FinetuneOptions, work) -> dict[str, float]:
@@ -903,7 +868,7 @@ class FinetuneMethod(Method):
         return {"fine-tuning": runs * work.forward(steps + evals) / speed}
 
     def describe(self, opts: FinetuneOptions, job, sizes) -> list[str]:
-        mp = mixed_precision(FinetuneConfig(dtype=job.dtype, device=job.device))
+        mp = mixed_precision(job)
         return ["Precision on this machine: fine-tuning: fp32 weights, "
                 + ("bf16 autocast." if mp == "bf16" else "fp32 compute."),
                 describe_training(opts.training(), job.strong, sizes, "Strong models")]
@@ -921,33 +886,12 @@ class FinetuneMethod(Method):
 # ----------------------------------------------------------------------------- the job
 
 
-def run_records(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = True, sups=None):
-    """Weak, student (one per loss) and ceiling records for every seed of `cfg`, and gold labels id -> 0/1.
-
-    Splits and weak labels come from `weak.supervise`, so they are exactly those of the probe path (or
-    from `sups`, already supervised, when several methods share them)."""
-    records, _, labels, _ = run_with_curves(cfg, progress=progress, sups=sups)
-    return records, labels
-
-
-def run_with_curves(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = True, sups=None):
-    """`run_records` plus the training curves of every run (one DataFrame: step, epoch, lr, train_loss,
-    val_agreement, test_acc, best, with task, weak, strong, role, loss and seed columns), and how many runs were
-    trained rather than loaded from the store."""
-    task = tasks.load(cfg.task, cfg.cache_dir, limit=cfg.limit)
-    if sups is None:
-        sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(model=cfg.weak), limit=cfg.limit,
-                         cache_dir=cfg.cache_dir, progress=progress)
-    records, curve, trained = train_seeds(cfg, sups, progress)
-    return [r for sup in sups for r in sup.weak] + records, curve, task.gold, trained
-
-
-def train_seeds(cfg: FinetuneConfig, sups, progress: bool) -> tuple[list, pd.DataFrame, int]:
-    """Every seed's students (one per loss) and ceiling (`train_run`): their records, their training curves
-    and how many runs were trained rather than loaded."""
+def train_seeds(cfg: FinetuneConfig, sups, losses: tuple[str, ...], progress: bool) -> tuple[list, pd.DataFrame, int]:
+    """Every seed's students (one per loss of `losses`) and ceiling (`train_run`): their records, their training
+    curves and how many runs were trained rather than loaded."""
     records, curves, trained = [], [], 0
     for sup in sups:
-        jobs = [("student", loss) for loss in cfg.losses] + ([("ceiling", "xent")] if cfg.ceiling else [])
+        jobs = [("student", loss) for loss in losses] + [("ceiling", "xent")]
         for role, loss in jobs:
             t0 = time.perf_counter()
             out = train_run(sup, cfg, role=role, loss=loss, progress=progress)
@@ -956,7 +900,8 @@ def train_seeds(cfg: FinetuneConfig, sups, progress: bool) -> tuple[list, pd.Dat
                 print(f"[finetune] seed {sup.seed} {role} {loss}: {'loaded' if out.loaded else 'trained'} in "
                       f"{time.perf_counter() - t0:.0f} s ({out.path})", flush=True)
             records += out.records
-            curves.append(out.curve.assign(task=sup.splits.test.name, weak=cfg.weak, strong=cfg.strong, role=role,
+            curves.append(out.curve.assign(task=sup.splits.test.name, weak=cfg.job.weak, strong=cfg.model,
+                                           method=FinetuneMethod.name, role=role,
                                            loss="xent" if role == "ceiling" else loss, seed=sup.seed))
     return records, pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(), trained
 
@@ -968,8 +913,12 @@ class FinetuneSupervisor(Supervisor):
 
     name, how = "finetune", "fine-tuned on weak_train gold, its final model"
 
+    def check(self, job) -> None:
+        if job.weak == TFIDF:
+            raise ToolkitError("tfidf is not a model to fine-tune: pass a model as --weak")
+
     def supervise(self, task, task_spec, job, options, progress=True):
-        wcfg = options_config(job.run_fields(task_spec, job.weak), options["finetune"], job.dtype, weak=True)
+        wcfg = options_config(job, options["finetune"], job.weak, weak=True)
         return weak_supervision(task, job.seeds, job.sizes, wcfg, progress=progress)
 
     def describe(self, job, options, sizes) -> list[str]:
@@ -977,7 +926,7 @@ class FinetuneSupervisor(Supervisor):
 
 
 def weak_supervision(task, seeds, sizes, cfg: FinetuneConfig, *, progress: bool = True) -> list[Supervision]:
-    """The paper's weak supervisor: `cfg.weak` fine-tuned (loss xent, `cfg`'s recipe) on the gold labels of each
+    """The paper's weak supervisor: `cfg.model` fine-tuned (loss xent, `cfg`'s recipe) on the gold labels of each
     seed's weak_train; its final model's P(y=1) on weak_train, strong_train, val and test are the weak labels
     (records of method `finetune`, role `weak`, setting `final`). The final model, not the eval that agrees best
     with val gold: a supervisor chosen on val gold would hand students labels on val that gold already shaped.
@@ -986,50 +935,21 @@ def weak_supervision(task, seeds, sizes, cfg: FinetuneConfig, *, progress: bool 
     all_splits = [tasks.split(task, seed, sizes) for seed in seeds]  # every split drawn before any training
     # Its labels are its final model's, so evaluations choose nothing here: one per epoch keeps a curve without
     # predicting val and test four times an epoch for no use (evaluations never change the trained model).
-    wcfg = replace(cfg, strong=cfg.weak, losses=("xent",), ceiling=False, train_preds=True, evals_per_epoch=1)
+    wcfg = replace(cfg, train_preds=True, evals_per_epoch=1)
     out = []
     for seed, splits in zip(seeds, all_splits):
         t0 = time.perf_counter()
         run = train_run(Supervision(seed, splits, []), wcfg, role="weak", progress=progress)
         if progress:
-            print(f"[weak] seed {seed}: {cfg.weak} fine-tuned on weak_train gold, "
+            print(f"[weak] seed {seed}: {cfg.model} fine-tuned on weak_train gold, "
                   f"{'loaded' if run.loaded else 'trained'} in {time.perf_counter() - t0:.0f} s", flush=True)
         final = {r.split: r for r in run.records if r.setting == "final"}
         out.append(Supervision(seed, splits, [final[split] for split in LABEL_SPLITS]))
     return out
 
 
-def run(cfg: FinetuneConfig = FinetuneConfig(), *, progress: bool = True) -> pd.DataFrame:
-    """The tidy results table (`records.table`) of `run_records(cfg)`."""
-    records, labels = run_records(cfg, progress=progress)
-    return rec.table(records, labels)
-
-
-def _report(records, labels, ceiling: bool) -> str:
-    """The PGR summary (best and final); without a ceiling, PGR is undefined: test accuracy and AUROC only."""
-    if not ceiling:
-        table = rec.table([r for r in records if r.split == "test"], labels)
-        table = table[table["metric"].isin(["accuracy", "auroc"])]
-        return table.pivot_table("value", ["role", "method", "loss", "setting"], "metric").to_string()
-    table = rec.summary(records, labels, settings=("best", "final"))
-    cols = [c for c in table.columns if not c.endswith(("_lo", "_hi", "_median", "_note"))]
-    notes = table.filter(like="_note").stack()
-    return "\n".join([table[cols].to_string(index=False)] +
-                     [f"PGR undefined: {n}" for n in sorted(set(notes[notes != ""]))])
-
-
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    cfg, args = config.parse(FinetuneConfig, argv, "python -m toolkit.finetune", __doc__.split("\n")[0], extra=Quiet)
-    t0 = time.perf_counter()
-    records, _, labels, trained = run_with_curves(cfg, progress=not args.quiet)
-    if int(os.environ.get("RANK", "0")) == 0:
-        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
-            print(_report(records, labels, cfg.ceiling))
-        runs = len(cfg.seeds) * (len(cfg.losses) + bool(cfg.ceiling))
-        print(f"({trained} trained, {runs - trained} loaded, {time.perf_counter() - t0:.0f} s)")
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # the comparison with this method alone: `toolkit.compare` is the composition root, imported by the command
+    from toolkit.compare import method_main
+
+    raise SystemExit(method_main(FinetuneMethod.name))

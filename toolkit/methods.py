@@ -64,11 +64,6 @@ class Context:
     """The intermediates the labels of `sups` came through (`toolkit.chain`), "" for the weak supervisor's own;
     `compare` writes it into the `chain` column of the method's records and curves."""
 
-    def run_fields(self) -> dict:
-        """The `config.RunConfig` fields of this task and strong model under the job (task, weak, strong, sizes,
-        limit, device, cache root), for a method's own run config."""
-        return self.job.run_fields(self.task_spec, self.strong)
-
     @property
     def labels(self) -> dict[str, int]:
         """Gold labels of the task, id -> 0/1 (for the diagnostics; a student never sees them)."""
@@ -82,7 +77,8 @@ class MethodResult:
 
     records: list[Predictions]
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)
-    """One row per evaluation during training, with task, weak, strong, role, loss and seed columns."""
+    """One row per evaluation during training, with task, weak, strong, role, loss and seed columns (and
+    `method`, which `compare` fills in with the method's name where it is missing)."""
     computed: dict[str, int] = field(default_factory=dict)
     """Work done in this call, e.g. {"prompts_scored": 1400}; counts of 0 say the work was loaded."""
     notes: list[str] = field(default_factory=list)
@@ -97,7 +93,9 @@ class Method:
     """The name on the CLI (`--methods`) and in the records' `method` column."""
     Options: ClassVar[type]
     """A frozen dataclass of this method's options, with field docstrings (they become `--help`). Field names
-    must differ from every other method's and from `JobConfig`'s: the CLI gives them plain `--name` options."""
+    must differ from `JobConfig`'s and the comparison's own; a name another method also has is kept apart by
+    method (`--prompt.max-length`, `--finetune.max-length` on the comparison's command line; plain in each
+    method's own command)."""
     expensive: ClassVar[bool] = False
     """Expensive methods run after the cheap ones, so a comparison prints a table within minutes."""
     plan_stage: ClassVar[str | None] = None
@@ -253,8 +251,8 @@ ROLES = ("student", "ceiling", "control", "baseline")
 
 def conformance(name: str, ctx: Context, opts=None) -> None:
     """Run method `name` through the protocol on `ctx` (a small task: a few examples, one or two seeds) and raise
-    a `ToolkitError` naming every rule it breaks: typed, frozen options whose names collide with no other
-    method's or the job's; summary settings that include its headline; records of its own roles, models, seeds
+    a `ToolkitError` naming every rule it breaks: typed, frozen options whose names (and the method's) are not
+    the job's; summary settings that include its headline; records of its own roles, models, seeds
     and splits, with every id of the split and P(y=1) in [0, 1]; a student and a ceiling record on test for every
     summary setting, seed and loss (what the summary pairs); the same numbers on a second run; and for a
     `label_free` method, the same students when every gold label outside weak_train is flipped (no gold reaches
@@ -264,13 +262,10 @@ def conformance(name: str, ctx: Context, opts=None) -> None:
     if not (is_dataclass(method.Options) and method.Options.__dataclass_params__.frozen):
         problems.append("Options is not a frozen dataclass")
     opts = method.Options() if opts is None else opts
-    own = {f.name for f in fields(method.Options)}
+    own = {f.name for f in fields(method.Options)} | {name}
     taken = {f.name for f in fields(JobConfig)}
-    for other_name, other in registered().items():
-        if other_name != name:
-            taken |= {f.name for f in fields(other.Options)}
     if own & taken:
-        problems.append(f"option names {sorted(own & taken)} collide with the job's or another method's")
+        problems.append(f"option or method names {sorted(own & taken)} are the job's (`JobConfig`)")
     settings = method.summary_settings(opts)
     if not settings or method.student_setting(opts) not in settings:
         problems.append(f"summary_settings {settings!r} must be non-empty and hold the headline setting")

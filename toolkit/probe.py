@@ -1,7 +1,9 @@
 """The probe path of the side-by-side comparison: weak supervisor, probe students (one per loss),
 probe ceiling (gold), every layer, on the same splits — from cached features only.
 
-    python -m toolkit.probe --task sentiment --weak minilm-l6 --strong smollm2-135m --seeds 5
+    python -m toolkit.probe --task sentiment --weak minilm-l6 --strong smollm2-135m --seeds 5 --out runs/probe
+
+(the comparison with the probe alone: `python -m toolkit.compare --methods probe` takes the same options.)
 
 `LogisticProbe` and `fit_many` (the estimator) live in `toolkit.linear` and are re-exported here.
 Model selection never sees gold outside the training set: a student's layer is chosen by accuracy
@@ -15,53 +17,23 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
-from toolkit import cache, config, linear, records
-from toolkit._util import ToolkitError, cli_main, stable_hash
-from toolkit.config import RunConfig, as_numbers, csv, flag, floats, parse_seeds, seeds_field
-from toolkit.extract import ExtractConfig, extract, for_job, held, load_task
+from toolkit import cache, linear, records
+from toolkit._util import ToolkitError, stable_hash
+from toolkit.config import as_numbers, flag, floats
+from toolkit.extract import for_job, held
 from toolkit.linear import DEFAULT_CS, LogisticProbe, fit_many, predict_proba_many
 from toolkit.losses import parse as parse_loss
 from toolkit.methods import Context, Method, MethodResult, register
-from toolkit.models import DEFAULT_STRONG, DEFAULT_WEAK
 from toolkit.records import Predictions
-from toolkit.weak import Supervision, WeakConfig, cv_accuracy, solver, supervise
+from toolkit.weak import Supervision, cv_accuracy, solver
 
-__all__ = ["LogisticProbe", "ProbeRunConfig", "fit_many", "predict_proba_many", "run", "run_records"]
+__all__ = ["LogisticProbe", "ProbeOptions", "fit_many", "predict_proba_many", "probe_students", "stored_students"]
 
 STUDENT_SPLITS = ("strong_train", "val", "test")
-
-
-@dataclass(frozen=True)
-class ProbeRunConfig(RunConfig):
-    """The probe comparison for one task and one weak -> strong pair (the strong model's cached hidden states
-    are probed)."""
-
-    seeds: tuple[int, ...] = seeds_field(5)
-    """Seeds: a number n means 0..n-1, or a list `5,6,7`; each draws new weak_train/strong_train/val splits; test
-    is fixed."""
-    losses: tuple[str, ...] = csv(("xent", "logconf"))
-    """Student losses (names in `toolkit.losses`); the ceiling always uses xent on gold."""
-    Cs: tuple[float, ...] = floats(DEFAULT_CS, what="Cs")
-    """Inverse L2 strengths tried for the strong probes (scikit-learn's meaning, standardised features):
-    students pick (layer, C) by weak-label accuracy on val, the ceiling by 3-fold CV on its gold."""
-    weak_layer: str = "last"
-    """Weak probe's layer: `last`, a number, or `cv`."""
-    control: bool = flag(True)
-    """Also train the random-noise control of each student (role `control`): the same probe on strong_train
-    gold flipped at random at the supervisor's error count, selected on val gold flipped the same way."""
-    control_per_class: bool = flag(False)
-    """Match the supervisor's error count within each gold class (instead of overall) for the control."""
-    engine: str = "auto"
-    """Probe solver engine: `auto` (numpy on a CPU, batched torch elsewhere), `numpy` or `torch`."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "seeds", parse_seeds(self.seeds))
 
 
 def layer_records(base: dict, layers, p: dict[str, np.ndarray], ids: dict, role: str, loss: str,
@@ -102,25 +74,26 @@ def _fit_select(X: dict, base: dict, layers, role: str, loss: str, train: np.nda
     return layer_records(base["key"], layers, preds[ci], ids, role, loss, li, {"C": Cs[ci]})
 
 
-def probe_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> list[Predictions]:
-    """Students (one per loss), their random-noise controls and the ceiling, fitted on every layer x C of
-    the strong features at once."""
+def probe_students(feats, sup: Supervision, opts: ProbeOptions, losses: tuple[str, ...], fit: dict,
+                   names: dict) -> list[Predictions]:
+    """Students (one per loss of `losses`), their random-noise controls and the ceiling, fitted on every layer x C
+    of the strong features at once; `fit` places the fits (`weak.solver`), `names` are the records' weak and
+    strong models."""
     splits, seed = sup.splits, sup.seed
     ids = {s: splits[s].ids for s in STUDENT_SPLITS}
-    fit = solver(cfg.device, cfg.engine)
     # (L, n, d) float32, on the probe device once for every layer, C, loss and fold (`linear.Resident`)
     X = {s: linear.resident(feats.take(ids[s]), fit["device"], fit["engine"]) for s in STUDENT_SPLITS}
-    base = {"ids": ids, "key": {"task": splits.test.name, "weak": cfg.weak, "strong": cfg.strong, "method": "probe",
-                                "seed": seed}}
-    noisy = {s: sup.noisy(s, per_class=cfg.control_per_class).astype(np.float64) for s in ("strong_train", "val")}
+    base = {"ids": ids, "key": {"task": splits.test.name, "weak": names["weak"], "strong": names["strong"],
+                                "method": "probe", "seed": seed}}
+    noisy = {s: sup.noisy(s, per_class=opts.control_per_class).astype(np.float64) for s in ("strong_train", "val")}
     out = []
-    for loss in cfg.losses:
+    for loss in losses:
         out += _fit_select(X, base, feats.layers, "student", loss, sup.soft("strong_train"),
-                           sup.soft("val") > 0.5, cfg.Cs, fit)  # weak labels only: no gold
-        if cfg.control:
+                           sup.soft("val") > 0.5, opts.Cs, fit)  # weak labels only: no gold
+        if opts.control:
             out += _fit_select(X, base, feats.layers, "control", loss, noisy["strong_train"], noisy["val"] > 0.5,
-                               cfg.Cs, fit)
-    return out + ceiling_records(X, base["key"], feats.layers, splits, cfg.Cs, seed, fit)
+                               opts.Cs, fit)
+    return out + ceiling_records(X, base["key"], feats.layers, splits, opts.Cs, seed, fit)
 
 
 def ceiling_records(X: dict, key: dict, layers, splits, Cs, seed: int, fit: dict) -> list[Predictions]:
@@ -140,43 +113,20 @@ SECONDS_PER_SEED = 20.0
 MIN_CEILING_TRAIN = 6  # 3-fold CV on strong_train gold: each fold's training part then holds both classes
 
 
-def run_records(cfg: ProbeRunConfig = ProbeRunConfig(), progress: bool = True, *, sups=None):
-    """All prediction records of the probe comparison and the gold labels (id -> 0/1) of the task.
-
-    Extracts (or loads from the cache) the weak and strong features once; then, per seed, fits the
-    weak supervisor, the students and the ceiling. `sups` (from `weak.supervise`) supplies the splits and
-    weak labels instead, so that several methods share them (`toolkit.compare`)."""
-    for loss in cfg.losses:
-        parse_loss(loss)  # fail on a bad loss name or parameter before any long work
-    solver(cfg.device, cfg.engine)  # a bad device or engine fails before any work
-    if cfg.sizes.strong_train < MIN_CEILING_TRAIN:
-        raise ToolkitError(f"strong_train={cfg.sizes.strong_train} is too small: the probe ceiling chooses its C by "
-                           f"3-fold cross-validation on it and needs strong_train >= {MIN_CEILING_TRAIN}")
-    ex = ExtractConfig(task=cfg.task, limit=cfg.limit, device=cfg.device, cache_dir=cfg.cache_dir)
-    task = load_task(ex)
-    weak_cfg = WeakConfig(cfg.weak, cfg.weak_layer, device=cfg.device, engine=cfg.engine)
-    sup = sups if sups is not None else supervise(task, cfg.seeds, cfg.sizes, weak_cfg,
-                                                  limit=cfg.limit, cache_dir=cfg.cache_dir, progress=progress)
-    strong_feats = extract(replace(ex, model=cfg.strong), progress=progress)
-    out: list[Predictions] = []
-    for s in sup:
-        out += [r for r in s.weak if r.split != "weak_train"]
-        out += fit_seeds(strong_feats, [s], cfg, progress)[0]
-    return out, task.gold
-
-
-def fit_seeds(feats, sups, cfg: ProbeRunConfig, progress: bool) -> tuple[list[Predictions], int]:
-    """Every seed's students, controls and ceiling (`stored_students`); returns them and how many seeds were
-    fitted rather than loaded."""
+def fit_seeds(feats, ctx: Context, opts: ProbeOptions) -> tuple[list[Predictions], int]:
+    """Every seed of `ctx`: its students, controls and ceiling (`stored_students`); returns them and how many
+    seeds were fitted rather than loaded."""
     out, fitted = [], 0
-    for s in sups:
+    fit = solver(ctx.job.device, ctx.job.probe_engine)
+    for s in ctx.sups:
         t0 = time.perf_counter()
-        recs, loaded = stored_students(feats, s, cfg)
+        recs, loaded = stored_students(feats, s, opts, ctx.losses, fit, {"weak": ctx.weak, "strong": ctx.strong},
+                                       ctx.job.cache_dir)
         out += recs
         fitted += not loaded
-        if progress:
-            print(f"[probe] seed {s.seed}: {len(feats.layers)} layers x {len(cfg.Cs)} C x "
-                  f"{len(cfg.losses)} losses{' + controls' if cfg.control else ''} + ceiling: "
+        if ctx.progress:
+            print(f"[probe] seed {s.seed}: {len(feats.layers)} layers x {len(opts.Cs)} C x "
+                  f"{len(ctx.losses)} losses{' + controls' if opts.control else ''} + ceiling: "
                   f"{'loaded' if loaded else 'fitted'} in {time.perf_counter() - t0:.1f} s", file=sys.stderr,
                   flush=True)
     return out, fitted
@@ -188,7 +138,8 @@ the records that changes what a hit returns (1 hashed the source text instead, s
 every fit; 3: per-layer records carry `params={"layer": K}`)."""
 
 
-def stored_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> tuple[list[Predictions], bool]:
+def stored_students(feats, sup: Supervision, opts: ProbeOptions, losses: tuple[str, ...], fit: dict, names: dict,
+                    cache_dir=None) -> tuple[list[Predictions], bool]:
     """`probe_students`, read from `<cache>/runs/probe/<key>.npz` when the same fit was done before.
 
     The key is content: the strong features' cache entry, the seed's split ids, the weak labels of
@@ -201,10 +152,11 @@ def stored_students(feats, sup: Supervision, cfg: ProbeRunConfig) -> tuple[list[
             # 6 decimals: thread count changes float sums in the last bits, which must not miss the store
             "weak": {s: stable_hash(np.round(sup.soft(s), 6).tolist(), 16) for s in ("strong_train", "val")},
             "gold": {s: stable_hash(splits[s].labels.tolist(), 16) for s in ("strong_train", "val")},
-            "cfg": {k: v for k, v in asdict(cfg).items() if k in ("losses", "Cs", "control", "control_per_class")}}
-    path = cache.run_path("probe", spec, cfg.cache_dir)
-    names = {"weak": cfg.weak, "strong": cfg.strong, "task": splits.test.name}
-    return records.stored(path, lambda: probe_students(feats, sup, cfg), what="probe run store", names=names)
+            "cfg": {"losses": tuple(losses), "Cs": opts.Cs, "control": opts.control,
+                    "control_per_class": opts.control_per_class}}
+    path = cache.run_path("probe", spec, cache_dir)
+    return records.stored(path, lambda: probe_students(feats, sup, opts, losses, fit, names), what="probe run store",
+                          names={**names, "task": splits.test.name})
 
 
 SUMMARY_SETTINGS = ("select",)  # the chosen layer
@@ -252,9 +204,7 @@ class ProbeMethod(Method):
         return f"extract {ctx.task.name} {ctx.strong}"
 
     def run(self, ctx: Context, opts: ProbeOptions) -> MethodResult:
-        cfg = ProbeRunConfig(**ctx.run_fields(), losses=ctx.losses, Cs=opts.Cs, control=opts.control,
-                             control_per_class=opts.control_per_class, engine=ctx.job.probe_engine)
-        recs, fitted = fit_seeds(self._features(ctx), ctx.sups, cfg, ctx.progress)
+        recs, fitted = fit_seeds(self._features(ctx), ctx, opts)
         return MethodResult(recs, computed={"probe_seeds_fitted": fitted})
 
     def estimate(self, opts, work) -> dict[str, float]:
@@ -267,48 +217,8 @@ class ProbeMethod(Method):
         return BASELINE_SETTINGS
 
 
-def write_outputs(recs: list[Predictions], labels: dict[str, int], out: str | Path) -> pd.DataFrame:
-    """Write `results.csv` (tidy), `summary.csv` (PGR), `baselines.csv` (the input-embedding probe, summarised
-    alike) and `predictions.csv.gz` (per example) to `out`; return the summary."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    records.table(recs, labels).to_csv(out / "results.csv", index=False)
-    summ = records.summary(recs, labels, settings=SUMMARY_SETTINGS)
-    summ.to_csv(out / "summary.csv", index=False)
-    records.summary(recs, labels, settings=BASELINE_SETTINGS).to_csv(out / "baselines.csv", index=False)
-    records.predictions_frame(recs).to_csv(out / "predictions.csv.gz", index=False, float_format="%.9g")
-    return summ
-
-
-def run(task: str = "sentiment", weak: str = DEFAULT_WEAK, strong: str = DEFAULT_STRONG, seeds: int = 5,
-        losses=("xent", "logconf"), *, out: str | Path | None = None, **config) -> pd.DataFrame:
-    """The probe comparison as a tidy table (one row per task, models, method, role, loss, setting, seed,
-    split, metric). With `out`, also writes `results.csv`, `summary.csv` and `predictions.csv.gz` there."""
-    cfg = ProbeRunConfig(task=task, weak=weak, strong=strong, seeds=seeds, losses=tuple(losses), **config)
-    recs, labels = run_records(cfg)
-    if out is not None:
-        write_outputs(recs, labels, out)
-    return records.table(recs, labels)
-
-
-@dataclass(frozen=True)
-class _Out:
-    out: str | None = None
-    """Folder for results.csv, summary.csv, predictions.csv.gz."""
-
-
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    cfg, args = config.parse(ProbeRunConfig, argv, "python -m toolkit.probe", __doc__.split("\n")[0], extra=_Out)
-    recs, labels = run_records(cfg)
-    summ = write_outputs(recs, labels, args.out) if args.out else records.summary(recs, labels,
-                                                                                     settings=SUMMARY_SETTINGS)
-    cols = ["task", "strong", "loss", "setting", "weak_acc", "student_acc", "ceiling_acc", "pgr_acc", "pgr_acc_lo",
-            "pgr_acc_hi", "pgr_auroc", "pgr_acc_note"]
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
-        print(summ[cols].to_string(index=False))
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # the comparison with this method alone: `toolkit.compare` is the composition root, imported by the command
+    from toolkit.compare import method_main
+
+    raise SystemExit(method_main(ProbeMethod.name))

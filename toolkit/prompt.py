@@ -41,16 +41,11 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit import cache, config, tasks
-from toolkit._util import (
-    ToolkitError,
-    cli_main,
-    rng,
-    stable_hash,
-)
-from toolkit.config import Quiet, RunConfig, as_numbers, flag, ints, seeds_field
+from toolkit import cache
+from toolkit._util import ToolkitError, rng, stable_hash
+from toolkit.config import as_numbers, flag, ints
 from toolkit.encoding import pad_batch, plan_batches, pool_positions
-from toolkit.extract import ExtractConfig, entry_spec
+from toolkit.extract import entry_spec, for_job
 from toolkit.methods import Context, Method, MethodResult, register
 from toolkit.models import (
     dtype_name,
@@ -58,35 +53,32 @@ from toolkit.models import (
     load_tokenizer,
     pick_device,
     read_config,
-    resolve,
 )
-from toolkit.records import Predictions, summary, table
-from toolkit.weak import WeakConfig, supervise
+from toolkit.records import Predictions
 
-__all__ = ["PromptConfig", "score", "score_tokens", "select_demos", "threshold", "fit_demos",
-           "cached_zero_shot", "run_records", "run", "main"]
+__all__ = ["PromptOptions", "Scoring", "score", "score_tokens", "select_demos", "threshold", "fit_demos",
+           "cached_zero_shot", "prompt_records"]
 
 SEP = "\n\n"
 DEMO_SALT = 0x5052  # mixes into the seed so demo draws do not mirror the split's own shuffles
 
 
 @dataclass(frozen=True)
-class PromptConfig(RunConfig):
-    """One prompting run: which task and models (the strong one a decoder with a causal LM head), which seeds
-    and numbers of demonstrations. The weak probe's hard labels are shown in the `student` condition."""
+class Scoring:
+    """How prompts are run through the strong model (the prompting methods' shared options; the weights' dtype is
+    the job's)."""
 
-    seeds: tuple[int, ...] = seeds_field(3)
-    """Seeds (an int n means 0..n-1): each draws its own splits, weak labels and demonstrations."""
-    ks: tuple[int, ...] = ints((0, 2, 4, 8), what="ks")
-    """Numbers of demonstrations (even: half per shown class); 0 is the zero-shot baseline."""
     batch_tokens: int = 8192
     """Token budget per batch: rows x padded length, the shared prefix counted in each row."""
     max_length: int = 0
     """Longest prompt in tokens (0 = the model's max_position_embeddings); longer ones drop demos."""
     reuse_prefix: bool = flag(True)
-    """Score queries against the demonstrations' cached keys/values (False: full prompts, slower)."""
-    dtype: str = "auto"
-    """`auto` (bfloat16 on GPU, float32 on CPU), `float32` or `bfloat16`."""
+    """Score queries against the demonstrations' cached keys/values (off: full prompts, slower)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_tokens < 1 or self.max_length < 0:
+            raise ToolkitError(f"batch_tokens must be >= 1 and max_length >= 0, got {self.batch_tokens}, "
+                               f"{self.max_length}")
 
 
 # ----------------------------------------------------------------------------- scoring tokens
@@ -306,18 +298,18 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- the run
 
 
-def cached_zero_shot(cfg: PromptConfig, task, info, tokenizer) -> dict[str, np.ndarray] | None:
+def cached_zero_shot(ctx: Context, tokenizer) -> dict[str, np.ndarray] | None:
     """id -> (2,) zero-shot log-probs from the strong model's extraction entry (default settings),
     or None when there is no such entry or a label word has several tokens (the cache holds only
     first-token log-probs)."""
     from transformers import AutoConfig
 
+    task, info = ctx.task, ctx.info
     if any(len(w) != 1 for w in label_word_ids(tokenizer, task.label_words)):
         return None
-    ecfg = ExtractConfig(model=cfg.strong, task=cfg.task, limit=cfg.limit, dtype=cfg.dtype, device=cfg.device,
-                         cache_dir=cfg.cache_dir)
+    ecfg = for_job(ctx.job, ctx.strong, ctx.task_spec)  # the strong model's own entry, at the job's dtype
     n_layers = int(AutoConfig.from_pretrained(info.path).get_text_config().num_hidden_layers)
-    feats = cache.try_load(entry_spec(ecfg, task, info, n_layers), cfg.cache_dir, layers=[])
+    feats = cache.try_load(entry_spec(ecfg, task, info, n_layers), ecfg.cache_dir, layers=[])
     if feats is None or feats.label_logprobs is None:
         return None
     return dict(zip(feats.ids, feats.label_logprobs.astype(float)))
@@ -333,10 +325,11 @@ class _Strong:
     options), so a rerun loads nothing and scores nothing. Files are written atomically and checked on read;
     a damaged one is scored again."""
 
-    def __init__(self, cfg: PromptConfig, info, task):
-        self.cfg, self.info, self.task, self.model, self.memo = cfg, info, task, None, {}
-        self.tok = load_tokenizer(info)
-        self.device = pick_device(cfg.device)
+    def __init__(self, ctx: Context, scoring: Scoring):
+        self.cfg, self.info, self.task, self.model, self.memo = scoring, ctx.info, ctx.task, None, {}
+        self.dtype, self.cache_dir = ctx.job.dtype, ctx.job.cache_dir
+        self.tok = load_tokenizer(ctx.info)
+        self.device = pick_device(ctx.job.device)
         self.scored = 0  # prompts actually run through the model (not served by a cache)
 
     def limit(self) -> int:
@@ -347,9 +340,9 @@ class _Strong:
     def _path(self, texts: list[str], demos: list[tuple[str, int]]) -> Path:
         return cache.run_path("prompt", {
             "version": PROMPT_CACHE_VERSION, "model": self.info.identity,
-            "dtype": dtype_name(self.cfg.dtype, self.device), "template": self.task.template,
+            "dtype": dtype_name(self.dtype, self.device), "template": self.task.template,
             "words": list(self.task.label_words), "demos": [list(d) for d in demos],
-            "texts": stable_hash(list(texts), 32), "max_length": self.cfg.max_length}, self.cfg.cache_dir)
+            "texts": stable_hash(list(texts), 32), "max_length": self.cfg.max_length}, self.cache_dir)
 
     @staticmethod
     def _read(path: Path, n: int) -> np.ndarray | None:
@@ -374,7 +367,7 @@ class _Strong:
         logp = self._read(path, len(texts))
         if logp is None:
             if self.model is None:
-                self.model = load_model(self.info, dtype=self.cfg.dtype, device=self.device)
+                self.model = load_model(self.info, dtype=self.dtype, device=self.device)
             logp = np.asarray(score(self.model, self.tok, self.task.template, self.task.label_words, texts, demos,
                                     batch_tokens=self.cfg.batch_tokens, max_length=self.cfg.max_length,
                                     reuse_prefix=self.cfg.reuse_prefix, device=self.device, progress=progress),
@@ -390,7 +383,7 @@ def setting_label(k: int, calibrated: bool) -> str:
     return f"k={k},cal" if calibrated else f"k={k}"
 
 
-def _records(cfg: PromptConfig, sup, role: str, k: int, logp: dict, extra: dict,
+def _records(ctx: Context, sup, role: str, k: int, logp: dict, extra: dict,
              method: str = "prompt") -> list[Predictions]:
     """Raw and calibrated records on val and test from id -> (2,) log-probs."""
     rate = float(np.mean(sup.soft("val") > 0.5))
@@ -399,38 +392,20 @@ def _records(cfg: PromptConfig, sup, role: str, k: int, logp: dict, extra: dict,
     out = []
     for cal, shift in ((False, 0.0), (True, t)):
         for s in ("val", "test"):
-            out.append(Predictions(task=sup.splits[s].name, weak=cfg.weak, strong=cfg.strong, method=method,
+            out.append(Predictions(task=sup.splits[s].name, weak=ctx.weak, strong=ctx.strong, method=method,
                                    role=role, loss="none", setting=setting_label(k, cal), seed=sup.seed, split=s,
                                    ids=sup.splits[s].ids, p=_sigmoid(diff[s] - shift),
                                    extra={**extra, "threshold": shift}, params={"k": k, "calibrated": cal}))
     return out
 
 
-def _zero_shot(cfg, sups, strong: _Strong, task, info) -> dict:
-    ids = sorted({i for sup in sups for s in ("val", "test") for i in sup.splits[s].ids})
-    logp = cached_zero_shot(cfg, task, info, strong.tok)
+def _zero_shot(ctx: Context, strong: _Strong) -> dict:
+    ids = sorted({i for sup in ctx.sups for s in ("val", "test") for i in sup.splits[s].ids})
+    logp = cached_zero_shot(ctx, strong.tok)
     if logp is not None and all(i in logp for i in ids):
         return {"logp": logp, "source": "extraction cache"}
-    texts = task.subset(ids).texts
+    texts = ctx.task.subset(ids).texts
     return {"logp": dict(zip(ids, strong.score(texts, []))), "source": "scored"}
-
-
-def run_records(cfg: PromptConfig = PromptConfig(), *, progress: bool = True, sups=None):
-    """Prompt records (val and test, raw and calibrated, every seed and k) plus the weak supervisor's
-    records, and gold labels id -> 0/1. Splits and weak labels are `weak.supervise`'s, as for probes
-    (or `sups`, already supervised, when several methods share them)."""
-    info = resolve(cfg.strong, cfg.cache_dir)
-    if info.arch != "causal":
-        raise ToolkitError(f"model {cfg.strong} has no causal LM head; prompting needs a decoder")
-    for k in cfg.ks:  # fail before the weak supervisor is trained
-        if k < 0 or k % 2:
-            raise ToolkitError(f"k={k} must be an even number >= 0: demonstrations are half per class")
-    task = tasks.load(cfg.task, cfg.cache_dir, limit=cfg.limit)  # the same subsample extraction takes
-    if sups is None:
-        sups = supervise(task, cfg.seeds, cfg.sizes, WeakConfig(cfg.weak), limit=cfg.limit, cache_dir=cfg.cache_dir,
-                         progress=progress)
-    recs, _ = prompt_records(cfg, task, info, sups, progress)
-    return [r for sup in sups for r in sup.weak] + recs, task.gold
 
 
 def conditions(sup) -> list[tuple[str, np.ndarray, str]]:
@@ -441,22 +416,23 @@ def conditions(sup) -> list[tuple[str, np.ndarray, str]]:
             ("student", sup.soft("strong_train") > 0.5, "strong_train (weak labels)")]
 
 
-def prompt_records(cfg: PromptConfig, task, info, sups, progress: bool, *, shown=conditions,
+def prompt_records(ctx: Context, scoring: Scoring, ks: tuple[int, ...], *, shown=conditions,
                    method: str = "prompt") -> tuple[list[Predictions], int]:
-    """The prompt records of every seed of `sups` and k of `cfg.ks` (zero-shot baseline, and each condition of
+    """The prompt records of every seed of `ctx` and k of `ks` (zero-shot baseline, and each condition of
     `shown(sup)`: by default the gold-demonstration ceiling and the weak-demonstration student; raw and
     calibrated) under `method`'s name, and how many prompts were run through the model rather than read from
     the store."""
-    strong = _Strong(cfg, info, task)
+    task, progress = ctx.task, ctx.progress
+    strong = _Strong(ctx, scoring)
     recs = []
-    zero = _zero_shot(cfg, sups, strong, task, info) if 0 in cfg.ks else None
-    for sup in sups:
+    zero = _zero_shot(ctx, strong) if 0 in ks else None
+    for sup in ctx.sups:
         queries = sup.splits.val.texts + sup.splits.test.texts
         qids = sup.splits.val.ids + sup.splits.test.ids
         if zero is not None:
-            recs += _records(cfg, sup, "baseline", 0, zero["logp"], {"source": zero["source"]}, method)
+            recs += _records(ctx, sup, "baseline", 0, zero["logp"], {"source": zero["source"]}, method)
         st = sup.splits.strong_train
-        for k in (k for k in cfg.ks if k > 0):
+        for k in (k for k in ks if k > 0):
             for role, labels, what in shown(sup):
                 t0 = time.perf_counter()
                 pos = select_demos(labels, k, sup.seed, f"{what}, seed {sup.seed},")
@@ -465,7 +441,7 @@ def prompt_records(cfg: PromptConfig, task, info, sups, progress: bool, *, shown
                                                    f"{method} seed {sup.seed} k={k} {role}" if progress else None)))
                 # what was run, in the results: prompts longer than the context keep fewer demonstrations
                 kept = demos_kept(strong.tok, task.template, task.label_words, queries, demos, strong.limit())
-                recs += _records(cfg, sup, role, k, logp, {"demos": [st.ids[i] for i in pos],
+                recs += _records(ctx, sup, role, k, logp, {"demos": [st.ids[i] for i in pos],
                                                            "demo_labels": [int(labels[i]) for i in pos],
                                                            "k_kept_min": int(kept.min()),
                                                            "prompts_cut": int((kept < k).sum())}, method)
@@ -473,12 +449,6 @@ def prompt_records(cfg: PromptConfig, task, info, sups, progress: bool, *, shown
                     print(f"[{method}] seed {sup.seed} k={k} {role}: {len(queries)} queries in "
                           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return recs, strong.scored
-
-
-def run(cfg: PromptConfig = PromptConfig(), *, progress: bool = True):
-    """The tidy results table (`records.table`) of `run_records(cfg)`."""
-    recs, labels = run_records(cfg, progress=progress)
-    return table(recs, labels)
 
 
 # ----------------------------------------------------------------------------- the method
@@ -513,7 +483,7 @@ def caveat(students: list[Predictions], ceilings: list[Predictions]) -> str:
 
 
 @dataclass(frozen=True)
-class PromptOptions:
+class PromptOptions(Scoring):
     """Few-shot prompting of the strong model's language-model head."""
 
     ks: tuple[int, ...] = ints((0, 8), what="ks")
@@ -521,6 +491,7 @@ class PromptOptions:
     the summary rows."""
 
     def __post_init__(self) -> None:
+        Scoring.__post_init__(self)
         object.__setattr__(self, "ks", as_numbers(self.ks, int, "ks"))
 
 
@@ -544,8 +515,7 @@ class PromptMethod(Method):
             raise ToolkitError(f"ks must be even numbers >= 0 (half the demonstrations per class), got {opts.ks}")
         if max(opts.ks) == 0:  # the summary's rows are the largest k's student and ceiling
             raise ToolkitError("--ks 0 is the zero-shot baseline alone, with no student or ceiling to compare; add an "
-                               "even k > 0 (e.g. --ks 0,8), or run python -m toolkit.prompt --ks 0 for zero-shot "
-                               "accuracy")
+                               "even k > 0 (e.g. --ks 0,8): the zero-shot rows come with it")
 
     def skip(self, info) -> str | None:
         if info.arch != "causal":
@@ -553,9 +523,7 @@ class PromptMethod(Method):
         return None
 
     def run(self, ctx: Context, opts: PromptOptions) -> MethodResult:
-        cfg = PromptConfig(**ctx.run_fields(), seeds=tuple(s.seed for s in ctx.sups), ks=opts.ks,
-                           dtype=ctx.job.dtype)
-        recs, scored = prompt_records(cfg, ctx.task, ctx.info, ctx.sups, ctx.progress)
+        recs, scored = prompt_records(ctx, opts, opts.ks)
         return MethodResult(recs, computed={"prompts_scored": scored})
 
     def estimate(self, opts: PromptOptions, work) -> dict[str, float]:
@@ -582,24 +550,8 @@ class PromptMethod(Method):
         return caveat(students, ceilings)
 
 
-# ----------------------------------------------------------------------------- CLI
-
-
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    cfg, args = config.parse(PromptConfig, argv, "python -m toolkit.prompt", __doc__.split("\n")[0], extra=Quiet)
-    recs, labels = run_records(cfg, progress=not args.quiet)
-    tab = table(recs, labels)
-    acc = tab[(tab.split == "test") & (tab.metric == "accuracy") & (tab.method == "prompt")]
-    print(acc.pivot_table(index="setting", columns="role", values="value", aggfunc="mean").round(3).to_string())
-    settings = tuple(f"k={k}{c}" for k in cfg.ks if k > 0 for c in ("", ",cal"))
-    if settings:
-        cols = ["setting", "n_seeds", "weak_acc", "student_acc", "ceiling_acc", "pgr_acc", "pgr_acc_lo",
-                "pgr_acc_hi", "pgr_acc_note", "student_auroc", "ceiling_auroc", "pgr_auroc"]
-        summ = summary(recs, labels, settings=settings, caveats={"prompt": caveat})
-        print(summ[cols].round(3).to_string(index=False))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # the comparison with this method alone: `toolkit.compare` is the composition root, imported by the command
+    from toolkit.compare import method_main
+
+    raise SystemExit(method_main(PromptMethod.name))

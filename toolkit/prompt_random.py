@@ -17,7 +17,7 @@ import numpy as np
 from toolkit._util import ToolkitError, rng
 from toolkit.config import as_numbers, ints
 from toolkit.methods import Context, MethodResult, register
-from toolkit.prompt import COST_PER_TOKEN, PromptConfig, PromptMethod, prompt_records
+from toolkit.prompt import COST_PER_TOKEN, PromptMethod, Scoring, prompt_records
 
 __all__ = ["PromptRandomOptions", "random_labels"]
 
@@ -26,13 +26,14 @@ LABEL_SALT = 47
 
 
 @dataclass(frozen=True)
-class PromptRandomOptions:
+class PromptRandomOptions(Scoring):
     """Few-shot prompting with random demonstration labels (student) against gold ones (ceiling)."""
 
     random_ks: tuple[int, ...] = ints((8,), what="random_ks")
     """Demonstrations per prompt (even: half per class); the largest has the summary rows."""
 
     def __post_init__(self) -> None:
+        Scoring.__post_init__(self)
         object.__setattr__(self, "random_ks", as_numbers(self.random_ks, int, "random_ks"))
 
 
@@ -67,10 +68,7 @@ class PromptRandomMethod(PromptMethod):
                                f"{opts.random_ks}")
 
     def run(self, ctx: Context, opts: PromptRandomOptions) -> MethodResult:
-        cfg = PromptConfig(**ctx.run_fields(), seeds=tuple(s.seed for s in ctx.sups), ks=opts.random_ks,
-                           dtype=ctx.job.dtype)
-        recs, scored = prompt_records(cfg, ctx.task, ctx.info, ctx.sups, ctx.progress, shown=_shown,
-                                      method=self.name)
+        recs, scored = prompt_records(ctx, opts, opts.random_ks, shown=_shown, method=self.name)
         return MethodResult(recs, computed={"random_prompts_scored": scored})
 
     def estimate(self, opts: PromptRandomOptions, work) -> dict[str, float]:

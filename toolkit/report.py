@@ -92,7 +92,7 @@ def figures(result) -> dict:
         figs["noise_control"] = plots.noise_control(ns, settings=settings)
     if (result.diagnostics.diagnostic == "misfit").any():
         figs["misfit"] = plots.misfit_scatter(shown(result.diagnostics))
-    if len(cfg.strong) > 1:
+    if len(cfg.job.strong) > 1:
         figs["accuracy_vs_size"] = plots.accuracy_vs_size(summ, {k: v for k, v in result.sizes.items() if v},
                                                            settings=settings)
     by_task = {t: [r for r in result.records if r.task == t] for t in result.labels}
@@ -127,7 +127,7 @@ def _method_lines(result) -> list[str]:
 
     cfg = result.config
     options = cfg.all_opts()
-    out = weak.supervisor(cfg.weak_method).describe(cfg.job, options, result.sizes)
+    out = weak.supervisor(cfg.job.weak_method).describe(cfg.job, options, result.sizes)
     out += [line for m in cfg.methods for line in methods.get(m).describe(options[m], cfg.job, result.sizes)]
     return ["", " ".join(out)] if out else []
 
@@ -222,10 +222,10 @@ def _gz(text: str) -> bytes:
 def report(result, figures: list[str]) -> str:
     """report.md of a `Comparison`: summary, imitation, figures, notes, settings, versions, work and time."""
     cfg = result.config
-    how = weak.supervisor(cfg.weak_method).how
+    how = weak.supervisor(cfg.job.weak_method).how
     lines = ["# Weak-to-strong comparison", "",
-             f"Tasks {', '.join(cfg.tasks)}; weak supervisor `{cfg.weak}` ({how}); strong "
-             f"{', '.join(f'`{s}`' for s in cfg.strong)}; methods {', '.join(cfg.methods)}.", "",
+             f"Tasks {', '.join(cfg.job.tasks)}; weak supervisor `{cfg.job.weak}` ({how}); strong "
+             f"{', '.join(f'`{s}`' for s in cfg.job.strong)}; methods {', '.join(cfg.methods)}.", "",
              "PGR = (student − weak) / (ceiling − weak) on the fixed test pool, mean over seeds. With two or more "
              "seeds its 95% interval covers the spread between seeds' runs and the test pool's sampling: a t "
              "interval on the seed mean whose variance adds the seeds' spread (less what test noise alone gives it) "
@@ -269,7 +269,7 @@ def report(result, figures: list[str]) -> str:
     settings = {k: (", ".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in cfg.flat().items()}
     per_task = [f"{t}: " * (len(result.split_sizes) > 1) + ", ".join(f"{k}={v}" for k, v in s.counts().items())
                 for t, s in result.split_sizes.items()]
-    settings["sizes"] = "; ".join(per_task) + (" (each task's default)" if cfg.sizes is None else "")
+    settings["sizes"] = "; ".join(per_task) + (" (each task's default)" if cfg.job.sizes is None else "")
     lines += ["## Settings", "", markdown_table(pd.DataFrame({"setting": list(settings),
                                                               "value": [str(v) for v in settings.values()]})), "",
               "Model sizes (parameters): " + ", ".join(f"`{k}` {v / 1e6:.0f}M" for k, v in result.sizes.items() if v),

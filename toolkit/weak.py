@@ -228,6 +228,9 @@ class Supervisor:
         """Sentences for report.md on how it was built here (`sizes`: model -> parameters); none by default."""
         return []
 
+    def check(self, job) -> None:
+        """Raise a one-line `ToolkitError` for a job this supervisor cannot build, before any long work."""
+
 
 SUPERVISORS: dict[str, Supervisor] = {}
 
@@ -251,7 +254,7 @@ class ProbeSupervisor(Supervisor):
     name, how = "probe", "a probe on its features, trained on weak_train gold"
 
     def config(self, job) -> WeakConfig:
-        return WeakConfig(job.weak, device=job.device, engine=job.probe_engine)
+        return WeakConfig(job.weak, job.weak_layer, device=job.device, engine=job.probe_engine)
 
     def supervise(self, task, task_spec, job, options, progress=True):
         return supervise(task, job.seeds, job.sizes, self.config(job), limit=job.subsample,
