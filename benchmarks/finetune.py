@@ -19,8 +19,8 @@ import time
 import numpy as np
 import torch
 
-from toolkit import finetune as ft
 from toolkit import tasks
+from toolkit import trainer as tr
 from toolkit.config import JobConfig
 from toolkit.encoding import tokenize
 from toolkit.losses import get_loss
@@ -58,11 +58,11 @@ def main(argv=None) -> None:
     side = "left" if info.arch == "causal" else "right"
     seqs, _ = tokenize(tok, [template.replace("{text}", t) for t in task.texts], 512, side)
     lengths = np.array([len(s) for s in seqs])
-    cfg = ft.FinetuneConfig(job=JobConfig(dtype=args.dtype), model=args.model, batch_size=args.batch_size,
+    cfg = tr.FinetuneConfig(job=JobConfig(dtype=args.dtype), model=args.model, batch_size=args.batch_size,
                             micro_batch=args.micro_batch, lr=1e-6)
-    trainer = ft.Trainer(ft.build_classifier(info, "last" if info.arch == "causal" else "mean"), cfg,
+    trainer = tr.Trainer(tr.build_classifier(info, "last" if info.arch == "causal" else "mean"), cfg,
                          total_steps=10_000, pad_id=tok.pad_token_id, side=side)
-    plans = {arm: ft.make_batches(lengths, args.batch_size, np.random.default_rng(0), bucket=arm == "bucket")
+    plans = {arm: tr.make_batches(lengths, args.batch_size, np.random.default_rng(0), bucket=arm == "bucket")
              for arm in ("bucket", "random")}
     w1 = np.random.default_rng(1).uniform(size=len(seqs))
     loss = get_loss("xent")

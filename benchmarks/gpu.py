@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CARRY = ROOT / ".gpu"
 sys.path[:0] = [str(ROOT), str(CARRY / "site")]
 
-from toolkit import finetune, probe, prompt, tasks  # noqa: E402
+from toolkit import probe, prompt, tasks  # noqa: E402
+from toolkit import trainer as tr  # noqa: E402
 from toolkit._util import cache_root  # noqa: E402
 from toolkit.cache import _size as entry_size  # noqa: E402
 from toolkit.config import JobConfig  # noqa: E402
@@ -208,14 +209,14 @@ def stage_finetune(info, tok, texts, device, lora: int, steps: int, batch: int, 
             import peft  # noqa: F401
         except ImportError:
             return {"finetune": "skipped: LoRA needs peft (pip install peft)"}
-    cfg = finetune.FinetuneConfig(job=JobConfig(device=device), batch_size=batch, micro_batch=batch, lora=lora,
+    cfg = tr.FinetuneConfig(job=JobConfig(device=device), batch_size=batch, micro_batch=batch, lora=lora,
                                   checkpointing=checkpointing)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    model = finetune.build_classifier(info, "last", lora=lora, bf16_base=device.startswith("cuda"))
+    model = tr.build_classifier(info, "last", lora=lora, bf16_base=device.startswith("cuda"))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     backbone = nonembedding(model.backbone.get_base_model() if lora else model.backbone)
-    trainer = finetune.Trainer(model, cfg, total_steps=steps + 1, pad_id=tok.pad_token_id or 0, side="left")
+    trainer = tr.Trainer(model, cfg, total_steps=steps + 1, pad_id=tok.pad_token_id or 0, side="left")
     seqs = [ids[-512:] for ids in tok(texts[: batch * (steps + 1)], add_special_tokens=True).input_ids]
     w = np.random.default_rng(0).uniform(size=batch)
     loss = get_loss("xent")
@@ -262,8 +263,8 @@ def measure_shape(name: str, res: dict, save, *, args, device, dtype, peak, tokd
 
     def full() -> bool:
         if args.full_max == "auto":
-            cfg = finetune.FinetuneConfig(job=JobConfig(device=device), micro_batch=batch)
-            return finetune.fit_memory(cfg, state["info"]).lora == 0
+            cfg = tr.FinetuneConfig(job=JobConfig(device=device), micro_batch=batch)
+            return tr.fit_memory(cfg, state["info"]).lora == 0
         return args.full_max != "none" and SIZE_RANK.index(name) <= SIZE_RANK.index(args.full_max)
 
     def built():
@@ -324,7 +325,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=10, help="fine-tuning steps timed (after one warm-up step)")
     parser.add_argument("--full-max", default="auto",
                         help="the largest shape fine-tuned in full, LoRA above it (`none`: LoRA for every shape); "
-                             "`auto`: the toolkit's own choice from the device's memory (`finetune.fit_memory`)")
+                             "`auto`: the toolkit's own choice from the device's memory (`tr.fit_memory`)")
     parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--checkpointing", action="store_true", help="fine-tune with activation checkpointing")
     parser.add_argument("--sklearn-layers", type=int, default=4, help="layers the scikit-learn arm is timed on")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import save_tiny_causal
 
-from toolkit import compare, finetune, prompt, report, tasks
+from toolkit import compare, finetune, prompt, report, tasks, trainer
 from toolkit._util import ToolkitError
 from toolkit.tasks import SplitSizes
 
@@ -209,8 +209,8 @@ def test_every_fine_tuning_field_is_a_compare_option():
     options, and the rest is the job itself (one config per method, issue #36)."""
     import dataclasses
 
-    train = {f.name for f in dataclasses.fields(finetune.TrainOptions)}
-    assert {f.name for f in dataclasses.fields(finetune.FinetuneConfig)} == train | {"job", "model"}
+    train = {f.name for f in dataclasses.fields(trainer.TrainOptions)}
+    assert {f.name for f in dataclasses.fields(trainer.FinetuneConfig)} == train | {"job", "model"}
     assert train <= {f.name for f in dataclasses.fields(finetune.FinetuneOptions)}
     cfg = compare.CompareConfig.make(lr=2e-5, batch_size=16, weak_options="lr=1e-4", dtype="float32")
     run = finetune.options_config(cfg.job, cfg.opts("finetune"), "s")

@@ -21,6 +21,7 @@ import torch
 
 from toolkit import compare, records, tasks
 from toolkit import finetune as ft
+from toolkit import trainer as tr
 from toolkit._util import ToolkitError
 from toolkit.config import JobConfig
 from toolkit.encoding import pad_batch, tokenize
@@ -36,13 +37,13 @@ SIZES = SplitSizes(weak_train=8, strong_train=16, val=8, test=8)
 JOB_FIELDS = {f for f in JobConfig.__dataclass_fields__}
 
 
-def _with(cfg: ft.FinetuneConfig, **changes) -> ft.FinetuneConfig:
+def _with(cfg: tr.FinetuneConfig, **changes) -> tr.FinetuneConfig:
     """`cfg` with `changes`: training fields on it, the job's fields (device, dtype, cache_dir) on its job."""
     job = {k: changes.pop(k) for k in list(changes) if k in JOB_FIELDS}
     return replace(cfg, **changes, **({"job": replace(cfg.job, **job)} if job else {}))
 
 
-def _comparison(cfg: ft.FinetuneConfig, **more) -> compare.CompareConfig:
+def _comparison(cfg: tr.FinetuneConfig, **more) -> compare.CompareConfig:
     """The comparison with fine-tuning alone on `cfg`'s job and training fields (what `python -m toolkit.finetune`
     runs), every seed fine-tuned."""
     opts = ft.FinetuneOptions(**cfg.training(), finetune_seeds=0)
@@ -50,7 +51,7 @@ def _comparison(cfg: ft.FinetuneConfig, **more) -> compare.CompareConfig:
                    options={**compare.CompareConfig.make().options, "finetune": opts})
 
 
-def _run_records(cfg: ft.FinetuneConfig):
+def _run_records(cfg: tr.FinetuneConfig):
     result = compare.run_config(_comparison(cfg), progress=False)
     return result.records, next(iter(result.labels.values()))
 
@@ -73,7 +74,7 @@ def cfg(tiny_causal, tiny_task, tmp_path_factory):
     job = JobConfig(tasks=str(tiny_task), weak=str(weak), strong=str(tiny_causal), seeds=(0,), sizes=SIZES, limit=0,
                     dtype="float32",  # exactness checks below; bf16 autocast is tested on its own
                     cache_dir=str(tmp_path_factory.mktemp("cache")))
-    return ft.FinetuneConfig(job=job, model=str(tiny_causal), batch_size=8, micro_batch=8, lr=1e-3,
+    return tr.FinetuneConfig(job=job, model=str(tiny_causal), batch_size=8, micro_batch=8, lr=1e-3,
                              evals_per_epoch=100)
 
 
@@ -91,8 +92,8 @@ def _encoded(cfg, texts):
 
 
 def _trainer(cfg, info, tok, total_steps=10):
-    model = ft.build_classifier(info, "last")
-    return ft.Trainer(model, cfg, total_steps, pad_id=tok.pad_token_id, side="left")
+    model = tr.build_classifier(info, "last")
+    return tr.Trainer(model, cfg, total_steps, pad_id=tok.pad_token_id, side="left")
 
 
 def _xent(p, y):
@@ -140,9 +141,9 @@ def test_gradient_checkpointing_gives_the_same_update(cfg):
     states = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
-        model = ft.build_classifier(info, "last", checkpointing=checkpointing)
+        model = tr.build_classifier(info, "last", checkpointing=checkpointing)
         assert model.backbone.is_activation_checkpointing == checkpointing
-        trainer = ft.Trainer(model, _with(cfg, batch_size=16, micro_batch=16), 10, pad_id=tok.pad_token_id,
+        trainer = tr.Trainer(model, _with(cfg, batch_size=16, micro_batch=16), 10, pad_id=tok.pad_token_id,
                              side="left")
         for step in (0, 1):
             trainer.step(seqs, y, get_loss("xent"), step=step)
@@ -159,7 +160,7 @@ def test_pooled_representation_is_extractions_last_layer(cfg):
     ref = extract_arrays(AutoModelForCausalLM.from_pretrained(info.path).eval(), tok,
                          [tasks.load(cfg.job.tasks[0]).template.replace("{text}", t) for t in texts], layers=[2],
                          pool="last", causal=True)["hidden"][0]
-    model = ft.build_classifier(info, "last").eval()
+    model = tr.build_classifier(info, "last").eval()
     ids, mask = pad_batch(seqs, tok.pad_token_id, "left")
     with torch.no_grad():
         np.testing.assert_allclose(model.pooled(ids, mask).numpy(), ref, atol=1e-5)
@@ -176,7 +177,7 @@ def test_early_stopping_picks_the_eval_with_best_weak_agreement(cfg, sup):
 
     def fit(select):
         trainer = _trainer(run_cfg, info, tok, total_steps=8)
-        return ft.train(trainer, data, sup.splits.strong_train.labels.astype(float), select,
+        return tr.train(trainer, data, sup.splits.strong_train.labels.astype(float), select,
                         sup.splits.test.labels, get_loss("xent"), seed=0)
 
     first = fit(np.zeros(8, dtype=int))
@@ -193,26 +194,26 @@ def test_early_stopping_picks_the_eval_with_best_weak_agreement(cfg, sup):
 
 
 def test_the_default_schedule_evaluates_four_times_an_epoch(cfg, sup):
-    assert ft.eval_points(16, 4) == {4, 8, 12, 16} and ft.eval_points(15, 4) == {4, 8, 12, 15}
-    assert ft.eval_points(2, 4) == {1, 2} and ft.eval_points(15, 1) == {15}
+    assert tr.eval_points(16, 4) == {4, 8, 12, 16} and tr.eval_points(15, 4) == {4, 8, 12, 15}
+    assert tr.eval_points(2, 4) == {1, 2} and tr.eval_points(15, 1) == {15}
     info = resolve(cfg.model)
     tok = load_tokenizer(info)
     data = {s: tokenize(tok, [sup.splits[s].template.replace("{text}", t) for t in sup.splits[s].texts], 512,
                         "left")[0] for s in ("strong_train", "val", "test")}
-    default = ft.FinetuneConfig().evals_per_epoch
+    default = tr.FinetuneConfig().evals_per_epoch
     run_cfg = _with(cfg, batch_size=2, micro_batch=2, epochs=2, evals_per_epoch=default, train_preds=False)
     trainer = _trainer(run_cfg, info, tok, total_steps=16)  # 16 strong_train examples: 8 batches an epoch
-    res = ft.train(trainer, data, sup.soft("strong_train"), sup.soft("val") > 0.5, sup.splits.test.labels,
+    res = tr.train(trainer, data, sup.soft("strong_train"), sup.soft("val") > 0.5, sup.splits.test.labels,
                    get_loss("xent"), seed=0)
     assert default == 4 and res.curve["epoch"].tolist() == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
     assert res.curve["step"].tolist() == [2, 4, 6, 8, 10, 12, 14, 16] and res.curve["best"].sum() == 1
     with pytest.raises(ToolkitError, match="evals_per_epoch"):
-        ft.FinetuneConfig(evals_per_epoch=0)
+        tr.FinetuneConfig(evals_per_epoch=0)
     # test is predicted only where a result needs it: at each new best and at the final eval (issue #35)
     agree = res.curve["val_agreement"].to_numpy()
     needed = [a > max(agree[:i], default=-1) or i == len(agree) - 1 for i, a in enumerate(agree)]
     assert res.curve["test_acc"].notna().tolist() == needed and not all(needed)
-    full = ft.train(_trainer(_with(run_cfg, test_curve=True), info, tok, total_steps=16), data,
+    full = tr.train(_trainer(_with(run_cfg, test_curve=True), info, tok, total_steps=16), data,
                     sup.soft("strong_train"), sup.soft("val") > 0.5, sup.splits.test.labels, get_loss("xent"), seed=0)
     assert full.curve["test_acc"].notna().all()  # test_curve: every eval
     for key in res.p:  # the same training: every stored prediction is the same
@@ -229,7 +230,7 @@ def test_the_best_evals_other_splits_are_the_best_models_and_no_full_copy_is_kep
                         "left")[0] for s in ("strong_train", "val", "test")}
     run_cfg = _with(cfg, batch_size=4, micro_batch=4, lr=3e-3, train_preds=True)
     trainer = _trainer(run_cfg, info, tok, total_steps=8)
-    res = ft.train(trainer, data, sup.soft("strong_train"), np.zeros(8, dtype=int), sup.splits.test.labels,
+    res = tr.train(trainer, data, sup.soft("strong_train"), np.zeros(8, dtype=int), sup.splits.test.labels,
                    get_loss("xent"), seed=0, keep_states=True)
     assert res.curve["best"].tolist().index(True) < len(res.curve) - 1  # an earlier eval was the best
     trainer.load(res.states["best"])
@@ -321,19 +322,19 @@ def test_seeds_draw_their_own_dropout_masks():
     """Dropout masks come from (seed, step, micro-batch): two seeds differ, one seed repeats itself."""
     from toolkit._util import derive_seed
 
-    masks = {s: derive_seed(s, ft.DROPOUT_SALT, 3, 0) for s in (0, 1)}
-    assert masks[0] != masks[1] and masks[0] == derive_seed(0, ft.DROPOUT_SALT, 3, 0)
-    assert derive_seed(0, ft.DROPOUT_SALT, 3, 1) != masks[0]
+    masks = {s: derive_seed(s, tr.DROPOUT_SALT, 3, 0) for s in (0, 1)}
+    assert masks[0] != masks[1] and masks[0] == derive_seed(0, tr.DROPOUT_SALT, 3, 0)
+    assert derive_seed(0, tr.DROPOUT_SALT, 3, 1) != masks[0]
 
 
 def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
     for native, expected in ((True, "bf16"), (False, "no")):
-        monkeypatch.setattr(ft, "cpu_native_bf16", lambda native=native: native)
-        assert ft.mixed_precision(JobConfig(device="cpu")) == expected
-        assert ft.mixed_precision(JobConfig(device="cpu", dtype="float32")) == "no"
-        assert ft.mixed_precision(JobConfig(device="cpu", dtype="bfloat16")) == "bf16"
+        monkeypatch.setattr(tr, "cpu_native_bf16", lambda native=native: native)
+        assert tr.mixed_precision(JobConfig(device="cpu")) == expected
+        assert tr.mixed_precision(JobConfig(device="cpu", dtype="float32")) == "no"
+        assert tr.mixed_precision(JobConfig(device="cpu", dtype="bfloat16")) == "bf16"
     with pytest.raises(ToolkitError, match="dtype"):
-        ft.mixed_precision(JobConfig(dtype="float16"))
+        tr.mixed_precision(JobConfig(dtype="float16"))
 
 
 def test_config_parsing_and_errors(cfg):
@@ -343,21 +344,21 @@ def test_config_parsing_and_errors(cfg):
     with pytest.raises(ToolkitError, match="unknown loss"):
         compare.CompareConfig.make(methods="finetune", losses="nope")
     with pytest.raises(ToolkitError, match="schedule"):
-        ft.FinetuneConfig(schedule="step")
+        tr.FinetuneConfig(schedule="step")
     if importlib.util.find_spec("peft") is None:
         with pytest.raises(ToolkitError, match="peft"):
-            ft.build_classifier(resolve(cfg.model), "last", lora=4)
+            tr.build_classifier(resolve(cfg.model), "last", lora=4)
 
 
 def test_the_paper_recipe_takes_openais_learning_rate_by_model_size(cfg):
     """openai's table: 5e-5 for gpt2 (124M), gpt2-medium (355M) and pythia-410m; 1e-5 from gpt2-large (774M) up.
     An explicit rate is kept; the toolkit recipe's is 5e-5 for every size."""
-    assert [ft.default_lr("paper", n) for n in (124e6, 355e6, 410e6, 774e6, 1.8e9, 14e9)] == \
+    assert [tr.default_lr("paper", n) for n in (124e6, 355e6, 410e6, 774e6, 1.8e9, 14e9)] == \
         [5e-5, 5e-5, 5e-5, 1e-5, 1e-5, 1e-5]
-    assert ft.default_lr("toolkit", 14e9) == 5e-5
+    assert tr.default_lr("toolkit", 14e9) == 5e-5
     info = resolve(cfg.model)  # a tiny model: the small models' rate
-    assert ft.for_model(_with(cfg, recipe="paper", lr=None), info).lr == 5e-5
-    assert ft.for_model(_with(cfg, recipe="paper", lr=3e-6), info).lr == 3e-6
+    assert tr.for_model(_with(cfg, recipe="paper", lr=None), info).lr == 5e-5
+    assert tr.for_model(_with(cfg, recipe="paper", lr=3e-6), info).lr == 3e-6
 
 
 def test_a_model_known_by_its_config_alone_gets_its_size(cfg, tmp_path):
@@ -379,7 +380,7 @@ def test_a_model_known_by_its_config_alone_gets_its_size(cfg, tmp_path):
     hub = ModelInfo("meta-llama/Llama-3.1-8B", str(folder), {"hub": "meta-llama/Llama-3.1-8B"}, "causal")
     assert 7.4e9 < body_params(hub) < 7.6e9  # 8.03B less its 0.53B LM head
     paper = _with(cfg, model=str(folder), recipe="paper", lr=None, lora=None, device="cpu")
-    assert ft.for_model(paper, hub).lr == 1e-5 and ft.fit_memory(paper, hub).lora == ft.AUTO_LORA_RANK
+    assert tr.for_model(paper, hub).lr == 1e-5 and tr.fit_memory(paper, hub).lora == tr.AUTO_LORA_RANK
     tiny = resolve(cfg.model)
     assert body_params(tiny) == sum(p.numel() for p in AutoModel.from_pretrained(tiny.path).parameters())
 
@@ -400,22 +401,22 @@ def test_the_memory_estimate_picks_lora_for_8b_and_full_for_1_7b_on_80_gb(cfg):
     of fp32 state alone, so LoRA with checkpointing is chosen (about 23 GB); 1.7B fits in full (about 55 GB). An
     explicit rank is never overridden, and a CPU fine-tunes in full."""
     shape = dict(micro_batch=32, max_length=512)
-    pick = lambda n, hidden, layers, **kw: ft.choose_mode(n, 80e9, checkpointing=False, hidden=hidden,  # noqa: E731
+    pick = lambda n, hidden, layers, **kw: tr.choose_mode(n, 80e9, checkpointing=False, hidden=hidden,  # noqa: E731
                                                           layers=layers, **shape, **{"lora": None, **kw})
-    assert pick(8.0e9, 4096, 32) == (ft.AUTO_LORA_RANK, False, 16)  # LoRA; half the micro batch, no recompute
+    assert pick(8.0e9, 4096, 32) == (tr.AUTO_LORA_RANK, False, 16)  # LoRA; half the micro batch, no recompute
     assert pick(1.7e9, 2048, 24) == (0, False, shape["micro_batch"])
     assert pick(8.0e9, 4096, 32, lora=0) == (0, False, shape["micro_batch"])  # asked for: kept (it will not fit)
     # a CPU that stores attention probabilities: qwen2.5-0.5b on 512-token passages at micro batch 32 needs ~27 GB
     # (the kernel killed it on a 24 GB host); half the micro batch fits, the same gradient, still full fine-tuning
-    cpu = ft.choose_mode(494e6, 24e9, lora=None, checkpointing=False, micro_batch=32, max_length=512, hidden=896,
+    cpu = tr.choose_mode(494e6, 24e9, lora=None, checkpointing=False, micro_batch=32, max_length=512, hidden=896,
                          layers=24, heads=14)
     assert cpu == (0, False, 16)
-    assert ft.memory_bytes(494e6, lora=False, checkpointing=False, micro_batch=32, max_length=512, hidden=896,
+    assert tr.memory_bytes(494e6, lora=False, checkpointing=False, micro_batch=32, max_length=512, hidden=896,
                            layers=24, heads=14) > 24e9
-    gb = ft.memory_bytes(8.0e9, lora=True, checkpointing=True, hidden=4096, layers=32, **shape) / 1e9
-    assert 16 < gb < 30 and ft.memory_bytes(8.0e9, lora=False, checkpointing=True, hidden=4096, layers=32,
+    gb = tr.memory_bytes(8.0e9, lora=True, checkpointing=True, hidden=4096, layers=32, **shape) / 1e9
+    assert 16 < gb < 30 and tr.memory_bytes(8.0e9, lora=False, checkpointing=True, hidden=4096, layers=32,
                                             **shape) > 128e9
-    assert ft.fit_memory(_with(cfg, lora=None, device="cpu"), resolve(cfg.model)).lora == 0
+    assert tr.fit_memory(_with(cfg, lora=None, device="cpu"), resolve(cfg.model)).lora == 0
 
 
 @pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="LoRA needs the optional extra lora (peft)")
@@ -424,12 +425,12 @@ def test_a_lora_base_is_held_in_bf16_and_trains(cfg):
     trains them and only them."""
     info = resolve(cfg.model)
     tok = load_tokenizer(info)
-    model = ft.build_classifier(info, "last", lora=4, bf16_base=True)
+    model = tr.build_classifier(info, "last", lora=4, bf16_base=True)
     frozen = [p for p in model.parameters() if not p.requires_grad]
     trained = [p for p in model.parameters() if p.requires_grad]
     assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
     assert trained and all(p.dtype == torch.float32 for p in trained)
-    trainer = ft.Trainer(model, _with(cfg, lora=4, dtype="bfloat16"), 2, pad_id=tok.pad_token_id, side="left")
+    trainer = tr.Trainer(model, _with(cfg, lora=4, dtype="bfloat16"), 2, pad_id=tok.pad_token_id, side="left")
     before = [p.detach().clone() for p in trained]
     _, _, seqs = _encoded(cfg, tasks.load(cfg.job.tasks[0]).texts[:8])
     trainer.step(seqs, np.linspace(0, 1, 8), get_loss("xent"), 0)
@@ -490,22 +491,22 @@ def test_the_paper_recipe_is_openais_train_simple(cfg, capsys):
     assert cfg.loss("logconf") == ("logconf", {})
     assert paper.loss("logconf:warmup_frac=0.3") == ("logconf", {"warmup_frac": 0.3, "threshold": "quantile"})
     with pytest.raises(ToolkitError, match="recipe paper sets weight_decay=0.0"):
-        ft.FinetuneConfig(recipe="paper", weight_decay=0.05)
+        tr.FinetuneConfig(recipe="paper", weight_decay=0.05)
     # an explicit value equal to the toolkit recipe's is not silently replaced by the paper's (issue #32)
     for argv, message in ((["--weight-decay", "0.01"], "weight_decay=0.0"),
                           (["--schedule", "linear"], "schedule=cosine"),
                           (["--dropout"], "dropout=False")):
         assert compare.method_main("finetune", ["--recipe", "paper", *argv]) == 2
         assert message in capsys.readouterr().err
-    assert ft.FinetuneConfig(recipe="paper", schedule="cosine").hp["schedule"] == "cosine"
-    assert ft.FinetuneConfig(weight_decay=0.05).hp["weight_decay"] == 0.05  # the toolkit recipe takes any value
+    assert tr.FinetuneConfig(recipe="paper", schedule="cosine").hp["schedule"] == "cosine"
+    assert tr.FinetuneConfig(weight_decay=0.05).hp["weight_decay"] == 0.05  # the toolkit recipe takes any value
     with pytest.raises(ToolkitError, match="recipe must be one of"):
-        ft.FinetuneConfig(recipe="openai")
+        tr.FinetuneConfig(recipe="openai")
     info = resolve(cfg.model)
     tok = load_tokenizer(info)
-    model = ft.build_classifier(info, "last", head_bias=hp["head_bias"], dropout=hp["dropout"])
+    model = tr.build_classifier(info, "last", head_bias=hp["head_bias"], dropout=hp["dropout"])
     assert model.head.bias is None and not model.head.weight.any()  # bias-free, zero-initialised
-    trainer = ft.Trainer(model, paper, 10, pad_id=tok.pad_token_id, side="left")
+    trainer = tr.Trainer(model, paper, 10, pad_id=tok.pad_token_id, side="left")
     assert all(g["weight_decay"] == 0.0 for g in trainer.opt.param_groups)
     lrs = []
     for _ in range(10):
@@ -514,7 +515,7 @@ def test_the_paper_recipe_is_openais_train_simple(cfg, capsys):
     expected = [paper.lr * 0.5 * (1 + np.cos(np.pi * k / 10)) for k in range(10)]  # CosineAnnealingLR from step 0
     np.testing.assert_allclose(lrs, expected, rtol=1e-12)
     for config in (GPT2Config(), BertConfig()):  # dropout off: every probability zeroed, whatever its name
-        zeroed = ft._without_dropout(config)
+        zeroed = tr._without_dropout(config)
         assert all(v == 0.0 for k, v in vars(zeroed).items() if ("dropout" in k or k.endswith("pdrop"))
                    and isinstance(v, float))
 

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ORDER = ["_util", "_archives", "_paper_datasets", "_suite", "tasks", "models", "config", "cache", "encoding", "extract",
-         "losses", "_linear_cpu",
+         "losses", "trainer", "_linear_cpu",
          "linear", "metrics", "records", "weak", "methods", "probe", "prompt", "finetune",
          "directions", "ccs", "crc", "pca", "random_direction", "prompt_random", "chain", "diagnostics",
          "plots", "plan", "report", "compare"]

@@ -167,7 +167,7 @@ class JobConfig:
     dtype: str = "auto"
     """`auto`, `float32` or `bfloat16`, for the strong model's forward passes. `auto` prompts in bfloat16 on a
     GPU and float32 on a CPU, and fine-tunes with bf16 autocast wherever bf16 is native
-    (`toolkit.finetune.mixed_precision`)."""
+    (`toolkit.trainer.mixed_precision`)."""
     probe_engine: str = "auto"
     """Probe solver engine (`toolkit.linear`) for the weak supervisor and the probes: `auto` (numpy on a CPU,
     batched torch on a GPU), `numpy` or `torch`. Both give the same probabilities to ~1e-7."""
