@@ -125,15 +125,15 @@ def main() -> None:
         t = time.perf_counter()
         extract.extract(cfg, progress=False)
         cold = time.perf_counter() - t
-        extract.STATS.update(models_built=0, forward_passes=0)
         warm = float("inf")
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            extract.extract(cfg, progress=False)
-            warm = min(warm, time.perf_counter() - t)
+        with extract.counted() as work:
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                extract.extract(cfg, progress=False)
+                warm = min(warm, time.perf_counter() - t)
         print(f"\ncache: cold job {cold:.2f} s (model load + extraction + write), warm rerun {warm * 1e3:.1f} ms "
-              f"-> {cold / warm:.0f}x faster; models built on rerun: {extract.STATS['models_built']}, "
-              f"forward passes: {extract.STATS['forward_passes']}")
+              f"-> {cold / warm:.0f}x faster; models built on rerun: {work['models_built']}, "
+              f"forward passes: {work['forward_passes']}")
 
 
 def _autocast(model, tok, texts, layers, batch_tokens):

@@ -169,9 +169,9 @@ def test_a_file_whose_texts_change_never_hits(tiny_causal, tmp_path, capsys):
     first = extract.extract(cfg, progress=False)
     assert extract.extract(cfg, progress=False).path == first.path
     rows.assign(text=[f"another sentence {i}" for i in range(12)]).to_csv(path, index=False)
-    extract.STATS.update(models_built=0)
-    second = extract.extract(cfg, progress=False)
-    assert second.path != first.path and extract.STATS["models_built"] == 1
+    with extract.counted() as work:
+        second = extract.extract(cfg, progress=False)
+    assert second.path != first.path and work["models_built"] == 1
     assert not np.allclose(second.hidden[-1], first.hidden[-1])
     config = json.loads((model / "tokenizer_config.json").read_text())
     (model / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 77}))
@@ -192,13 +192,13 @@ def test_cache_key_ignores_device_batch_size_and_process_count(tiny_causal, tiny
 def test_rerun_builds_no_model_and_returns_same_arrays(tiny_causal, tiny_task, tmp_path):
     cfg = ExtractConfig(model=str(tiny_causal), task=str(tiny_task), cache_dir=str(tmp_path), shard_size=16,
                         batch_tokens=256)
-    extract.STATS.update(models_built=0, forward_passes=0)
-    first = extract.extract(cfg, progress=False)
-    assert extract.STATS["models_built"] == 1 and extract.STATS["forward_passes"] > 0
+    with extract.counted() as work:
+        first = extract.extract(cfg, progress=False)
+    assert work["models_built"] == 1 and work["forward_passes"] > 0
     assert first.hidden.shape == (3, 40, 32)
-    extract.STATS.update(models_built=0, forward_passes=0)
-    second = extract.extract(replace(cfg, batch_tokens=64), progress=False)
-    assert extract.STATS == {"models_built": 0, "forward_passes": 0}
+    with extract.counted() as work, extract.counted() as inner:  # blocks nest: each counts what ran in it
+        second = extract.extract(replace(cfg, batch_tokens=64), progress=False)
+    assert work == inner == {"models_built": 0, "forward_passes": 0}
     np.testing.assert_array_equal(first.hidden, second.hidden)
     assert second.ids == first.ids
 

@@ -77,12 +77,11 @@ def test_sigkill_mid_extraction_resumes_from_finished_shards(slow_model, big_tas
     n_finished = len(list((killed / "features").glob("*.partial/shard-*.npz")))
     assert n_finished < n_total and not cache.entries(killed)
 
-    extract.STATS.update(models_built=0, forward_passes=0)
-    resumed = extract.extract(cfg, progress=False)
-    resumed_passes = extract.STATS["forward_passes"]
-    extract.STATS.update(models_built=0, forward_passes=0)
-    full = extract.extract(ExtractConfig(**{**cfg.__dict__, "cache_dir": str(clean)}), progress=False)
-    assert resumed_passes < extract.STATS["forward_passes"]  # finished shards were not recomputed
+    with extract.counted() as resumed_work:
+        resumed = extract.extract(cfg, progress=False)
+    with extract.counted() as full_work:
+        full = extract.extract(ExtractConfig(**{**cfg.__dict__, "cache_dir": str(clean)}), progress=False)
+    assert resumed_work["forward_passes"] < full_work["forward_passes"]  # finished shards were not recomputed
     assert _npy_bytes(resumed.path) == _npy_bytes(full.path)  # byte-identical to an uninterrupted run
     if completion is not None:
         assert resumed.manifest["template"] == cfg.template  # the contrast entry's key names its completion
@@ -112,27 +111,26 @@ def test_corruption_is_detected_reported_and_reextracted(finished, fault, capsys
         cache.load_entry(feats.path)
     assert cache.main(["--cache-dir", cfg.cache_dir, "verify"]) == 1
     assert "CORRUPT" in capsys.readouterr().out
-    extract.STATS.update(models_built=0, forward_passes=0)
     if fault == "flip":
         # A hit checks headers and sizes only; a layer's crc is checked on its first read, which fails mid-run:
         # the entry is reported, removed and extracted afresh, and the run goes on with verified numbers.
-        hit = extract.extract(cfg, progress=False)
-        assert extract.STATS["models_built"] == 0
-        hit.layer(0)
-        np.testing.assert_array_equal(hit.take(hit.ids[:3]), feats.take(feats.ids[:3]))
-        assert extract.STATS["models_built"] == 1
+        with extract.counted() as work:
+            hit = extract.extract(cfg, progress=False)
+            assert work["models_built"] == 0
+            hit.layer(0)
+            np.testing.assert_array_equal(hit.take(hit.ids[:3]), feats.take(feats.ids[:3]))
+        assert work["models_built"] == 1
         assert "checksum mismatch" in capsys.readouterr().err and _npy_bytes(hit.path) == good
         # the batch job verifies a hit it reports, so it never says "cache hit" over a damaged layer (issue #32)
         target.write_bytes(bytes(data))
-        extract.STATS.update(models_built=0)
         assert extract.main(["--model", cfg.model, "--task", cfg.task, "--cache-dir", cfg.cache_dir,
                              "--shard-size", "16", "--quiet"]) == 0
         out = capsys.readouterr()
         assert "checksum mismatch" in out.err and "extracted" in out.out and "cache hit" not in out.out
-        extract.STATS.update(models_built=0)
         shutil.rmtree(hit.path)
-    again = extract.extract(cfg, progress=False)
-    assert extract.STATS["models_built"] == 1  # re-extracted, never read as valid numbers
+    with extract.counted() as work:
+        again = extract.extract(cfg, progress=False)
+    assert work["models_built"] == 1  # re-extracted, never read as valid numbers
     assert _npy_bytes(again.path) == good
 
 
@@ -186,12 +184,11 @@ def test_read_only_cache_fails_before_work_nonroot(tiny_causal, tiny_task, tmp_p
 def test_unwritable_or_full_cache_fails_before_any_model_is_built(tiny_causal, tiny_task, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache folder should be")
-    extract.STATS.update(models_built=0, forward_passes=0)
-    with pytest.raises(ToolkitError, match="not writable"):
+    with extract.counted() as work, pytest.raises(ToolkitError, match="not writable"):
         extract.extract(ExtractConfig(model=str(tiny_causal), task=str(tiny_task), cache_dir=str(blocker)))
     with pytest.raises(ToolkitError, match="GB free but this extraction needs"):
         cache.check_writable(tmp_path, need_bytes=1 << 62)
-    assert extract.STATS["models_built"] == 0
+    assert work["models_built"] == 0
 
 
 def test_cli_user_error_is_one_line_no_traceback(tiny_task):

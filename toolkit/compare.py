@@ -427,7 +427,6 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
                figures: bool = True) -> Comparison:
     """`run` for a ready `CompareConfig`; `figures` as in `Comparison.write`."""
     t_start = time.perf_counter()
-    built = extract_mod.STATS["models_built"]
     stats: dict[str, int] = {}
     all_recs: list[Predictions] = []
     labels: dict[str, dict[str, int]] = {}
@@ -437,58 +436,59 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
     split_sizes: dict[str, tasks_mod.SplitSizes] = {}
     loaded = _check_names(cfg, out, notes)
     plans = _print_plan(cfg, loaded) if progress else {}
-    for task_name in cfg.job.tasks:
-        t0 = time.perf_counter()
-        task = loaded[task_name]
-        if task.name in labels:
-            raise ToolkitError(f"task '{task.name}' is listed twice")
-        job = cfg.job.for_task(task)
-        split_sizes[task.name] = job.sizes
-        sups = _supervise(cfg, job, task, task_name, progress)
-        timings[f"weak {task.name}"] = time.perf_counter() - t0
-        labels[task.name] = task.gold
-        all_recs += [r for s in sups for r in s.weak if r.split != "weak_train"]
-        runs = [(sups, "")]
-        if len(cfg.chain) > 2:
+    with extract_mod.counted() as extraction:  # models built by any stage of this run, for its stats
+        for task_name in cfg.job.tasks:
             t0 = time.perf_counter()
-            inter = [(m, extract_mod.extract(extract_mod.for_job(cfg.job, m, task_name, strong=False),
-                                             progress=progress)) for m in cfg.chain[1:-1]]
-            chain_sups, inter_recs, via = chain_mod.bootstrap(sups, inter, first=cfg.job.weak,
-                                                                     fit=solver(cfg.job.device, cfg.job.probe_engine),
-                                                                     cache_dir=cfg.job.cache_dir)
-            all_recs += inter_recs
-            runs.append((chain_sups, via))
-            timings[f"chain {task.name} {cfg.job.weak}>{via}"] = time.perf_counter() - t0
-        for strong in cfg.job.strong:
-            base = Context(task=task, task_spec=task_name, sups=tuple(sups), weak=cfg.job.weak, strong=strong,
-                           info=resolve(strong, cfg.job.cache_dir), job=job, losses=cfg.losses, progress=progress)
-            for name in cfg.methods:
-                method = methods_mod.get(name)
+            task = loaded[task_name]
+            if task.name in labels:
+                raise ToolkitError(f"task '{task.name}' is listed twice")
+            job = cfg.job.for_task(task)
+            split_sizes[task.name] = job.sizes
+            sups = _supervise(cfg, job, task, task_name, progress)
+            timings[f"weak {task.name}"] = time.perf_counter() - t0
+            labels[task.name] = task.gold
+            all_recs += [r for s in sups for r in s.weak if r.split != "weak_train"]
+            runs = [(sups, "")]
+            if len(cfg.chain) > 2:
                 t0 = time.perf_counter()
-                if method.skip(base.info) is None and (label := method.prepare(base, cfg.opts(name))):
-                    timings[label] = time.perf_counter() - t0
-            for run_sups, via in runs:
-                block: list[Predictions] = []
-                for i, (phase_sups, methods) in enumerate(_phases(cfg, tuple(run_sups))):
-                    if progress:
-                        _print_eta(cfg, methods, phase_sups, timings, plans.get((task.name, strong)), task.name,
-                                   f"{cfg.job.weak}{CHAIN_SEP}{via}" if via else cfg.job.weak, strong)
-                    ctx = Context(**{**vars(base), "sups": phase_sups, "chain": via})
-                    recs, c, t = _strong_runs(cfg, ctx, methods, stats, notes)
-                    block += recs
-                    curves += c
-                    for k, v in t.items():
-                        timings[k] = timings.get(k, 0.0) + v
-                    if progress and i == 0 and recs:
-                        seeds = {s.seed for s in phase_sups}  # PGR against the root supervisor, chain or not
-                        weak_recs = [r for s in sups if s.seed in seeds for r in s.weak if r.split != "weak_train"]
-                        _print_early(cfg, weak_recs + recs, labels[task.name], phase_sups,
-                                     time.perf_counter() - t_start)
-                # back in the one-pass order (method, then seed), so that results.csv does not depend on the phases
-                rank = {m: i for i, m in enumerate(cfg.methods)}
-                pos = {s.seed: i for i, s in enumerate(run_sups)}
-                all_recs += sorted(block, key=lambda r: (rank[r.method], pos[r.seed]))
-    stats["models_built_for_extraction"] = extract_mod.STATS["models_built"] - built
+                inter = [(m, extract_mod.extract(extract_mod.for_job(cfg.job, m, task_name, strong=False),
+                                                 progress=progress)) for m in cfg.chain[1:-1]]
+                chain_sups, inter_recs, via = chain_mod.bootstrap(
+                    sups, inter, first=cfg.job.weak, fit=solver(cfg.job.device, cfg.job.probe_engine),
+                    cache_dir=cfg.job.cache_dir)
+                all_recs += inter_recs
+                runs.append((chain_sups, via))
+                timings[f"chain {task.name} {cfg.job.weak}>{via}"] = time.perf_counter() - t0
+            for strong in cfg.job.strong:
+                base = Context(task=task, task_spec=task_name, sups=tuple(sups), weak=cfg.job.weak, strong=strong,
+                               info=resolve(strong, cfg.job.cache_dir), job=job, losses=cfg.losses, progress=progress)
+                for name in cfg.methods:
+                    method = methods_mod.get(name)
+                    t0 = time.perf_counter()
+                    if method.skip(base.info) is None and (label := method.prepare(base, cfg.opts(name))):
+                        timings[label] = time.perf_counter() - t0
+                for run_sups, via in runs:
+                    block: list[Predictions] = []
+                    for i, (phase_sups, methods) in enumerate(_phases(cfg, tuple(run_sups))):
+                        if progress:
+                            _print_eta(cfg, methods, phase_sups, timings, plans.get((task.name, strong)), task.name,
+                                       f"{cfg.job.weak}{CHAIN_SEP}{via}" if via else cfg.job.weak, strong)
+                        ctx = Context(**{**vars(base), "sups": phase_sups, "chain": via})
+                        recs, c, t = _strong_runs(cfg, ctx, methods, stats, notes)
+                        block += recs
+                        curves += c
+                        for k, v in t.items():
+                            timings[k] = timings.get(k, 0.0) + v
+                        if progress and i == 0 and recs:
+                            seeds = {s.seed for s in phase_sups}  # PGR against the root supervisor, chain or not
+                            weak_recs = [r for s in sups if s.seed in seeds for r in s.weak if r.split != "weak_train"]
+                            _print_early(cfg, weak_recs + recs, labels[task.name], phase_sups,
+                                         time.perf_counter() - t_start)
+                    # back in the one-pass order (method, then seed), so that results.csv does not depend on the phases
+                    rank = {m: i for i, m in enumerate(cfg.methods)}
+                    pos = {s.seed: i for i, s in enumerate(run_sups)}
+                    all_recs += sorted(block, key=lambda r: (rank[r.method], pos[r.seed]))
+    stats["models_built_for_extraction"] = extraction["models_built"]
     notes += _truncation_notes(cfg)
     t0 = time.perf_counter()
     settings = cfg.summary_settings()

@@ -17,6 +17,7 @@ logits only at the answer position (`logits_to_keep=1`, left padding).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 import math
 import os
@@ -50,8 +51,25 @@ from toolkit.models import (
     resolve,
 )
 
-# Counters the tests read to prove a cache hit builds no model and runs no forward pass.
-STATS = {"models_built": 0, "forward_passes": 0}
+_COUNTERS: contextvars.ContextVar[tuple[dict, ...]] = contextvars.ContextVar("extraction_counters", default=())
+
+
+@contextlib.contextmanager
+def counted():
+    """Count the work extraction does inside the block, by whichever stage asks for it: yields
+    {"models_built": n, "forward_passes": n}, which a cache hit leaves at 0 (how a comparison says what it did not
+    load, and how the tests prove a hit builds no model). Blocks nest; each counts what ran inside it."""
+    counts = {"models_built": 0, "forward_passes": 0}
+    token = _COUNTERS.set((*_COUNTERS.get(), counts))
+    try:
+        yield counts
+    finally:
+        _COUNTERS.reset(token)
+
+
+def _count(what: str) -> None:
+    for counts in _COUNTERS.get():
+        counts[what] += 1
 
 
 @dataclass(frozen=True)
@@ -189,7 +207,7 @@ def forward_pooled(model, seqs: list[list[int]], *, pad_id: int, pooler: LayerPo
         # logits are not wanted at all (a full (B, T, vocab) tensor is the largest activation of a small model).
         if (label_ids is None or last_is_real) and _accepts(model, "logits_to_keep"):
             kwargs["logits_to_keep"] = 1
-    STATS["forward_passes"] += 1
+    _count("forward_passes")
     pooler.mask = mask
     try:
         out = model(**kwargs)
@@ -533,7 +551,7 @@ def _run_shards(cfg, task, info, spec, path: Path, rank: int, world: int, progre
     seqs, truncated = _tokenized(task, spec, tok)
     plan = shard_plan(np.array([len(x) for x in seqs]), spec["shard_size"])
     model = load_model(info, dtype=cfg.dtype, device=device)
-    STATS["models_built"] += 1
+    _count("models_built")
     n_todo = sum(len(plan[s]) for s in todo)
     bar = tqdm(total=n_todo, unit="ex", desc=f"extract {task.name} / {info.name}",
                disable=not progress or rank != 0, dynamic_ncols=True)
@@ -615,14 +633,15 @@ def _manifest(spec: dict, task, info: ModelInfo, path: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     cfg, args = config.parse(ExtractConfig, argv, "python -m toolkit.extract", __doc__.split("\n")[0], extra=Quiet)
     t0 = time.perf_counter()
-    feats = extract(cfg, progress=not args.quiet)
     rank = int(os.environ.get("RANK", "0"))
-    if rank == 0:
+    with counted() as work:
+        feats = extract(cfg, progress=not args.quiet)
         # The batch job reads every layer once: a hit it reports is verified, and a damaged layer is extracted
         # afresh now rather than found by a later run (a library hit checks each layer as it is first used).
-        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        if rank == 0 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
             feats.verify()
-        hit = "cache hit, verified, no model built" if STATS["models_built"] == 0 else "extracted"
+    if rank == 0:
+        hit = "cache hit, verified, no model built" if work["models_built"] == 0 else "extracted"
         print(f"{feats.path}\n  {len(feats.ids)} examples x {len(feats.layers)} layers x "
               f"d={feats.manifest['hidden_size']} ({hit}, {time.perf_counter() - t0:.2f} s)")
     return 0
