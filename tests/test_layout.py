@@ -9,7 +9,7 @@ ORDER = ["_util", "_archives", "_paper_datasets", "_suite", "tasks", "models", "
          "losses", "trainer", "_linear_cpu",
          "linear", "metrics", "records", "weak", "methods", "probe", "prompt", "finetune",
          "directions", "ccs", "crc", "pca", "random_direction", "prompt_random", "chain", "diagnostics",
-         "plots", "plan", "report", "compare"]
+         "plots", "plan", "report", "compare", "sweep"]
 ROOT = Path(__file__).resolve().parents[1] / "toolkit"
 
 

@@ -251,12 +251,18 @@ def load_config(path: str | Path) -> CompareConfig:
         raise ToolkitError(f"cannot read --config {path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         raise ToolkitError(f"--config {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    return from_dict(data, f"--config {path}")
+
+
+def from_dict(data, where: str = "the config") -> CompareConfig:
+    """The `CompareConfig` of plain data as `config.as_dict` writes it (a run's config.yaml, a sweep's job);
+    `where` names the source in its one-line errors."""
     if not isinstance(data, dict) or not isinstance(data.get("job"), dict):
-        raise ToolkitError(f"--config {path} is not a run's config.yaml (it has no `job` section)")
+        raise ToolkitError(f"{where} is not a run's config.yaml (it has no `job` section)")
     known = methods_mod.registered()
     unknown = [m for m in data.get("options") or {} if m not in known]
     if unknown:
-        raise ToolkitError(f"--config {path} has options of methods not registered here: {', '.join(unknown)}; "
+        raise ToolkitError(f"{where} has options of methods not registered here: {', '.join(unknown)}; "
                            "pass --plugin <module> or install the package that provides them")
     plain = lambda d: {k: tuple(v) if isinstance(v, list) else v for k, v in (d or {}).items()}
     given = {**data["job"], **{k: v for k, v in data.items() if k not in ("job", "options")}}
@@ -389,10 +395,9 @@ def _paper_task(task, counters: list) -> tuple[Any, list[str]]:
     return kept, lines
 
 
-def _check_names(cfg: CompareConfig, out, notes: list[str] | None = None) -> dict:
-    """Every task and model name, the output folder and the method/model pairs, checked before any long work
-    (a bad name fails in a second, not after extraction). Returns the loaded tasks (under `--protocol paper`
-    without their over-long examples; what it did is added to `notes`)."""
+def load_tasks(cfg: CompareConfig, notes: list[str] | None = None) -> dict:
+    """The job's tasks as the comparison runs them: subsampled to its `limit`, and under `--protocol paper`
+    without their over-long examples (what that did is added to `notes`)."""
     loaded = {t: load_task(t, cfg.job.cache_dir, limit=cfg.job.subsample) for t in cfg.job.tasks}
     if cfg.job.protocol == "paper":
         counters = _token_counters(cfg)
@@ -400,6 +405,18 @@ def _check_names(cfg: CompareConfig, out, notes: list[str] | None = None) -> dic
             loaded[name], lines = _paper_task(task, counters)
             if notes is not None:
                 notes += lines
+    return loaded
+
+
+def check(cfg: CompareConfig, out=None) -> None:
+    """Every name, size and the output folder of `cfg`, checked in seconds (what `run_config` checks first)."""
+    _check_names(cfg, out)
+
+
+def _check_names(cfg: CompareConfig, out, notes: list[str] | None = None) -> dict:
+    """Every task and model name, the output folder and the method/model pairs, checked before any long work
+    (a bad name fails in a second, not after extraction). Returns the loaded tasks (`load_tasks`)."""
+    loaded = load_tasks(cfg, notes)
     for task in loaded.values():  # each task's own sizes (`--sizes auto` scales them) meet every method's needs
         job = cfg.job.for_task(task)
         check_sizes(job.sizes, cfg.job.weak)
@@ -670,9 +687,12 @@ class RunArgs:
     packages' methods (entry-point group `toolkit.methods`) need no flag."""
 
 
-def parse_args(argv: list[str] | None, method: str | None = None) -> tuple[CompareConfig, RunArgs]:
+def parse_args(argv: list[str] | None, method: str | None = None, *, extra: type | None = None,
+               prog: str | None = None):
     """The command line as a `CompareConfig` (every registered method's options included) and `RunArgs`. With
-    `method`, the command of that method alone (`method_main`): its options only, `methods` fixed to it."""
+    `method`, the command of that method alone (`method_main`): its options only, `methods` fixed to it. With
+    `extra`, a dataclass of another command's own options (`toolkit.sweep`), parsed beside them and returned
+    third."""
     argv = sys.argv[1:] if argv is None else argv
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("--preset", default=None)
@@ -690,11 +710,13 @@ def parse_args(argv: list[str] | None, method: str | None = None) -> tuple[Compa
         default = load_config(known.config)
         default = default if method is None else dataclasses.replace(default, methods=(method,))
     chosen = methods_mod.registered() if method is None else {method: methods_mod.get(method)}
-    prog = "python -m toolkit." + ("compare" if method is None else type(chosen[method]).__module__.split(".")[-1])
+    prog = prog or "python -m toolkit." + ("compare" if method is None else
+                                           type(chosen[method]).__module__.split(".")[-1])
     about = __doc__.split("\n")[0] if method is None else (
         f"{(type(chosen[method]).__doc__ or method).strip().splitlines()[0]} Run alone, as in a comparison "
         f"(`python -m toolkit.compare --methods {method}`): the same supervision, stores and outputs.")
-    shared = config.field_names(JobConfig) | config.field_names(CompareConfig) | config.field_names(RunArgs)
+    shared = config.field_names(JobConfig) | config.field_names(CompareConfig) | config.field_names(RunArgs) | (
+        config.field_names(extra) if extra is not None else set())
     for name, m in chosen.items():  # a shared name would turn the shared option into a prefixed one
         if clash := sorted(config.field_names(m.Options) & shared):
             raise ToolkitError(f"method {name} has options named as the comparison's own ({', '.join(clash)}): "
@@ -704,13 +726,23 @@ def parse_args(argv: list[str] | None, method: str | None = None) -> tuple[Compa
     for name, m in chosen.items():
         parser.add_arguments(m.Options, dest=f"options.{name}", default=default.options[name])
     parser.add_arguments(RunArgs, dest="run")
+    if extra is not None:
+        parser.add_arguments(extra, dest="extra")
     args = parser.parse_args(argv)
     cfg = args.config
     if method is not None and cfg.methods != (method,):
         raise ToolkitError(f"{prog} runs {method} alone; for several methods use python -m toolkit.compare "
                            f"--methods {','.join(cfg.methods)}")
     options = {**default.options, **{name: getattr(args, f"options.{name}") for name in chosen}}
-    return dataclasses.replace(cfg, options=options), args.run  # every field of the parsed config, the options attached
+    cfg = dataclasses.replace(cfg, options=options)  # every field of the parsed config, the options attached
+    return (cfg, args.run) if extra is None else (cfg, args.run, args.extra)
+
+
+def default_out(cfg: CompareConfig, args: RunArgs, method: str | None = None) -> Path:
+    """Where a run's outputs go: `--out`, else runs/<preset>, else runs/<tasks>__<weak>__<strong>[__<method>]."""
+    stem = "__".join(["+".join(Path(t).stem for t in cfg.job.tasks), Path(cfg.job.weak).name,
+                      "+".join(Path(s).name for s in cfg.job.strong)] + ([method] if method else []))
+    return Path(args.out) if args.out else Path("runs") / args.preset if args.preset else Path("runs") / stem
 
 
 def _rank() -> int:
@@ -723,21 +755,24 @@ def main(argv: list[str] | None = None, method: str | None = None) -> int:
     """`python -m toolkit.compare`; with `method`, that method's own command (`method_main`)."""
     cfg, args = parse_args(argv, method)
     t_start = time.perf_counter()
-    stem = "__".join(["+".join(Path(t).stem for t in cfg.job.tasks), Path(cfg.job.weak).name,
-                      "+".join(Path(s).name for s in cfg.job.strong)] + ([method] if method else []))
-    out = Path(args.out) if args.out else Path("runs") / args.preset if args.preset else Path("runs") / stem
+    out = default_out(cfg, args, method)
     result = run_config(cfg, out=out if _rank() == 0 else None, progress=not args.quiet, figures=args.figures)
     if _rank() != 0:
         return 0
-    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 60):
-        print(report.format_summary(result.summary).to_string(index=False))
-    for n in result.notes:
-        print(f"note: {n}")
+    print_result(result)
     work = ", ".join(f"{k} {v}" for k, v in result.stats.items())
     what = "report.md, summary.csv, results.csv, diagnostics.csv" + (", figures" if args.figures else "")
     print(f"\nwrote {out}/ ({what}) in "
           f"{time.perf_counter() - t_start:.0f} s; not from a cache: {work}", file=sys.stderr)
     return 0
+
+
+def print_result(result: Comparison) -> None:
+    """The summary table and the notes, as the command prints them."""
+    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 60):
+        print(report.format_summary(result.summary).to_string(index=False))
+    for n in result.notes:
+        print(f"note: {n}")
 
 
 def method_main(name: str, argv: list[str] | None = None) -> int:

@@ -196,8 +196,13 @@ def _store(path: Path, spec: dict, recs: list, result: TrainResult, info: dict) 
         manifest = {**spec, **info, "weights": sorted(result.states)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
         if path.exists():  # a stored run without weights, retrained because weights were asked for
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            shutil.rmtree(path, ignore_errors=True)
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another process stored the same run meanwhile (a sweep's overlapping jobs): same key,
+            if not (path / "manifest.json").exists():  # so the same content; keep theirs
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -365,6 +370,7 @@ class FinetuneSupervisor(Supervisor):
     fine-tuning options (`weak_options` apply)."""
 
     name, how = "finetune", "fine-tuned on weak_train gold, its final model"
+    stored = True
 
     def check(self, job) -> None:
         if job.weak == TFIDF:

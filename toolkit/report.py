@@ -155,6 +155,8 @@ def _versions() -> dict[str, str]:
 OUTPUTS = ("results.csv", "summary.csv", "baselines.csv", "diagnostics.csv", "diagnostics_summary.csv",
            "predictions.csv.gz", "curves.csv", "report.md", "config.yaml")
 """The files a run writes besides its figures (`*.png`)."""
+SWEEP_DIR = "sweep"
+"""The folder in a run's outputs where `toolkit.sweep` keeps its jobs, logs and state (left in place)."""
 
 
 def _is_output(path: Path) -> bool:
@@ -167,7 +169,7 @@ def check_out(out: Path) -> None:
     its report. A `ToolkitError` naming a file that is in the way otherwise."""
     if out.exists() and not out.is_dir():
         raise ToolkitError(f"--out {out} is a file; give a folder")
-    other = sorted(p.name for p in out.iterdir() if not _is_output(p)) if out.is_dir() else []
+    other = sorted(p.name for p in out.iterdir() if not _is_output(p) and p.name != SWEEP_DIR) if out.is_dir() else []
     if other:
         raise ToolkitError(f"--out {out} holds files that are not a run's outputs ({', '.join(other[:3])}"
                            f"{', ...' if len(other) > 3 else ''}); give a new or empty folder, or a previous "

@@ -217,6 +217,9 @@ class Supervisor:
     name: ClassVar[str]
     how: ClassVar[str]
     """How report.md says it supervises."""
+    stored: ClassVar[bool] = False
+    """Its labels are trained and stored per seed (a fine-tuned supervisor), so a sweep gives each seed a job of
+    its own before the methods that read them; a probe's are refitted wherever they are needed (seconds)."""
 
     def supervise(self, task, task_spec: str, job, options: dict, progress: bool = True) -> list[Supervision]:
         """Each seed of `job` (a `config.JobConfig` resolved for `task`): its splits and weak labels. `options`
