@@ -30,7 +30,7 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(PY) -m toolkit.compare --task $(TASK) --weak $(WEAK) --strong $(STRONG) --out runs/demo
 
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -rs --durations=15
 	$(PY) -m ruff check toolkit tests benchmarks
 
 lint: setup
@@ -41,7 +41,7 @@ lint: setup
 lock:
 	rm -rf .venv-lock && python3 -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet --upgrade pip
-	.venv-lock/bin/python -m pip install --quiet torch -e ".[dev,lora,datasets]"
+	.venv-lock/bin/python -m pip install --quiet torch -e ".[dev,lora,datasets,slurm]"
 	head -6 $(LOCK) > $(LOCK).new
 	.venv-lock/bin/python -m pip freeze --all --exclude-editable | sed -E 's/^(torch==[^+]*)\+.*/\1/' \
 		| LC_ALL=C sort -f >> $(LOCK).new

@@ -41,14 +41,15 @@ def second_strong(tmp_path_factory):
 
 
 def _options(two_tasks, tiny_causal, second_strong, cache_dir) -> dict:
-    """2 tasks x 2 strong models x 2 seeds: probes, and fine-tuning (one epoch) on the first seed."""
+    """2 tasks x 2 strong models x 2 seeds, the probes (every job a process: the grid is what is tested, and the
+    expensive stage's own jobs are in the tests below)."""
     return dict(tasks=two_tasks, weak=str(tiny_causal), strong=(str(tiny_causal), second_strong), seeds=2,
-                sizes=SIZES, methods=("probe", "finetune"), epochs=1, batch_size=5, micro_batch=5, finetune_seeds=1,
-                n_boot=20, limit=0, dtype="float32", cache_dir=str(cache_dir))
+                sizes=SIZES, methods=("probe",), n_boot=20, limit=0, dtype="float32", cache_dir=str(cache_dir))
 
 
 def test_the_plan_has_a_job_per_stage_and_grain(two_tasks, tiny_causal, second_strong, tmp_path):
-    cfg = compare.CompareConfig.make(**_options(two_tasks, tiny_causal, second_strong, tmp_path))
+    cfg = compare.CompareConfig.make(**{**_options(two_tasks, tiny_causal, second_strong, tmp_path),
+                                        "methods": ("probe", "finetune"), "finetune_seeds": 1})
     jobs = sweep.plan(cfg)
     by_stage = {s: [j for j in jobs if j.stage == s] for s in sweep.STAGES}
     assert len(by_stage["extract"]) == 2 * 2  # the weak model is one of the strong ones: 2 models x 2 tasks
@@ -88,13 +89,12 @@ def test_a_local_sweep_equals_the_in_process_comparison(two_tasks, tiny_causal, 
                                                          tmp_path, capsys):
     out, store = tmp_path / "sweep", tmp_path / "cache"
     argv = ["--task", ",".join(two_tasks), "--weak", str(tiny_causal), "--strong", f"{tiny_causal},{second_strong}",
-            "--seeds", "2", "--sizes", "10,10,6,10", "--methods", "probe,finetune",
-            "--epochs", "1", "--batch-size", "5", "--micro-batch", "5", "--finetune-seeds", "1", "--n-boot", "20",
-            "--limit", "0", "--dtype", "float32", "--cache-dir", str(store), "--launcher", "local", "--workers", "2",
-            "--no-figures", "--out", str(out)]
+            "--seeds", "2", "--sizes", "10,10,6,10", "--methods", "probe", "--n-boot", "20", "--limit", "0",
+            "--dtype", "float32", "--cache-dir", str(store), "--launcher", "local", "--workers", "2", "--no-figures",
+            "--out", str(out)]
     assert sweep.main(argv) == 0
     err = capsys.readouterr().err
-    assert "[sweep] extract: 4 jobs" in err and "[sweep] methods and expensive: 12 jobs" in err
+    assert "[sweep] extract: 4 jobs" in err and "[sweep] methods and expensive: 8 jobs" in err
     assert "the merge computed" not in err  # every stage was in the store
     _same_tables(in_process, out)
     state = json.loads((out / "sweep" / "state.json").read_text())
@@ -115,7 +115,7 @@ def test_overlapping_sweeps_on_one_store_leave_one_valid_entry_each(two_tasks, t
     common = ["--weak", str(tiny_causal), "--strong", str(tiny_causal), "--sizes", "10,10,6,10", "--methods",
               "probe,finetune", "--epochs", "1", "--batch-size", "5", "--micro-batch", "5", "--finetune-seeds", "0",
               "--n-boot", "20", "--limit", "0", "--dtype", "float32", "--cache-dir", str(store), "--launcher",
-              "local", "--workers", "2", "--no-figures", "--quiet"]
+              "local", "--workers", "1", "--no-figures", "--quiet"]
     grids = [["--task", two_tasks[0], "--seeds", "2"], ["--task", ",".join(two_tasks), "--seeds", "1"]]
     procs = [subprocess.Popen([sys.executable, "-m", "toolkit.sweep", *common, *grid, "--out", str(tmp_path / f"s{i}")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i, grid in enumerate(grids)]
@@ -182,7 +182,7 @@ def test_a_job_killed_mid_extraction_is_retried_and_its_entry_is_byte_identical(
     in shards of 512 on a CPU, so the task has three.)"""
     from test_reliability import _npy_bytes
 
-    n = 2 * 512 + 100
+    n = 2 * 512 + 10
     model = save_tiny_causal(tmp_path / "slow", seed=1, n_layers=6)
     task = tmp_path / "big.jsonl"
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()

@@ -336,51 +336,56 @@ def _free_memory() -> None:
         sys.modules["torch"].cuda.empty_cache()
 
 
-def _run_local(stage_jobs: list[Job], state: State, args: SweepArgs, out: Path, say) -> None:
-    """Jobs on a pool of worker processes on this machine (`_Worker`): one per visible GPU (each sees its own),
-    or `workers` of them sharing the cores; each failure retried `retries` times."""
-    gpus = _visible_gpus()
-    n = args.workers or max(1, len(gpus))
-    workers = []
-    for i in range(n):
-        env = dict(os.environ)
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-        else:
-            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
-        workers.append(_Worker(env))
-    free = list(range(n))
-    lock = threading.Condition()
+class _LocalPool:
+    """The local launcher: worker processes on this machine (`_Worker`), one per visible GPU (each sees its own) or
+    `workers` of them sharing the cores, kept for every stage of the sweep; each failure retried `retries`
+    times."""
 
-    def one(job: Job) -> None:
-        spec_path, log = out / "jobs" / f"{job.id}.json", out / "logs" / f"{job.id}.log"
-        atomic_write_bytes(spec_path, json.dumps(job.spec(args.plugins)).encode())
-        with lock:
-            lock.wait_for(lambda: free)
-            worker = workers[free.pop()]
-        try:
-            for attempt in range(1, args.retries + 2):
-                with open(log, "a") as f:
-                    f.write(f"--- try {attempt}\n")
-                state.set(job.id, state="running", tries=attempt, log=str(log), pid=worker.start())
-                ok, error = worker.run(spec_path, log)
-                if ok:
-                    state.set(job.id, state="done", error="")
-                    say(job, state)
-                    return
-                state.set(job.id, error=error or _last_line(log))
-            state.set(job.id, state="failed")
-            say(job, state)
-        finally:
-            with lock:
-                free.append(workers.index(worker))
-                lock.notify()
+    def __init__(self, args: SweepArgs):
+        gpus = _visible_gpus()
+        n = args.workers or max(1, len(gpus))
+        self.workers = []
+        for i in range(n):
+            env = dict(os.environ)
+            if gpus:
+                env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+            else:
+                env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+            self.workers.append(_Worker(env))
+        self.free = list(range(n))
+        self.lock = threading.Condition()
 
-    try:
-        with ThreadPoolExecutor(max_workers=n) as pool:
+    def __call__(self, stage_jobs: list[Job], state: State, args: SweepArgs, out: Path, say) -> None:
+        def one(job: Job) -> None:
+            spec_path, log = out / "jobs" / f"{job.id}.json", out / "logs" / f"{job.id}.log"
+            atomic_write_bytes(spec_path, json.dumps(job.spec(args.plugins)).encode())
+            with self.lock:
+                self.lock.wait_for(lambda: self.free)
+                slot = self.free.pop()
+            worker = self.workers[slot]
+            try:
+                for attempt in range(1, args.retries + 2):
+                    with open(log, "a") as f:
+                        f.write(f"--- try {attempt}\n")
+                    state.set(job.id, state="running", tries=attempt, log=str(log), pid=worker.start())
+                    ok, error = worker.run(spec_path, log)
+                    if ok:
+                        state.set(job.id, state="done", error="")
+                        say(job, state)
+                        return
+                    state.set(job.id, error=error or _last_line(log))
+                state.set(job.id, state="failed")
+                say(job, state)
+            finally:
+                with self.lock:
+                    self.free.append(slot)
+                    self.lock.notify()
+
+        with ThreadPoolExecutor(max_workers=len(self.workers)) as pool:
             list(pool.map(one, stage_jobs))
-    finally:
-        for w in workers:
+
+    def close(self) -> None:
+        for w in self.workers:
             w.close()
 
 
@@ -461,21 +466,25 @@ def run_sweep(cfg: CompareConfig, args: SweepArgs, out: str | Path, *, progress:
                 line += f" after {state.jobs[job.id]['tries']} tries, log {state.jobs[job.id]['log']}"
             print(line, file=sys.stderr, flush=True)
 
-    launch = _run_local if args.launcher == "local" else _run_slurm
-    # both method stages need only the extraction and the weak labels: they run side by side
-    for stages in (("extract",), ("weak",), ("methods", "expensive")):
-        stage_jobs = [j for j in jobs if j.stage in stages]
-        if not stage_jobs:
-            continue
-        if progress:
-            print(f"[sweep] {' and '.join(stages)}: {len(stage_jobs)} jobs through the {args.launcher} launcher",
-                  file=sys.stderr, flush=True)
-        launch(stage_jobs, state, args, own, say)
-        if any(state.jobs[j.id]["state"] == "failed" for j in stage_jobs):
-            state.set_merge("not run: a job failed")
+    launch = _LocalPool(args) if args.launcher == "local" else _run_slurm
+    try:
+        # both method stages need only the extraction and the weak labels: they run side by side
+        for stages in (("extract",), ("weak",), ("methods", "expensive")):
+            stage_jobs = [j for j in jobs if j.stage in stages]
+            if not stage_jobs:
+                continue
             if progress:
-                print(status(out), file=sys.stderr)
-            return None
+                print(f"[sweep] {' and '.join(stages)}: {len(stage_jobs)} jobs through the {args.launcher} "
+                      "launcher", file=sys.stderr, flush=True)
+            launch(stage_jobs, state, args, own, say)
+            if any(state.jobs[j.id]["state"] == "failed" for j in stage_jobs):
+                state.set_merge("not run: a job failed")
+                if progress:
+                    print(status(out), file=sys.stderr)
+                return None
+    finally:
+        if isinstance(launch, _LocalPool):
+            launch.close()
     state.set_merge("running")
     result = compare.run_config(cfg, out=out, progress=False, figures=figures)
     state.set_merge("done")
