@@ -306,6 +306,25 @@ def test_keep_weights_retrains_a_run_stored_without_them(cfg, sup, finetune_runs
     assert finetune_runs.trainings == before + 1
 
 
+def test_two_writers_of_one_run_keep_one_valid_copy(tmp_path, monkeypatch):
+    """Two processes that train the same run (a sweep's overlapping jobs) both store it: the second to rename its
+    folder into place finds the first's there, keeps it (same key, same content) and leaves no temporary folder."""
+    from types import SimpleNamespace
+
+    path = tmp_path / "finetune" / "key"
+    result = SimpleNamespace(curve=pd.DataFrame({"step": [1]}), states={})
+    real = os.replace
+
+    def first_writer_wins(src, dst):  # the other process renames its copy in just before this one
+        Path(dst).mkdir(parents=True)
+        (Path(dst) / "manifest.json").write_text("{}")
+        return real(src, dst)
+
+    monkeypatch.setattr(ft.os, "replace", first_writer_wins)
+    ft._store(path, {"key": "k"}, [], result, {})
+    assert [p.name for p in path.parent.iterdir()] == ["key"] and (path / "manifest.json").read_text() == "{}"
+
+
 def test_a_damaged_run_is_trained_again_never_used(cfg, sup, finetune_runs):
     run = ft.train_run(sup, cfg, role="ceiling")
     blob = bytearray((run.path / "predictions.npz").read_bytes())

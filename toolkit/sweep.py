@@ -8,8 +8,9 @@ merged by the comparison itself.
 The options are `compare`'s (the same config, presets and `--config`) and the launcher's. The jobs:
 - `extract`: one per model x task (the weak, intermediate and strong models' features);
 - `weak`: one per task x seed, where the weak supervisor is trained and stored (`--weak-method finetune`);
-- `methods` and `expensive`: one per task x strong model x method x seed it runs on; the expensive methods
-  (fine-tuning) get their own resources.
+- `methods`: one per task x strong model x cheap method (probes, prompting, label-free), all its seeds;
+- `expensive`: one per task x strong model x expensive method (fine-tuning) x seed it runs on, with resources of
+  their own.
 Each stage starts when the one before it has finished. Every job writes only into the store (the cache root,
 which every node must see: `--cache-dir` or $TOOLKIT_CACHE_DIR on a shared filesystem), whose entries are
 content-addressed, locked per key, written atomically and resumable: a job run twice, or two jobs that overlap,
@@ -161,10 +162,14 @@ def plan(cfg: CompareConfig) -> list[Job]:
                 method = methods_mod.get(name)
                 if method.skip(info) is not None:
                     continue
-                for seed in method.seeds(cfg.opts(name), tuple(cfg.job.seeds), cfg.job):
-                    sub = dataclasses.replace(_sub(cfg, tasks=(task,), strong=(strong,), seeds=(seed,)),
+                seeds = method.seeds(cfg.opts(name), tuple(cfg.job.seeds), cfg.job)
+                # an expensive method's seeds are jobs of their own (hours each); a cheap method's seeds share one
+                # job, which loads the features once (they take seconds to minutes together)
+                for part in ([(s,) for s in seeds] if method.expensive else [tuple(seeds)]):
+                    sub = dataclasses.replace(_sub(cfg, tasks=(task,), strong=(strong,), seeds=part),
                                               methods=(name,))
-                    add("expensive" if method.expensive else "methods", f"{name} {task} {strong} seed {seed}", sub)
+                    what = f"seed {part[0]}" if len(part) == 1 else f"seeds {','.join(map(str, part))}"
+                    add("expensive" if method.expensive else "methods", f"{name} {task} {strong} {what}", sub)
     return jobs
 
 
