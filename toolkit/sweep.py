@@ -523,8 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     if result is None:
         return 1
     compare.print_result(result)
-    print(f"\nwrote {out}/ (report.md, summary.csv, results.csv, diagnostics.csv; {STATE} holds the jobs)",
-          file=sys.stderr)
+    print(f"\nwrote {out}/ (report.md, summary.csv, results.csv, diagnostics.csv; the jobs' state and logs in "
+          f"{out / report.SWEEP_DIR}/)", file=sys.stderr)
     return 0
 
 
