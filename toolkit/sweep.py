@@ -20,9 +20,10 @@ in one line if it had to compute anything. A failed job is retried (`--retries`)
 finished; one that keeps failing is reported with its log, the other jobs go on, and the merge waits for a
 rerun of the same command, which skips what is done.
 
-Launchers: `none` (the comparison in this process), `local` (a pool of subprocesses: one per visible GPU, or
-`--workers` on a CPU), `slurm` (job arrays through submitit, per-stage resources; the extra `slurm`).
-`<out>/sweep.json` holds every job's state, which `python -m toolkit.sweep status <out>` prints.
+Launchers: `none` (the comparison in this process), `local` (long-lived worker processes: one per visible GPU,
+or `--workers` on a CPU), `slurm` (job arrays through submitit, per-stage resources; the extra `slurm`).
+`<out>/sweep/` holds every job's spec, log and state (`state.json`), which `python -m toolkit.sweep status <out>`
+prints.
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ def run_job(spec: dict) -> str:
 
 class State:
     """Every job's state (`waiting`, `running`, `done`, `failed`), its tries, log and last error line, kept in
-    `<out>/sweep.json` (rewritten atomically at every change, so `status` reads it any time)."""
+    `<out>/sweep/state.json` (rewritten atomically at every change, so `status` reads it any time)."""
 
     def __init__(self, out: Path, jobs: list[Job]):
         self.path, self.lock = out / STATE, threading.Lock()  # `out`: the sweep's own folder
