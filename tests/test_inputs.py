@@ -301,7 +301,7 @@ def test_loss_parameters_work_wherever_a_loss_is_named(tiny_causal, tiny_task, t
     assert "loss 'logconf' takes no parameter beta" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("module", ["compare", "extract"])
+@pytest.mark.parametrize("module", ["compare", "extract", "sweep"])
 def test_every_command_has_help(module, capsys):
     import importlib
 
