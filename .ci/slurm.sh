@@ -39,6 +39,8 @@ JobAcctGatherType=jobacct_gather/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
+# a cancelled job is killed 2 s after its SIGTERM (30 s by default; submitit ignores the SIGTERM)
+KillWait=2
 SchedulerType=sched/backfill
 MpiDefault=none
 NodeName=${host} CPUs=${cpus} RealMemory=${mem_mb} State=UNKNOWN

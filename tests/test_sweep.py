@@ -248,3 +248,52 @@ def test_a_sweep_through_slurm_equals_the_in_process_comparison(two_tasks, tiny_
     _same_tables(in_process, out)
     state = json.loads((out / "sweep" / "state.json").read_text())
     assert all(j["state"] == "done" and j.get("slurm_id") for j in state["jobs"].values())
+
+
+@pytest.mark.skipif(_slurm_running() is not None, reason=str(_slurm_running()))
+def test_a_job_cancelled_on_slurm_is_resubmitted(tiny_causal, tiny_task, tmp_path):
+    """A job cancelled while it runs (as preemption does) leaves the queue without a result: the launcher sees it
+    gone from `squeue` (this cluster has no accounting for submitit's sacct), resubmits it, and the sweep ends."""
+    mark = tmp_path / "tried"
+    plugin = tmp_path / "stall.py"
+    plugin.write_text(f'''
+import time
+from dataclasses import dataclass
+from pathlib import Path
+import toolkit
+
+
+@dataclass(frozen=True)
+class StallOptions:
+    """Stalls on its first try, to be cancelled."""
+
+
+@toolkit.register_method
+class Stall(toolkit.Method):
+    name, Options = "stall", StallOptions
+
+    def run(self, ctx, opts):
+        mark = Path({str(mark)!r})
+        if not mark.exists():
+            mark.write_text("tried")
+            time.sleep(300)
+        return toolkit.MethodResult([])
+''')
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "toolkit.sweep", "--plugin", str(plugin), "--task", str(tiny_task),
+                             "--weak", str(tiny_causal), "--strong", str(tiny_causal), "--seeds", "1", "--sizes",
+                             "10,10,6,10", "--methods", "stall", "--limit", "0", "--cache-dir", str(tmp_path / "c"),
+                             "--launcher", "slurm", "--poll", "0.5", "--extract-gpus", "0", "--method-gpus", "0",
+                             "--extract-mem-gb", "1", "--method-mem-gb", "1", "--cpus-per-job", "1", "--retries", "1",
+                             "--no-figures", "--quiet", "--out", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while not mark.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert mark.exists(), "the job never started"
+    slurm_id = json.loads((out / "sweep" / "state.json").read_text())["jobs"]["methods-0000"]["slurm_id"]
+    subprocess.run(["scancel", str(slurm_id)], check=True)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    job = json.loads((out / "sweep" / "state.json").read_text())["jobs"]["methods-0000"]
+    assert job["state"] == "done" and job["tries"] == 2 and job["slurm_id"] != slurm_id

@@ -422,28 +422,62 @@ def _run_slurm(jobs: list[Job], state: State, args: SweepArgs, out: Path, say) -
                       slurm_id=h.job_id)
         return handles
 
-    running = submit(jobs)
+    running, gone = submit(jobs), {}
     while running:
         time.sleep(args.poll)
         retry = []
+        left = _left_the_queue(running, gone)
         for job_id, (job, handle) in list(running.items()):
-            if not handle.done():
+            if handle.done():
+                error = None
+                try:
+                    handle.result()
+                except Exception as e:  # the job's own exception, or SLURM's (preempted, out of time, node failure)
+                    lines = str(e).strip().splitlines()
+                    error = (lines[-1] if lines else type(e).__name__)[:300]
+            elif job_id in left:
+                error = "it left SLURM's queue without a result (cancelled, preempted or killed)"
+            else:
                 continue
             del running[job_id]
-            try:
-                handle.result()
+            if error is None:
                 state.set(job_id, state="done", error="")
                 say(job, state)
-            except Exception as e:  # the job's own exception, or SLURM's (preempted, out of time, node failure)
-                lines = str(e).strip().splitlines()
-                state.set(job_id, error=(lines[-1] if lines else type(e).__name__)[:300])
-                if state.jobs[job_id]["tries"] <= args.retries:
-                    retry.append(job)
-                else:
-                    state.set(job_id, state="failed")
-                    say(job, state)
+                continue
+            state.set(job_id, error=error)
+            if state.jobs[job_id]["tries"] <= args.retries:
+                retry.append(job)
+            else:
+                state.set(job_id, state="failed")
+                say(job, state)
         if retry:
+            for job in retry:
+                gone.pop(job.id, None)
             running |= submit(retry)
+
+
+QUEUE_GRACE = 3
+"""Looks at `squeue` in a row that must miss a job, with no result written, before it counts as gone: a job that
+has just ended may have its result file written a moment after it leaves the queue."""
+
+
+def _left_the_queue(running: dict, gone: dict) -> set:
+    """The jobs of `running` (id -> (job, submitit handle)) that SLURM's queue has not held for `QUEUE_GRACE` looks
+    and that wrote no result. submitit tells a finished job by its result file or by `sacct`, so without
+    accounting (a small cluster, this project's CI) a job cancelled or preempted before it wrote its result would
+    be waited for forever; `squeue` shows every job still pending or running."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    if out.returncode != 0:
+        return set()
+    queued = set(out.stdout.split())
+    for job_id, (_, handle) in running.items():
+        base = str(handle.job_id).split("_")[0]
+        held = str(handle.job_id) in queued or any(q.startswith(f"{base}_[") or q == base for q in queued)
+        gone[job_id] = 0 if held or handle.paths.result_pickle.exists() else gone.get(job_id, 0) + 1
+    return {job_id for job_id in running if gone.get(job_id, 0) >= QUEUE_GRACE}
 
 
 def run_sweep(cfg: CompareConfig, args: SweepArgs, out: str | Path, *, progress: bool = True,
