@@ -126,27 +126,34 @@ def test_overlapping_sweeps_on_one_store_leave_one_valid_entry_each(two_tasks, t
     assert len([r for r in stored if r.suffix == ".npz"]) == 3  # task 1: seeds 0, 1; task 2: seed 0
 
 
-def test_a_failing_job_is_reported_with_its_log_and_the_rest_go_on(tiny_causal, tiny_task, tmp_path, capsys):
-    plugin = tmp_path / "flaky.py"
-    plugin.write_text('''
+def _plugin(folder: Path, name: str, body: str) -> Path:
+    """A module file registering method `name` with no options, whose `run` runs `body` (8-space indented) and
+    returns no records: what `--plugin` loads in the sweep and in every job."""
+    path = folder / f"{name}.py"
+    path.write_text(f"""
 from dataclasses import dataclass
 import toolkit
 
 
 @dataclass(frozen=True)
-class FlakyOptions:
-    """Fails on seed 1."""
+class Options:
+    \"\"\"No options.\"\"\"
 
 
 @toolkit.register_method
-class Flaky(toolkit.Method):
-    name, Options = "flaky", FlakyOptions
+class Method(toolkit.Method):
+    name, Options = {name!r}, Options
 
-    def run(self, ctx, opts):
-        if any(s.seed == 1 for s in ctx.sups):
-            raise RuntimeError("flaky fails on seed 1")
+    def run(self, ctx, opts):{body}
         return toolkit.MethodResult([])
-''')
+""")
+    return path
+
+
+def test_a_failing_job_is_reported_with_its_log_and_the_rest_go_on(tiny_causal, tiny_task, tmp_path, capsys):
+    plugin = _plugin(tmp_path, "flaky", """
+        if any(s.seed == 1 for s in ctx.sups):
+            raise RuntimeError("flaky fails on seed 1")""")
     out = tmp_path / "out"
     argv = ["--plugin", str(plugin), "--task", str(tiny_task), "--weak", str(tiny_causal), "--strong",
             str(tiny_causal), "--seeds", "2", "--sizes", "10,10,6,10", "--methods", "probe,flaky", "--limit", "0",
@@ -255,30 +262,14 @@ def test_a_job_cancelled_on_slurm_is_resubmitted(tiny_causal, tiny_task, tmp_pat
     """A job cancelled while it runs (as preemption does) leaves the queue without a result: the launcher sees it
     gone from `squeue` (this cluster has no accounting for submitit's sacct), resubmits it, and the sweep ends."""
     mark = tmp_path / "tried"
-    plugin = tmp_path / "stall.py"
-    plugin.write_text(f'''
-import time
-from dataclasses import dataclass
-from pathlib import Path
-import toolkit
+    plugin = _plugin(tmp_path, "stall", f"""
+        import time
+        from pathlib import Path
 
-
-@dataclass(frozen=True)
-class StallOptions:
-    """Stalls on its first try, to be cancelled."""
-
-
-@toolkit.register_method
-class Stall(toolkit.Method):
-    name, Options = "stall", StallOptions
-
-    def run(self, ctx, opts):
-        mark = Path({str(mark)!r})
+        mark = Path({str(mark)!r})  # stalls on its first try, to be cancelled
         if not mark.exists():
             mark.write_text("tried")
-            time.sleep(300)
-        return toolkit.MethodResult([])
-''')
+            time.sleep(300)""")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "toolkit.sweep", "--plugin", str(plugin), "--task", str(tiny_task),
                              "--weak", str(tiny_causal), "--strong", str(tiny_causal), "--seeds", "1", "--sizes",

@@ -49,7 +49,8 @@ from toolkit.tasks import load as load_task
 from toolkit.weak import TFIDF as WEAK_TFIDF
 from toolkit.weak import check_sizes, solver
 
-__all__ = ["CompareConfig", "Comparison", "PRESETS", "preset", "run", "run_config", "main", "method_main"]
+__all__ = ["CompareConfig", "Comparison", "PRESETS", "check", "from_dict", "load_tasks", "main", "method_main",
+           "preset", "run", "run_config", "supervise"]
 
 LADDER = ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b")
 STUDY_TASKS = ("sentiment", "fever", "strategyqa", "multiemo", "tweets")
@@ -434,7 +435,7 @@ def _check_names(cfg: CompareConfig, out, notes: list[str] | None = None) -> dic
     return loaded
 
 
-def _supervise(cfg: CompareConfig, job: JobConfig, task, task_name: str, progress: bool) -> list:
+def supervise(cfg: CompareConfig, job: JobConfig, task, task_name: str, progress: bool) -> list:
     """Each seed's splits (of `job`'s sizes, resolved for this task) and weak labels, from the weak supervisor
     `cfg.job.weak_method` builds (`weak.Supervisor`)."""
     return weak_mod.supervisor(cfg.job.weak_method).supervise(task, task_name, job, cfg.all_opts(), progress)
@@ -461,7 +462,7 @@ def run_config(cfg: CompareConfig, *, out: str | Path | None = None, progress: b
                 raise ToolkitError(f"task '{task.name}' is listed twice")
             job = cfg.job.for_task(task)
             split_sizes[task.name] = job.sizes
-            sups = _supervise(cfg, job, task, task_name, progress)
+            sups = supervise(cfg, job, task, task_name, progress)
             timings[f"weak {task.name}"] = time.perf_counter() - t0
             labels[task.name] = task.gold
             all_recs += [r for s in sups for r in s.weak if r.split != "weak_train"]

@@ -326,7 +326,7 @@ class _Strong:
     a damaged one is scored again."""
 
     def __init__(self, ctx: Context, scoring: Scoring):
-        self.cfg, self.info, self.task, self.model, self.memo = scoring, ctx.info, ctx.task, None, {}
+        self.scoring, self.info, self.task, self.model, self.memo = scoring, ctx.info, ctx.task, None, {}
         self.dtype, self.cache_dir = ctx.job.dtype, ctx.job.cache_dir
         self.tok = load_tokenizer(ctx.info)
         self.device = pick_device(ctx.job.device)
@@ -335,14 +335,14 @@ class _Strong:
     def limit(self) -> int:
         """The prompt length limit in tokens: `max_length`, else the model's context (read from its config,
         so a run served from the store loads no model)."""
-        return self.cfg.max_length or int(read_config(self.info)["max_position_embeddings"])
+        return self.scoring.max_length or int(read_config(self.info)["max_position_embeddings"])
 
     def _path(self, texts: list[str], demos: list[tuple[str, int]]) -> Path:
         return cache.run_path("prompt", {
             "version": PROMPT_CACHE_VERSION, "model": self.info.identity,
             "dtype": dtype_name(self.dtype, self.device), "template": self.task.template,
             "words": list(self.task.label_words), "demos": [list(d) for d in demos],
-            "texts": stable_hash(list(texts), 32), "max_length": self.cfg.max_length}, self.cache_dir)
+            "texts": stable_hash(list(texts), 32), "max_length": self.scoring.max_length}, self.cache_dir)
 
     @staticmethod
     def _read(path: Path, n: int) -> np.ndarray | None:
@@ -369,8 +369,8 @@ class _Strong:
             if self.model is None:
                 self.model = load_model(self.info, dtype=self.dtype, device=self.device)
             logp = np.asarray(score(self.model, self.tok, self.task.template, self.task.label_words, texts, demos,
-                                    batch_tokens=self.cfg.batch_tokens, max_length=self.cfg.max_length,
-                                    reuse_prefix=self.cfg.reuse_prefix, device=self.device, progress=progress),
+                                    batch_tokens=self.scoring.batch_tokens, max_length=self.scoring.max_length,
+                                    reuse_prefix=self.scoring.reuse_prefix, device=self.device, progress=progress),
                               dtype=np.float64)
             self.scored += len(texts)
             cache.write_blob(path, {"logp": logp})

@@ -187,8 +187,7 @@ def run_job(spec: dict) -> str:
             what = {}
         elif spec["stage"] == "weak":
             task = compare.load_tasks(cfg)[cfg.job.tasks[0]]
-            weak_mod.supervisor(cfg.job.weak_method).supervise(task, cfg.job.tasks[0], cfg.job.for_task(task),
-                                                                 cfg.all_opts(), progress=False)
+            compare.supervise(cfg, cfg.job.for_task(task), task, cfg.job.tasks[0], progress=False)
             what = {}
         else:
             what = compare.run_config(cfg, progress=False, figures=False).stats
@@ -224,8 +223,19 @@ class State:
         atomic_write_bytes(self.path, json.dumps({"jobs": self.jobs, "merge": self.merge}, indent=1).encode())
 
     def counts(self, stage: str) -> dict[str, int]:
-        states = [j["state"] for j in self.jobs.values() if j["stage"] == stage]
-        return {s: states.count(s) for s in ("done", "running", "failed", "waiting")}
+        return _counts(self.jobs.values(), stage)
+
+
+def _counts(jobs, stage: str) -> dict[str, int]:
+    """How many of `jobs` (state dicts) of `stage` are in each state."""
+    states = [j["state"] for j in jobs if j["stage"] == stage]
+    return {s: states.count(s) for s in ("done", "running", "failed", "waiting")}
+
+
+def _error_line(e: BaseException) -> str:
+    """An exception as one line: its type and its message's last line."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}".replace("\n", " ")[:300]
 
 
 def _last_line(path: Path) -> str:
@@ -248,10 +258,9 @@ def status(out: str | Path) -> str:
     jobs = data["jobs"].values()
     lines = [f"{'stage':10s} {'done':>5s} {'running':>8s} {'failed':>7s} {'waiting':>8s}"]
     for stage in STAGES:
-        states = [j["state"] for j in jobs if j["stage"] == stage]
-        if states:
-            lines.append(f"{stage:10s} {states.count('done'):5d} {states.count('running'):8d} "
-                         f"{states.count('failed'):7d} {states.count('waiting'):8d}")
+        c = _counts(jobs, stage)
+        if any(c.values()):
+            lines.append(f"{stage:10s} {c['done']:5d} {c['running']:8d} {c['failed']:7d} {c['waiting']:8d}")
     lines.append(f"merge: {data.get('merge', 'waiting')}")
     for j in jobs:
         if j["state"] == "failed":
@@ -326,9 +335,8 @@ def _worker_loop() -> int:
                 result = "ok"
             except Exception as e:  # the job's failure, in its log; the worker goes on with the next job
                 traceback.print_exc()
-                lines = str(e).strip().splitlines()
-                result = f"error {type(e).__name__}: {lines[-1] if lines else ''}"[:300]
-        answer.write(result.replace("\n", " ") + "\n")
+                result = f"error {_error_line(e)}"
+        answer.write(result + "\n")
         answer.flush()
         _free_memory()
     return 0
@@ -433,8 +441,7 @@ def _run_slurm(jobs: list[Job], state: State, args: SweepArgs, out: Path, say) -
                 try:
                     handle.result()
                 except Exception as e:  # the job's own exception, or SLURM's (preempted, out of time, node failure)
-                    lines = str(e).strip().splitlines()
-                    error = (lines[-1] if lines else type(e).__name__)[:300]
+                    error = _error_line(e)
             elif job_id in left:
                 error = "it left SLURM's queue without a result (cancelled, preempted or killed)"
             else:
